@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each installs first).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install data demo test test-fast bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# constraints.txt pins the CPU torch wheel; unpinned, pip would fetch a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST comes from Debian (offline, no download at run time). Non-root users: sudo, or
+# set RAYFLOW_DATA_DIR to a folder holding the four IDX .gz files.
+data:
+	@if [ -n "$$RAYFLOW_DATA_DIR" ] || [ -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST present"; \
+	else \
+		$(SUDO) apt-get install -y dataset-fashion-mnist || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist); \
+	fi
+
+demo: install data
+	$(BIN)/rayflow demo
+
+test: install data
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install data
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,100 @@
+"""DataConfig -> Splits: the limited-label subset, validation and held-out pools, all seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rayflow.config import DataConfig
+from rayflow.data import sources
+from rayflow.data.imageset import DataError, ImageSet, Splits
+
+
+def _stratified(labels: np.ndarray, num_classes: int, per_class: int, rng: np.random.Generator,
+                what: str) -> np.ndarray:
+    out = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < per_class:
+            raise DataError(f"{what}: class {c} has only {len(idx)} images, {per_class} requested")
+        out.append(rng.choice(idx, per_class, replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def _split_off(pool: ImageSet, per_class: int, rng: np.random.Generator, what: str,
+               fraction_if_regression: float = 0.0) -> tuple[ImageSet, ImageSet]:
+    """Takes `per_class` images per class out of `pool`: (taken, rest)."""
+    if pool.num_classes is None:
+        n = per_class if per_class else int(len(pool) * fraction_if_regression)
+        idx = np.sort(rng.choice(len(pool), n, replace=False))
+    else:
+        idx = _stratified(pool.labels, pool.num_classes, per_class, rng, what)
+    mask = np.zeros(len(pool), bool)
+    mask[idx] = True
+    return pool.subset(mask), pool.subset(~mask)
+
+
+def resize(s: ImageSet, size: int) -> ImageSet:
+    """Centre pad or crop to size x size (28 -> 32 for CIFAR-style nets); no interpolation."""
+    h, w = s.images.shape[2:]
+    if (h, w) == (size, size):
+        return s
+    x = s.images
+    if h < size or w < size:
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        x = np.pad(x, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
+    h, w = x.shape[2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return ImageSet(np.ascontiguousarray(x[:, :, top:top + size, left:left + size]), s.labels, s.num_classes)
+
+
+def upscale(s: ImageSet, size: int) -> ImageSet:
+    """Nearest-neighbour upscale (8x8 digits -> 16x16) when the target is a multiple of the size."""
+    h = s.images.shape[2]
+    k = size // h
+    x = s.images.repeat(k, axis=2).repeat(k, axis=3)
+    return ImageSet(np.ascontiguousarray(x), s.labels, s.num_classes)
+
+
+def _read_source(cfg: DataConfig) -> tuple[ImageSet, ImageSet | None]:
+    if cfg.name == "fashion_mnist":
+        return sources.load_fashion_mnist()
+    if cfg.name == "digits":
+        return sources.load_digits(seed=cfg.seed)
+    if cfg.path is None:
+        raise DataError(f"data.path is required for data.name={cfg.name!r}")
+    if cfg.name == "npz":
+        return sources.load_npz(cfg.path, cfg.task, cfg.num_classes)
+    if cfg.name == "parquet":
+        return sources.load_parquet(cfg.path, cfg.task, cfg.num_classes)
+    train, _ = sources.load_folder(cfg.path, cfg.num_classes)
+    return train, None
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    train, test = _read_source(cfg)
+    if cfg.num_classes is not None and train.num_classes is not None and cfg.num_classes < train.num_classes:
+        bad = int(train.labels.max())
+        raise DataError(f"label {bad} is out of range for data.num_classes={cfg.num_classes}")
+    rng = np.random.default_rng(1000 + cfg.seed)
+    if test is None:  # user data without a test split: hold out a stratified 20 %
+        per = max(1, int(0.2 * len(train) / (train.num_classes or 1))) if train.num_classes else 0
+        test, train = _split_off(train, per, rng, "test split", fraction_if_regression=0.2)
+    if test.shape != train.shape:
+        raise DataError(f"image shape mismatch: train images are {train.shape} but test images are {test.shape}")
+    val = heldout = None
+    if cfg.val_per_class:
+        val, train = _split_off(train, cfg.val_per_class, rng, "data.val_per_class")
+    if cfg.heldout_per_class:
+        heldout, train = _split_off(train, cfg.heldout_per_class, rng, "data.heldout_per_class")
+    if cfg.n_per_class:
+        train, _ = _split_off(train, cfg.n_per_class, rng, "data.n_per_class")
+    if cfg.test_limit and len(test) > cfg.test_limit:
+        test = test.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(test), cfg.test_limit, replace=False)))
+    splits = Splits(train=train, test=test, val=val, heldout=heldout)
+    if cfg.image_size:
+        fn = upscale if cfg.image_size % train.shape[1] == 0 and cfg.image_size > train.shape[1] else resize
+        for k in ("train", "test", "val", "heldout"):
+            s = getattr(splits, k)
+            if s is not None:
+                setattr(splits, k, fn(s, cfg.image_size))
+    return splits

@@ -1,0 +1,191 @@
+"""GAN training state and loop, plain PyTorch (Ray drivers wrap it; DDP is the caller's job).
+
+`gan_step` works whether G/D are bare modules or DistributedDataParallel wrappers: forwards and
+backwards go through the wrappers (so gradients are all-reduced), `unwrap` is used only where
+the bare module is needed (EMA, state dicts, attributes such as z_dim).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..config import GANConfig
+from .diffaugment import diff_augment
+from .discriminator import ProjectionDiscriminator
+from .ema import EMA, unwrap
+from .generator import CondGenerator
+from .losses import d_loss, g_loss
+
+SampleReal = Callable[[int], tuple[Tensor, Tensor]]
+"""n -> (images (n, C, H, W) float in [-1, 1] or uint8, labels (n,)) from the real training set."""
+
+
+@dataclass
+class GANState:
+    G: nn.Module
+    D: nn.Module
+    ema: EMA
+    optG: torch.optim.Optimizer
+    optD: torch.optim.Optimizer
+    step: int = 0
+
+    @property
+    def G_ema(self) -> nn.Module:
+        return self.ema.ema
+
+    def state_dict(self) -> dict:
+        """Tensors / nested dicts / numbers only, so `torch.load(..., weights_only=True)` reads it."""
+        return {"G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
+                "G_ema": self.ema.state_dict(), "optG": self.optG.state_dict(),
+                "optD": self.optD.state_dict(), "step": int(self.step)}
+
+    def load_state_dict(self, sd: dict) -> None:
+        unwrap(self.G).load_state_dict(sd["G"])
+        unwrap(self.D).load_state_dict(sd["D"])
+        self.ema.load_state_dict(sd["G_ema"])
+        self.optG.load_state_dict(sd["optG"])
+        self.optD.load_state_dict(sd["optD"])
+        self.step = int(sd["step"])
+
+
+def build_gan(cfg: GANConfig, num_classes: int, in_channels: int, image_size: int, *,
+              device: torch.device | str | None = None) -> GANState:
+    """Fresh G, D, EMA(G) and Adam optimisers; weights depend only on cfg.seed (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        G = CondGenerator(num_classes, z_dim=cfg.z_dim, out_channels=in_channels,
+                          image_size=image_size, base_channels=cfg.g_channels)
+        D = ProjectionDiscriminator(num_classes, in_channels=in_channels, image_size=image_size,
+                                    base_channels=cfg.d_channels)
+    if device is not None:
+        G, D = G.to(device), D.to(device)
+    optG = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+    optD = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
+    return GANState(G=G, D=D, ema=EMA(G, cfg.ema_decay), optG=optG, optD=optD, step=0)
+
+
+def _is_ddp(m: nn.Module) -> bool:
+    return isinstance(m, nn.parallel.DistributedDataParallel)
+
+
+def _real_batch(sample_real: SampleReal, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    x, y = sample_real(n)
+    x = torch.as_tensor(x)
+    if x.dtype == torch.uint8:
+        x = x.float() / 127.5 - 1.0
+    return x.to(device, torch.float32), torch.as_tensor(y).to(device)
+
+
+def gan_step(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
+             batch_size: int | None = None) -> dict:
+    """n_dis hinge D steps (DiffAugment on real and fake), one G step, EMA update; step += 1.
+
+    Fakes are drawn with the labels of the real batch (class balance follows the sampler).
+    `batch_size` is this process's batch (under DDP: per worker); default cfg.batch_size.
+    Returns float metrics: d_loss, g_loss (means over the D steps for D), d_real, d_fake logits.
+    """
+    G, D = state.G, state.D
+    n = batch_size or cfg.batch_size
+    z_dim = unwrap(G).z_dim
+    device = next(unwrap(D).parameters()).device
+    G.train()
+    D.train()
+    d_tot = real_tot = fake_tot = 0.0
+    for _ in range(cfg.n_dis):
+        x_real, y = _real_batch(sample_real, n, device)
+        with torch.no_grad():
+            x_fake = G(torch.randn(n, z_dim, device=device), y)
+        # one D call on real+fake: a single DDP forward/backward, and the same SN power iteration
+        logits = D(diff_augment(torch.cat([x_real, x_fake]), cfg.diffaugment), torch.cat([y, y]))
+        loss_d = d_loss(logits[:n], logits[n:])
+        state.optD.zero_grad(set_to_none=True)
+        loss_d.backward()
+        state.optD.step()
+        d_tot += loss_d.item()
+        real_tot += logits[:n].mean().item()
+        fake_tot += logits[n:].mean().item()
+
+    # G step. Without DDP, freeze D's weights so backward skips their gradients; a DDP-wrapped
+    # D must keep requires_grad as at construction (its reducer expects every gradient).
+    freeze = not _is_ddp(D)
+    if freeze:
+        D.requires_grad_(False)
+    try:
+        x_fake = G(torch.randn(n, z_dim, device=device), y)
+        loss_g = g_loss(D(diff_augment(x_fake, cfg.diffaugment), y))
+        state.optG.zero_grad(set_to_none=True)
+        loss_g.backward()
+        state.optG.step()
+    finally:
+        if freeze:
+            D.requires_grad_(True)
+    state.ema.update(G)
+    state.step += 1
+    k = cfg.n_dis
+    return {"d_loss": d_tot / k, "g_loss": loss_g.item(), "d_real": real_tot / k, "d_fake": fake_tot / k}
+
+
+def train_gan(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
+              reporter: Callable[[dict, dict | None], None] | None = None,
+              on_checkpoint: Callable[[GANState], None] | None = None,
+              log_every: int = 100, batch_size: int | None = None) -> dict:
+    """Run `gan_step` from state.step up to cfg.steps (a resumed state continues where it stopped).
+
+    `on_checkpoint(state)` fires every cfg.checkpoint_every steps and once at the end; the caller
+    saves `state.state_dict()`. `reporter(metrics, None)` (design.md reporter contract; no state,
+    checkpoints go through on_checkpoint) fires every `log_every` steps and at the last step with
+    step, d_loss, g_loss, d_real, d_fake (means over the window) and steps_per_s.
+    Returns the last window's metrics ({"step": ...} only if no step was run).
+    """
+    last: dict = {"step": state.step}
+    sums: dict[str, float] = {}
+    count, t0 = 0, time.perf_counter()
+    while state.step < cfg.steps:
+        m = gan_step(state, sample_real, cfg, batch_size=batch_size)
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+        done = state.step >= cfg.steps
+        if state.step % log_every == 0 or done:
+            dt = time.perf_counter() - t0
+            last = {"step": state.step, **{k: v / count for k, v in sums.items()},
+                    "steps_per_s": count / dt if dt > 0 else float("inf")}
+            if reporter is not None:
+                reporter(last, None)
+            sums, count, t0 = {}, 0, time.perf_counter()
+        if on_checkpoint is not None and (state.step % cfg.checkpoint_every == 0 or done):
+            on_checkpoint(state)
+            return last
+
+
+def _to_uint8(x: Tensor) -> Tensor:
+    """[-1, 1] float -> uint8, the inverse of `u8 / 127.5 - 1`."""
+    return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def generate(G: nn.Module, labels: Tensor, seed: int, batch_size: int = 500) -> Tensor:
+    """uint8 images (N, C, H, W) for `labels`, on CPU; depends only on (G, labels, seed).
+
+    G runs in eval mode (see ema.py for why) and its mode is restored; z for all N samples is
+    drawn up front from a CPU torch.Generator, so the result does not depend on batch_size or device RNG.
+    """
+    g = unwrap(G)
+    was_training = g.training
+    g.eval()
+    try:
+        device = next(g.parameters()).device
+        z = torch.randn(len(labels), g.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+        out = [_to_uint8(g(z[i:i + batch_size].to(device), labels[i:i + batch_size].to(device))).cpu()
+               for i in range(0, len(labels), batch_size)]
+    finally:
+        g.train(was_training)
+    if not out:
+        return torch.empty(0, g.out_channels, g.image_size, g.image_size, dtype=torch.uint8)
+    return torch.cat(out)

@@ -1,0 +1,46 @@
+"""Small image networks (CIFAR-style, after RepDistiller) behind one registry.
+
+``build_model(name, in_channels=..., image_size=..., num_outputs=...)`` is the
+only way the rest of rayflow creates networks, so teacher/student choices are
+plain strings in configs.
+"""
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from .base import _REGISTRY, FeatureNet, register
+from . import mlp, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (registers)
+
+__all__ = ["FeatureNet", "build_model", "list_models", "register"]
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _check_kwargs(name: str, builder, kwargs: dict) -> None:
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    fixed = {"in_channels", "image_size", "num_outputs"}
+    allowed = [p for p in params if p not in fixed]
+    bad = sorted(k for k in kwargs if k not in allowed)
+    if bad:
+        raise ValueError(
+            f"model {name!r} got unexpected kwarg(s) {bad}; it accepts {allowed or 'none'}"
+        )
+
+
+def build_model(
+    name: str, *, in_channels: int = 1, image_size: int = 28, num_outputs: int = 10, **kwargs
+) -> nn.Module:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    for arg, val in (("in_channels", in_channels), ("image_size", image_size), ("num_outputs", num_outputs)):
+        if int(val) < 1:
+            raise ValueError(f"model {name!r}: {arg} must be >= 1, got {val}")
+    builder = _REGISTRY[name]
+    _check_kwargs(name, builder, kwargs)
+    return builder(in_channels=in_channels, image_size=image_size, num_outputs=num_outputs, **kwargs)

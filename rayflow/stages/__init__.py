@@ -1,0 +1,1 @@
+"""Pipeline stages: config + input artifacts -> cached, content-addressed output artifact."""

@@ -1,0 +1,1 @@
+"""Supervised training in plain torch: tasks, batch sources, the step loop, evaluation."""

@@ -1,0 +1,103 @@
+"""A supervised training job as plain data, runnable in-process or inside a Ray Train worker.
+
+Both executors call `run_job` with the worker's rank and a reporter, so the numbers a user sees
+from `executor: local` and from Ray Train come from the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rayflow.config import ModelConfig, TrainConfig
+from rayflow.data.imageset import ImageSet
+from rayflow.models import build_model
+from rayflow.train.loop import KDSpec, Reporter, evaluate, train_steps
+from rayflow.train.sources import ArraySource, BatchSource, MixedSource
+from rayflow.train.tasks import Task
+
+
+@dataclass
+class FakeData:
+    """Filtered, teacher-labelled synthetic samples and how to mix them in."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    teacher_logits: np.ndarray | None
+    real_fraction: float = 0.75
+
+
+@dataclass
+class SupervisedJob:
+    model: ModelConfig
+    train_cfg: TrainConfig
+    train: ImageSet
+    val: ImageSet | None = None
+    test: ImageSet | None = None
+    init_state: dict[str, torch.Tensor] | None = None  # fine-tune from (e.g. the NOKD student)
+    teacher: ModelConfig | None = None  # online KD teacher (BLKD) ...
+    teacher_state: dict[str, torch.Tensor] | None = None  # ... and its weights
+    kd_alpha: float = 0.0
+    temperature: float = 4.0
+    fake: FakeData | None = None
+    log_every: int = 100
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> Task:
+        return Task.of(self.train.num_classes)
+
+    def build(self, cfg: ModelConfig | None = None) -> torch.nn.Module:
+        c, h, _ = self.train.shape
+        cfg = cfg or self.model
+        return build_model(cfg.name, in_channels=c, image_size=h, num_outputs=self.task.num_outputs, **cfg.kwargs)
+
+
+def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSource | None = None) -> BatchSource:
+    tc, task = job.train_cfg, job.task
+    if job.fake is None and fake_source is None:
+        return ArraySource(job.train.images, job.train.labels, tc.batch_size, augment_ops=tc.augment,
+                           seed=tc.seed, rank=rank, world_size=world, label_dtype=task.label_dtype)
+    frac = job.fake.real_fraction if job.fake is not None else job.extra.get("real_fraction", 0.75)
+    n_real = max(1, round(tc.batch_size * frac))
+    real = ArraySource(job.train.images, job.train.labels, n_real, augment_ops=tc.augment, seed=tc.seed,
+                       rank=rank, world_size=world, label_dtype=task.label_dtype)
+    if fake_source is None:
+        f = job.fake
+        fake_source = ArraySource(f.images, f.labels, tc.batch_size - n_real, augment_ops=tc.augment,
+                                  teacher_logits=f.teacher_logits, seed=tc.seed + 1, rank=rank,
+                                  world_size=world, label_dtype=task.label_dtype)
+    return MixedSource(real, fake_source)
+
+
+def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world: int = 1,
+            device: torch.device | str = "cpu", reporter: Reporter | None = None,
+            start_state: dict | None = None, fake_source: BatchSource | None = None,
+            eval_on: Callable | None = None) -> dict:
+    """Trains `model` (already moved/wrapped by the caller) and returns final metrics."""
+    torch.manual_seed(job.train_cfg.seed * 1000 + rank)
+    kd = None
+    if job.kd_alpha > 0:
+        teacher = None
+        if job.teacher is not None:
+            teacher = job.build(job.teacher)
+            teacher.load_state_dict(job.teacher_state)
+            teacher.to(device).eval()
+        kd = KDSpec(job.kd_alpha, job.temperature, teacher)
+    task = job.task
+
+    def evaluate_fn(m: torch.nn.Module) -> dict:
+        out = {}
+        if job.val is not None and len(job.val):
+            out.update(evaluate(m, job.val, task, device, prefix="val_"))
+        if job.test is not None:
+            out.update(evaluate(m, job.test, task, device, prefix="test_"))
+        return out
+
+    source = make_source(job, rank, world, fake_source)
+    return train_steps(model, source, job.train_cfg, task, kd=kd, device=device, evaluate_fn=evaluate_fn,
+                       reporter=reporter, start_state=start_state, log_every=job.log_every,
+                       is_main=rank == 0)

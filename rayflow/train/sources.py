@@ -1,0 +1,74 @@
+"""Batch sources for the step loop: a sharded real set, and a real/fake mix with fixed proportions.
+
+A worker of rank r in a world of size W sees its own 1/W slice of every epoch's permutation (the
+DistributedSampler rule) and draws batch_size/W images per step, so W workers take the same
+number of steps over the same data as one.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from rayflow.data.transforms import augment, to_float
+
+
+class Batch(dict):
+    """x: float images in [-1, 1]; y: labels; t (optional): teacher logits for KD."""
+
+
+class BatchSource(Protocol):
+    def next_batch(self) -> Batch: ...
+
+
+class ArraySource:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, augment_ops=(),
+                 teacher_logits: np.ndarray | None = None, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, label_dtype=torch.int64):
+        if len(images) == 0:
+            raise ValueError("empty training set")
+        self.images, self.labels, self.t = images, labels, teacher_logits
+        self.bs = max(1, batch_size // world_size)
+        self.ops = list(augment_ops)
+        self.seed, self.rank, self.world = seed, rank, world_size
+        self.label_dtype = label_dtype
+        self.g = torch.Generator().manual_seed(seed * 7919 + rank)
+        self._it = self._indices()
+
+    def _indices(self) -> Iterator[np.ndarray]:
+        epoch = 0
+        n = len(self.labels)
+        while True:
+            perm = np.random.default_rng((self.seed, epoch)).permutation(n)
+            mine = perm[self.rank::self.world] if n >= self.world else perm
+            for i in range(0, len(mine) - self.bs + 1 if len(mine) >= self.bs else 1, self.bs):
+                yield mine[i:i + self.bs] if len(mine) >= self.bs else np.resize(mine, self.bs)
+            epoch += 1
+
+    def next_batch(self) -> Batch:
+        idx = np.sort(next(self._it))
+        x = to_float(torch.from_numpy(self.images[idx]))
+        if self.ops:
+            x = augment(x, self.ops, self.g)
+        b = Batch(x=x, y=torch.as_tensor(self.labels[idx]).to(self.label_dtype))
+        if self.t is not None:
+            b["t"] = torch.from_numpy(np.asarray(self.t[idx], np.float32))
+        return b
+
+
+class MixedSource:
+    """Each batch = round(real_fraction * B) real + the rest fake, so fakes never swamp the reals."""
+
+    def __init__(self, real: ArraySource, fake: BatchSource):
+        self.real, self.fake = real, fake
+
+    def next_batch(self) -> Batch:
+        r, f = self.real.next_batch(), self.fake.next_batch()
+        out = Batch(x=torch.cat([r["x"], f["x"]]), y=torch.cat([r["y"], f["y"]]),
+                    is_fake=torch.cat([torch.zeros(len(r["y"]), dtype=torch.bool),
+                                       torch.ones(len(f["y"]), dtype=torch.bool)]))
+        if "t" in f:
+            out["t_fake"] = f["t"]
+        return out
