@@ -257,6 +257,17 @@ def test_rejection_sampled_fakes_are_closer_to_real(trained, fresh_fakes):
         assert d_kept < 0.35 * d_raw
 
 
+def test_acceptance_is_per_label():
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1, 2], 20000)
+    scale = np.array([1.0, 10.0, 100.0])
+    r = rng.random(len(y)) * scale[y]
+    s = RejectionSampler(burnin_max={0: 1.0, 1: 10.0, 2: 200.0}, seed=0)
+    acc = s.accept(r, y, rng_key=0)
+    rates = [acc[y == c].mean() for c in range(3)]
+    np.testing.assert_allclose(rates, [0.5, 0.5, 0.25], atol=0.015)
+
+
 def test_rejection_is_deterministic_and_resumable():
     rng = np.random.default_rng(0)
     r = rng.exponential(size=500)

@@ -164,9 +164,8 @@ class RejectionSampler:
         key, from ``(seed, call counter)`` (deterministic given the seed and the call order).
         """
         r, y = _check(ratios, labels, "accept")
-        m = self._per_sample_max(r, y, update_max)
-        u = self._uniforms(len(r), rng_key)
-        return u < r / m
+        prob = np.minimum(r / self._per_sample_max(r, y, update_max), 1.0)
+        return self._uniforms(len(r), rng_key) < prob
 
     def __call__(self, feats: Any, labels: Any, rng_key: int | Sequence[int] | None = None,
                  update_max: bool = True) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 from rayflow.config import ModelConfig, TrainConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.models import build_model
-from rayflow.train.loop import KDSpec, Reporter, evaluate, train_steps
+from rayflow.train.loop import KDSpec, Reporter, evaluate, predict, train_steps
 from rayflow.train.sources import ArraySource, BatchSource, MixedSource
 from rayflow.train.tasks import Task
 
@@ -43,6 +43,7 @@ class SupervisedJob:
     kd_alpha: float = 0.0
     temperature: float = 4.0
     fake: FakeData | None = None
+    real_logits: np.ndarray | None = None  # teacher logits on the real train images (no-aug KD)
     log_every: int = 100
     extra: dict = field(default_factory=dict)
 
@@ -60,11 +61,12 @@ def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSou
     tc, task = job.train_cfg, job.task
     if job.fake is None and fake_source is None:
         return ArraySource(job.train.images, job.train.labels, tc.batch_size, augment_ops=tc.augment,
-                           seed=tc.seed, rank=rank, world_size=world, label_dtype=task.label_dtype)
+                           teacher_logits=job.real_logits, seed=tc.seed, rank=rank, world_size=world,
+                           label_dtype=task.label_dtype)
     frac = job.fake.real_fraction if job.fake is not None else job.extra.get("real_fraction", 0.75)
     n_real = max(1, round(tc.batch_size * frac))
     real = ArraySource(job.train.images, job.train.labels, n_real, augment_ops=tc.augment, seed=tc.seed,
-                       rank=rank, world_size=world, label_dtype=task.label_dtype)
+                       teacher_logits=job.real_logits, rank=rank, world_size=world, label_dtype=task.label_dtype)
     if fake_source is None:
         f = job.fake
         fake_source = ArraySource(f.images, f.labels, tc.batch_size - n_real, augment_ops=tc.augment,
@@ -86,6 +88,9 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
             teacher = job.build(job.teacher)
             teacher.load_state_dict(job.teacher_state)
             teacher.to(device).eval()
+            if not job.train_cfg.augment and job.real_logits is None:
+                # un-augmented reals always look the same: one teacher pass instead of one per step
+                job.real_logits = predict(teacher, job.train.images, device=device).numpy()
         kd = KDSpec(job.kd_alpha, job.temperature, teacher)
     task = job.task
 

@@ -30,7 +30,7 @@ class KDSpec:
     """Optional distillation term: alpha * KD + (1 - alpha) * task loss.
 
     `teacher` (online, frozen) supplies targets for samples without precomputed logits; fakes carry
-    their teacher logits from the synth stage (`t_fake`), so the teacher never re-runs on them.
+    their teacher logits from the synth stage, so the teacher never re-runs on them.
     """
 
     alpha: float = 0.0
@@ -92,16 +92,13 @@ def _loss(model: nn.Module, b: Batch, task: Task, kd: KDSpec | None) -> torch.Te
     loss = task.loss(out, b["y"])
     if kd is None or kd.alpha <= 0:
         return loss
-    t = torch.full_like(out, float("nan"))
-    have = torch.zeros(len(out), dtype=torch.bool, device=out.device)
-    if "t_fake" in b:
-        fake = b["is_fake"]
-        t[fake] = b["t_fake"].to(out.dtype)
-        have |= fake
-    if kd.teacher is not None and not have.all():
+    t = b["t"].to(out.dtype) if "t" in b else torch.full_like(out, float("nan"))
+    missing = torch.isnan(t).any(1)
+    if kd.teacher is not None and missing.any():
         with torch.no_grad():
-            t[~have] = kd.teacher(b["x"][~have]).to(out.dtype)
-        have[:] = True
+            t[missing] = kd.teacher(b["x"][missing]).to(out.dtype)
+        missing[:] = False
+    have = ~missing
     if not have.any():
         return loss
     return (1 - kd.alpha) * loss + kd.alpha * kd_loss(out[have], t[have], kd.temperature)

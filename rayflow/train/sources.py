@@ -16,7 +16,8 @@ from rayflow.data.transforms import augment, to_float
 
 
 class Batch(dict):
-    """x: float images in [-1, 1]; y: labels; t (optional): teacher logits for KD."""
+    """x: float images in [-1, 1]; y: labels; t (optional): teacher logits for KD, NaN rows where a
+    sample has none (the loop asks the online teacher for those, if there is one)."""
 
 
 class BatchSource(Protocol):
@@ -66,9 +67,9 @@ class MixedSource:
 
     def next_batch(self) -> Batch:
         r, f = self.real.next_batch(), self.fake.next_batch()
-        out = Batch(x=torch.cat([r["x"], f["x"]]), y=torch.cat([r["y"], f["y"]]),
-                    is_fake=torch.cat([torch.zeros(len(r["y"]), dtype=torch.bool),
-                                       torch.ones(len(f["y"]), dtype=torch.bool)]))
-        if "t" in f:
-            out["t_fake"] = f["t"]
+        out = Batch(x=torch.cat([r["x"], f["x"]]), y=torch.cat([r["y"], f["y"]]))
+        if "t" in r or "t" in f:
+            k = (r.get("t") if "t" in r else f["t"]).shape[1]
+            parts = [b["t"] if "t" in b else torch.full((len(b["y"]), k), float("nan")) for b in (r, f)]
+            out["t"] = torch.cat(parts)
         return out

@@ -1,0 +1,225 @@
+"""cGAN training stage: one body for Ray Train workers and the local executor.
+
+Checkpoints (full GAN state + a sample grid + label consistency) go out every
+`gan.checkpoint_every` steps; a restarted run of the same artifact key resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rayflow.artifacts import Artifact, run_stage, stage_key
+from rayflow.checkpoint import load_state, save_state, save_weights
+from rayflow.config import GANConfig, PipelineConfig
+from rayflow.data.imageset import ImageSet, Splits
+from rayflow.gan import build_gan, generate, save_grid_png, train_gan, unwrap
+from rayflow.gan.quality import gan_quality
+
+log = logging.getLogger("rayflow")
+
+G_EMA = "g_ema.safetensors"
+ARCH = "gan.json"
+
+
+def grid_labels(num_classes: int, per_class: int = 10) -> torch.Tensor:
+    return torch.arange(num_classes).repeat_interleave(per_class)
+
+
+def consistency_probe(G: torch.nn.Module, teacher: torch.nn.Module | None, num_classes: int,
+                      per_class: int = 100, seed: int = 12345) -> dict:
+    if teacher is None:
+        return {}
+    labels = grid_labels(num_classes, per_class)
+    return gan_quality(teacher, generate(G, labels, seed), labels, num_classes=num_classes)
+
+
+def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: torch.device,
+             prepare: Callable[[torch.nn.Module], torch.nn.Module],
+             save_checkpoint: Callable[[dict, dict, Path | None], None], start_state: dict | None,
+             teacher: torch.nn.Module | None, name: str) -> dict:
+    """Trains the GAN; `save_checkpoint(metrics, state, grid_png)` persists (rank 0 gives state)."""
+    c, h, _ = train.shape
+    C = train.num_classes
+    state = build_gan(cfg, C, c, h, device=device)
+    if start_state is not None:
+        state.load_state_dict(start_state)
+        log.info("[%s] resuming GAN from step %d", name, state.step)
+    state.G, state.D = prepare(state.G), prepare(state.D)
+    rng = np.random.default_rng((cfg.seed, rank, state.step))
+    per_worker = max(1, cfg.batch_size // world)
+
+    def sample_real(n: int):
+        idx = rng.integers(0, len(train), n)
+        return torch.tensor(train.images[idx]), torch.tensor(train.labels[idx])
+
+    t0 = time.perf_counter()
+    window: dict = {}
+
+    def reporter(m: dict, _):
+        window.update(m)
+        if rank == 0:
+            print(f"[{name}] step {m['step']}/{cfg.steps}  d_loss {m['d_loss']:.3f}  g_loss {m['g_loss']:.3f}  "
+                  f"{m['steps_per_s']:.2f} steps/s", flush=True)
+
+    curve: list[dict] = []
+
+    def on_checkpoint(st) -> None:
+        metrics = {"step": st.step, **{k: v for k, v in window.items() if k != "step"}}
+        if rank != 0:
+            save_checkpoint(metrics, None, None)
+            return
+        G = st.G_ema
+        q = consistency_probe(G, teacher, C)
+        metrics.update({k: v for k, v in q.items() if not isinstance(v, list)})
+        curve.append({"step": st.step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        metrics["curve"] = json.dumps(curve)
+        with tempfile.TemporaryDirectory() as d:
+            grid = Path(d) / f"samples_step{st.step:06d}.png"
+            save_grid_png(generate(G, grid_labels(C), seed=1), grid, nrow=10)
+            save_checkpoint(metrics, st.state_dict(), grid)
+        if "label_consistency" in metrics:
+            print(f"[{name}] step {st.step}: label consistency {metrics['label_consistency']:.1f} %", flush=True)
+
+    train_gan(state, sample_real, cfg, reporter=reporter, on_checkpoint=on_checkpoint,
+              log_every=min(100, cfg.checkpoint_every), batch_size=per_worker)
+    return {"step": state.step, "train_s": time.perf_counter() - t0, "curve": curve}
+
+
+def _load_teacher(teacher_dir: str | None):
+    if teacher_dir is None:
+        return None
+    from rayflow.stages.models_io import load_model
+
+    return load_model(teacher_dir)
+
+
+def _ray_worker(config: dict) -> dict:
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    start = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            start = load_state(Path(d) / "state.pt")
+
+    def save_checkpoint(metrics: dict, state: dict | None, grid: Path | None) -> None:
+        if state is None:
+            ray.train.report({k: v for k, v in metrics.items() if k != "curve"})
+            return
+        with tempfile.TemporaryDirectory() as d:
+            save_state(state, Path(d) / "state.pt")
+            if grid is not None:
+                os.replace(grid, Path(d) / grid.name)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    out = gan_body(config["gan"], config["train"], rank=rank, world=world, device=ray.train.torch.get_device(),
+                   prepare=ray.train.torch.prepare_model, save_checkpoint=save_checkpoint, start_state=start,
+                   teacher=_load_teacher(config["teacher_dir"]) if rank == 0 else None, name=config["name"])
+    return out if rank == 0 else {}
+
+
+def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | None, name: str,
+                     out: Path) -> dict:
+    """Trains with the configured executor; leaves the final state + grids in `out`."""
+    storage = Path(pcfg.output_dir).absolute() / "ray_storage"
+    sc = pcfg.scaling
+    threads = sc.threads_per_worker or max(1, int(sc.cpus_per_worker))
+    if pcfg.runtime.executor == "ray":
+        import ray.train
+        from ray.train.torch import TorchTrainer
+
+        from rayflow.runtime import init_ray
+
+        init_ray(pcfg.runtime)
+        result = TorchTrainer(
+            _ray_worker,
+            train_loop_config={"gan": pcfg.gan, "train": train, "teacher_dir": teacher_dir, "name": name,
+                               "threads": threads},
+            scaling_config=ray.train.ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
+                                                   resources_per_worker={"CPU": sc.cpus_per_worker}),
+            run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
+                                           failure_config=ray.train.FailureConfig(max_failures=1),
+                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                           logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+        ).fit()
+        if result.error:
+            raise result.error
+        with result.checkpoint.as_directory() as d:
+            state = load_state(Path(d) / "state.pt")
+        metrics = result.return_value
+        grids = sorted(p for ck in (storage / name).glob("checkpoint_*") for p in ck.glob("samples_*.png"))
+    else:
+        local_dir = storage / name
+        local_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = local_dir / "state.pt"
+        device = torch.device("cuda" if sc.use_gpu and torch.cuda.is_available() else "cpu")
+        torch.set_num_threads(max(threads, int(sc.cpus_per_worker * sc.num_workers)))
+
+        def save_checkpoint(metrics: dict, st: dict | None, grid: Path | None) -> None:
+            if st is not None:
+                save_state(st, ckpt)
+            if grid is not None:
+                os.replace(grid, local_dir / grid.name)
+
+        metrics = gan_body(pcfg.gan, train, rank=0, world=1, device=device, prepare=lambda m: m,
+                           save_checkpoint=save_checkpoint, start_state=load_state(ckpt) if ckpt.exists() else None,
+                           teacher=_load_teacher(teacher_dir), name=name)
+        state = load_state(ckpt)
+        grids = sorted(local_dir.glob("samples_*.png"))
+    save_weights(state["G_ema"]["model"], out / G_EMA)
+    save_state(state, out / "gan_state.pt")
+    for g in grids:
+        (out / g.name).write_bytes(g.read_bytes())
+    return metrics
+
+
+def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifact:
+    key_cfg = {"data": pcfg.data.model_dump(mode="json"), "gan": pcfg.gan.model_dump(mode="json")}
+    name = f"{pcfg.name}-gan-{stage_key('gan', key_cfg, [teacher])}"
+    c, h, _ = splits.shape
+
+    def build(out: Path) -> dict:
+        log.info("[gan] training the cGAN for %d steps (batch %d, %d D steps per G step)",
+                 pcfg.gan.steps, pcfg.gan.batch_size, pcfg.gan.n_dis)
+        t0 = time.perf_counter()
+        m = run_gan_training(pcfg, splits.train, str(teacher.path), name, out)
+        (out / ARCH).write_text(json.dumps({"num_classes": splits.num_classes, "in_channels": c, "image_size": h,
+                                            "z_dim": pcfg.gan.z_dim, "g_channels": pcfg.gan.g_channels}))
+        from rayflow.stages.models_io import load_model
+
+        G = load_generator(out)
+        held = splits.heldout if splits.heldout is not None else splits.test
+        labels = grid_labels(splits.num_classes, 200)
+        q = gan_quality(load_model(teacher.path), generate(G, labels, seed=777), labels,
+                        real_u8=torch.tensor(held.images[:2000]), num_classes=splits.num_classes)
+        curve = m.get("curve", [])
+        if isinstance(curve, str):
+            curve = json.loads(curve)
+        return {"steps": pcfg.gan.steps, "wall_s": time.perf_counter() - t0, "curve": curve, **q}
+
+    return run_stage(Path(pcfg.output_dir) / "artifacts", "gan", key_cfg, [teacher], build)
+
+
+def load_generator(gan_dir: str | Path) -> torch.nn.Module:
+    from rayflow.checkpoint import load_into, load_weights
+    from rayflow.gan import CondGenerator
+
+    d = Path(gan_dir)
+    arch = json.loads((d / ARCH).read_text())
+    G = CondGenerator(arch["num_classes"], z_dim=arch["z_dim"], out_channels=arch["in_channels"],
+                      image_size=arch["image_size"], base_channels=arch["g_channels"])
+    load_into(G, load_weights(d / G_EMA), str(d / G_EMA))
+    return unwrap(G).eval()

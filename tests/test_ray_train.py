@@ -1,0 +1,42 @@
+"""Ray Train path: same loop inside TorchTrainer, 1 and 2 workers, and the cached CLI re-run."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rayflow.config import ModelConfig, ScalingConfig, TrainConfig
+from rayflow.ray.train import run_ray_training
+from rayflow.train.job import SupervisedJob
+
+pytestmark = pytest.mark.slow
+
+
+def _job(digits):
+    return SupervisedJob(model=ModelConfig(name="mlp"), train_cfg=TrainConfig(steps=120, augment=[], seed=0),
+                         train=digits.train, test=digits.test)
+
+
+def test_ray_train_one_and_two_workers_learn_equally(ray_session, digits, tmp_path):
+    _, one = run_ray_training(_job(digits), ScalingConfig(num_workers=1), tmp_path, "one")
+    _, two = run_ray_training(_job(digits), ScalingConfig(num_workers=2), tmp_path, "two")
+    assert one["test_acc"] > 90.0 and two["test_acc"] > 90.0  # chance is 10 %
+    assert abs(one["test_acc"] - two["test_acc"]) < 3.0
+
+
+def test_cli_rerun_reuses_artifacts(tmp_path):
+    cmd = [sys.executable, "-m", "rayflow", "train-student", "--config", "tiny", "--executor", "local",
+           "--set", f"output_dir={tmp_path}", "--set", "student.train.steps=30"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "reusing cached artifact" in second.stderr
+    assert "step 30/30" in first.stdout and "step 30/30" not in second.stdout
+
+
+def test_cli_bad_config_is_one_clear_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "rayflow", "run", "--config", "tiny", "--set", "filter.rho=2"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["rayflow: error: invalid config " + r.stderr.split("invalid config ")[1].strip()]
+    assert "filter.rho: must be in (0, 1]" in r.stderr
