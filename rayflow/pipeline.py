@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from rayflow.artifacts import Artifact
-from rayflow.config import PipelineConfig, StageSpec, to_yaml
+from rayflow.config import ConfigError, PipelineConfig, StageSpec, to_yaml
 from rayflow.data import Splits, load_splits
 from rayflow.stages.supervised import train_stage
 
@@ -37,30 +37,227 @@ class Pipeline:
     def nokd(self, seed: int) -> Artifact:
         return train_stage(self.cfg, self.splits, "nokd", self._seeded(self.cfg.student, seed))
 
-    def run(self) -> dict:
+    def _teacher_fields(self, teacher: Artifact) -> dict:
+        from rayflow.checkpoint import load_weights
+        from rayflow.stages.models_io import WEIGHTS
+
+        return {"teacher": self.cfg.teacher.model, "teacher_state": load_weights(teacher.file(WEIGHTS)),
+                "kd_alpha": self.cfg.fake.kd_weight, "temperature": self.cfg.fake.temperature}
+
+    def blkd(self, seed: int, teacher: Artifact) -> Artifact:
+        """Plain KD (Hinton) with the same teacher, steps and student: the bar cGAN-KD must clear."""
+        f = self.cfg.fake
+        return train_stage(self.cfg, self.splits, "blkd", self._seeded(self.cfg.student, seed), inputs=[teacher],
+                           key_extra={"kd_alpha": f.kd_weight, "T": f.temperature},
+                           job_fields=self._teacher_fields(teacher))
+
+    def oracle(self, seed: int, teacher: Artifact) -> Artifact:
+        """'Perfect generator': held-out real images labelled by the teacher, mixed in like fakes."""
+        from rayflow.stages.models_io import load_model
+        from rayflow.train.job import FakeData
+        from rayflow.train.loop import predict
+
+        held = self.splits.heldout
+        if held is None or not len(held):
+            raise ConfigError("the headroom diagnostic needs held-out real images: set data.heldout_per_class "
+                              "(e.g. 1000)")
+        f = self.cfg.fake
+        logits = predict(load_model(teacher.path), held.images).numpy()
+        fake = FakeData(held.images, logits.argmax(1), logits, real_fraction=f.real_fraction)
+        return train_stage(self.cfg, self.splits, "oracle", self._seeded(self.cfg.student, seed), inputs=[teacher],
+                           key_extra={"fake": f.model_dump(mode="json"), "heldout": len(held)},
+                           job_fields={**self._teacher_fields(teacher), "fake": fake})
+
+    def diagnose(self) -> dict:
+        """Before any GAN compute: how much can fakes possibly add for this data and student?"""
         t0 = time.perf_counter()
-        results: dict = {"config": self.cfg.model_dump(mode="json"), "rows": []}
         teacher = self.teacher()
-        results["rows"].append(_row("teacher", teacher))
+        rows = [_row("teacher", teacher)]
         for seed in self.cfg.seeds:
-            results["rows"].append(_row("NOKD student", self.nokd(seed), seed))
-        results["wall_s"] = time.perf_counter() - t0
-        self._write_results(results)
+            rows += [_row("NOKD student", self.nokd(seed), seed), _row("BLKD student", self.blkd(seed, teacher), seed),
+                     _row("perfect generator (oracle)", self.oracle(seed, teacher), seed)]
+        results = {"rows": rows, "wall_s": time.perf_counter() - t0, "diagnostic": headroom(rows, self.metric)}
+        self._write_results(results, name="diagnose.json")
         return results
 
-    def _write_results(self, results: dict) -> None:
+    @property
+    def metric(self) -> str:
+        return "test_acc" if self.splits.num_classes is not None else "test_mae"
+
+    def gan(self, teacher: Artifact) -> Artifact:
+        from rayflow.stages.gan import gan_stage
+
+        return gan_stage(self.cfg, self.splits, teacher)
+
+    def dre(self, teacher: Artifact, gan: Artifact) -> Artifact:
+        from rayflow.stages.dre import dre_stage
+
+        def feature_stage(cfg, splits, stage, spec):
+            return train_stage(cfg, splits, stage, spec)
+
+        return dre_stage(self.cfg, self.splits, teacher, gan, feature_stage=feature_stage)
+
+    def synth(self, teacher: Artifact, gan: Artifact, dre: Artifact | None, **variant) -> Artifact:
+        from rayflow.stages.synth import synth_stage
+
+        return synth_stage(self.cfg, teacher, gan, dre, **variant)
+
+    def cgankd(self, seed: int, teacher: Artifact, fake: Artifact, *, orig_labels: bool, kd: bool,
+               nokd: Artifact | None = None) -> Artifact:
+        """Student on real + fake (fixed real share per batch), hard labels, optionally + KD."""
+        from rayflow.executors import FakeSpec
+        from rayflow.stages.synth import SHARDS
+
+        f = self.cfg.fake
+        fields = self._teacher_fields(teacher) if kd else {}
+        if kd:
+            fields["teacher"] = fields["teacher_state"] = None  # fakes and reals carry stored logits
+            fields["real_logits"] = self._real_logits(teacher)
+        inputs = [teacher, fake]
+        if f.init == "nokd" and nokd is not None:
+            from rayflow.checkpoint import load_weights
+            from rayflow.stages.models_io import WEIGHTS
+
+            fields["init_state"] = load_weights(nokd.file(WEIGHTS))
+            inputs.append(nokd)
+        spec = FakeSpec(str(fake.file(SHARDS)), self.cfg.synth.m_per_class, f.real_fraction,
+                        orig_labels=orig_labels, use_logits=kd)
+        return train_stage(self.cfg, self.splits, "cgankd", self._seeded(self.cfg.student, seed), inputs=inputs,
+                           key_extra={"fake": f.model_dump(mode="json"), "orig_labels": orig_labels, "kd": kd},
+                           job_fields=fields, fake=spec)
+
+    def _real_logits(self, teacher: Artifact):
+        from rayflow.stages.models_io import load_model
+        from rayflow.train.loop import predict
+
+        if getattr(self, "_rl", None) is None:
+            self._rl = predict(load_model(teacher.path), self.splits.train.images).numpy()
+        return self._rl
+
+    def run(self) -> dict:
+        """teacher -> NOKD/BLKD/oracle -> cGAN -> DRE -> synth variants -> cGAN-KD students -> report."""
+        t0 = time.perf_counter()
+        cfg, metric = self.cfg, self.metric
+        teacher = self.teacher()
+        rows = [_row("teacher", teacher)]
+        nokd = {}
+        for seed in cfg.seeds:
+            nokd[seed] = self.nokd(seed)
+            rows += [_row("NOKD student", nokd[seed], seed), _row("BLKD student", self.blkd(seed, teacher), seed)]
+            if self.splits.heldout is not None:
+                rows.append(_row("perfect generator (oracle)", self.oracle(seed, teacher), seed))
+        gan = self.gan(teacher)
+        dre = self.dre(teacher, gan) if cfg.dre.enabled else None
+        fakes = {"raw": self.synth(teacher, gan, None, subsample=False, filter=False, relabel=False)}
+        if dre is not None:
+            fakes["dre"] = self.synth(teacher, gan, dre, subsample=True, filter=False, relabel=False)
+        fakes["full"] = self.synth(teacher, gan, dre, subsample=dre is not None, filter=cfg.filter.enabled,
+                                   relabel=cfg.filter.relabel)
+        variants = [("fake, no processing (conditioning labels)", "raw", True, False),
+                    ("+ cDR-RS subsampling", "dre", True, False),
+                    ("+ filtering (rho-quantile)", "full", True, False),
+                    ("+ relabelling by the teacher", "full", False, False),
+                    ("cGAN-KD: + KD term on soft labels", "full", False, True)]
+        for seed in cfg.seeds:
+            for name, which, orig, kd in variants:
+                if which not in fakes or (which == "full" and orig and not cfg.filter.enabled):
+                    continue
+                art = self.cgankd(seed, teacher, fakes[which], orig_labels=orig, kd=kd, nokd=nokd[seed])
+                rows.append(_row(name, art, seed))
+        results = {"name": cfg.name, "metric": metric, "rows": rows, "config": cfg.model_dump(mode="json"),
+                   "gan": gan.metrics, "synth": {k: v.metrics for k, v in fakes.items()}}
+        results.update(summarize(rows, metric))
+        results["diagnostic"] = headroom(rows, metric)
+        results["grids"] = self._grids(gan, fakes)
+        results["wall_s"] = time.perf_counter() - t0
+        self._write_results(results)
+        from rayflow.report import write_report
+
+        write_report(results, self.out / "report.html")
+        return results
+
+    def _grids(self, gan: Artifact, fakes: dict[str, Artifact]) -> dict[str, str]:
+        """Sample grids: GAN checkpoints, and 10 per class of each fake set (after its processing)."""
+        from rayflow.gan import save_grid_png
+        from rayflow.stages.synth import SHARDS
+        from rayflow.synth.io import read_fake_set
+
+        grids = {f"GAN samples, {p.stem}": str(p) for p in sorted(gan.path.glob("samples_*.png"))[-1:]}
+        titles = {"raw": "fakes before processing", "dre": "after cDR-RS subsampling",
+                  "full": "after subsampling + filtering (rows: conditioning class)"}
+        for k, art in fakes.items():
+            fs = read_fake_set(art.file(SHARDS), 10)
+            order = fs.orig_labels.argsort(kind="stable")
+            path = self.out / f"grid_{k}.png"
+            save_grid_png(fs.images[order], path, nrow=10)
+            grids[titles[k]] = str(path)
+        return grids
+
+    def _write_results(self, results: dict, name: str = "results.json") -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+        (self.out / name).write_text(json.dumps(results, indent=2, default=float))
         (self.out / "config.yaml").write_text(to_yaml(self.cfg))
 
     def format_results(self, results: dict) -> str:
-        metric = "test_acc" if self.splits.num_classes is not None else "test_mae"
-        lines = [f"{'model':<28} {'seed':>4} {metric:>9} {'wall s':>7} cached"]
+        metric = self.metric
+        lines = [f"{'model':<40} {'seed':>4} {metric:>9} {'wall s':>7} cached"]
         for r in results["rows"]:
-            lines.append(f"{r['model']:<28} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.2f} "
+            lines.append(f"{r['model']:<40} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.2f} "
                          f"{r.get('wall_s', 0):>7.1f} {'yes' if r.get('reused') else 'no'}")
-        lines.append(f"total wall time {results.get('wall_s', 0):.1f} s; results in {self.out / 'results.json'}")
+        d = results.get("diagnostic")
+        if d:
+            lines.append(d["verdict"])
+        lines.append(f"total wall time {results.get('wall_s', 0):.1f} s; results in {self.out}")
         return "\n".join(lines)
+
+
+def _mean(rows: list[dict], model: str, metric: str) -> float | None:
+    vals = [r[metric] for r in rows if r["model"] == model and metric in r]
+    return sum(vals) / len(vals) if vals else None
+
+
+def summarize(rows: list[dict], metric: str) -> dict:
+    """Mean and spread over seeds per model, deltas vs NOKD and BLKD, and the headroom recovered."""
+    import statistics
+
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    summary = []
+    for n in names:
+        vals = [r[metric] for r in rows if r["model"] == n and metric in r]
+        if vals:
+            summary.append({"model": n, metric: sum(vals) / len(vals), "n": len(vals),
+                            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0})
+    base = {s["model"]: s[metric] for s in summary}
+    for s in summary:
+        if "NOKD student" in base:
+            s["delta_nokd"] = s[metric] - base["NOKD student"]
+        if "BLKD student" in base:
+            s["delta_blkd"] = s[metric] - base["BLKD student"]
+    out: dict = {"summary": summary}
+    kd_rows = [n for n in names if n.startswith(("cGAN-KD", "+ relabelling"))]
+    if kd_rows and "perfect generator (oracle)" in base and "NOKD student" in base:
+        best = max(base[n] for n in kd_rows)
+        span = base["perfect generator (oracle)"] - base["NOKD student"]
+        out["headroom_recovered"] = (best - base["NOKD student"]) / span if span > 0 else None
+    out["ablation"] = [{"variant": s["model"], metric: s[metric], "delta_nokd": s.get("delta_nokd")}
+                       for s in summary if s["model"].startswith(("fake", "+", "cGAN-KD"))]
+    return out
+
+
+def headroom(rows: list[dict], metric: str) -> dict:
+    """Gain of the perfect generator over NOKD and BLKD, and the teacher-student gap (means over seeds)."""
+    t, n, b, o = (_mean(rows, m, metric) for m in ("teacher", "NOKD student", "BLKD student",
+                                                     "perfect generator (oracle)"))
+    out = {"teacher": t, "nokd": n, "blkd": b, "oracle": o}
+    if None in (t, n, b, o):
+        return out
+    out.update(teacher_minus_nokd=t - n, oracle_minus_nokd=o - n, oracle_minus_blkd=o - b)
+    worth = o - n >= 1.0 and o - b > 0.3
+    out["verdict"] = (
+        f"headroom: perfect generator {o - n:+.2f} over NOKD, {o - b:+.2f} over BLKD; teacher {t - n:+.2f} over "
+        f"NOKD -> " + ("cGAN-KD can pay off here (if the GAN follows its condition)." if worth else
+                       "little room: expect cGAN-KD to match BLKD at best."))
+    return out
 
 
 def _row(name: str, art: Artifact, seed: int | None = None) -> dict:

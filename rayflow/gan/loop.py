@@ -161,7 +161,7 @@ def train_gan(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
             sums, count, t0 = {}, 0, time.perf_counter()
         if on_checkpoint is not None and (state.step % cfg.checkpoint_every == 0 or done):
             on_checkpoint(state)
-            return last
+    return last
 
 
 def _to_uint8(x: Tensor) -> Tensor:

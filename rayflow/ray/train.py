@@ -10,8 +10,10 @@ import torch
 
 from rayflow.checkpoint import load_state, save_state
 from rayflow.config import ScalingConfig
+from rayflow.data.transforms import augment, to_float
 from rayflow.train.job import SupervisedJob, run_job
 from rayflow.train.loop import unwrap
+from rayflow.train.sources import Batch
 
 
 def _worker_loop(config: dict) -> dict:
@@ -27,6 +29,10 @@ def _worker_loop(config: dict) -> dict:
         model.load_state_dict(job.init_state)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
+    fake_source = None
+    if config.get("fake_ingest"):
+        fake_source = ShardSource(ray.train.get_dataset_shard("fake"), **config["fake_ingest"],
+                                  seed=job.train_cfg.seed + 1, augment_ops=job.train_cfg.augment)
     start_state = None
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:  # restarted after a worker failure: resume from the last report
@@ -46,23 +52,59 @@ def _worker_loop(config: dict) -> dict:
                   f"loss {metrics['train_loss']:.4f} {metrics['images_per_s']:.0f} img/s", flush=True)
 
     metrics = run_job(job, model, rank=rank, world=world, device=device, reporter=reporter,
-                      start_state=start_state)
+                      start_state=start_state, fake_source=fake_source)
     if rank == 0:
         # Train V2 refuses tensors in return values; numpy arrays travel fine.
         return {"metrics": metrics, "state_dict": {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}}
     return {}
 
 
+class ShardSource:
+    """Fake batches streamed from this worker's Ray Data shard of the synthetic Parquet set."""
+
+    def __init__(self, shard, batch_size: int, use_logits: bool, use_orig_label: bool, seed: int,
+                 augment_ops=()):
+        self.shard, self.bs, self.use_logits, self.orig = shard, batch_size, use_logits, use_orig_label
+        self.ops, self.seed = list(augment_ops), seed
+        self.g = torch.Generator().manual_seed(seed)
+        self._it = self._batches()
+
+    def _batches(self):
+        epoch = 0
+        while True:
+            n = 0
+            for b in self.shard.iter_batches(batch_size=self.bs, batch_format="numpy", drop_last=True,
+                                             local_shuffle_buffer_size=4 * self.bs,
+                                             local_shuffle_seed=self.seed + epoch):
+                n += 1
+                yield b
+            if n == 0:
+                raise ValueError(f"the fake-data shard holds fewer than one batch ({self.bs} rows)")
+            epoch += 1
+
+    def next_batch(self) -> Batch:
+        b = next(self._it)
+        x = to_float(torch.tensor(b["image"]))
+        if self.ops:
+            x = augment(x, self.ops, self.g)
+        out = Batch(x=x, y=torch.tensor(b["orig_label" if self.orig else "label"]).long())
+        if self.use_logits:
+            out["t"] = torch.tensor(b["teacher_logits"]).float()
+        return out
+
+
 def run_ray_training(job: SupervisedJob, scaling: ScalingConfig, storage: str | Path, name: str,
-                     max_failures: int = 1) -> tuple[dict, dict]:
-    """Returns (state_dict, final metrics) of rank 0."""
+                     max_failures: int = 1, fake_dataset=None, fake_ingest: dict | None = None) -> tuple[dict, dict]:
+    """Returns (state_dict, final metrics) of rank 0. `fake_dataset` (a Ray Dataset of the synthetic
+    Parquet set) is split across workers and streamed into the fake half of every batch."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     threads = scaling.threads_per_worker or max(1, int(scaling.cpus_per_worker))
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"job": job, "threads": threads, "name": name},
+        train_loop_config={"job": job, "threads": threads, "name": name, "fake_ingest": fake_ingest},
+        datasets={"fake": fake_dataset} if fake_dataset is not None else None,
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker}),

@@ -17,7 +17,7 @@ log = logging.getLogger("rayflow")
 
 def train_stage(cfg: PipelineConfig, splits: Splits, stage: str, spec: StageSpec, *,
                 inputs: list[Artifact] = (), key_extra: dict | None = None,
-                job_fields: dict | None = None) -> Artifact:
+                job_fields: dict | None = None, fake=None) -> Artifact:
     """Trains `spec` on the real split (plus whatever `job_fields` adds) unless cached."""
     key_cfg = {"data": cfg.data.model_dump(mode="json"), "spec": spec.model_dump(mode="json"), **(key_extra or {})}
     c, h, _ = splits.shape
@@ -30,7 +30,7 @@ def train_stage(cfg: PipelineConfig, splits: Splits, stage: str, spec: StageSpec
                             test=splits.test, **(job_fields or {}))
         log.info("[%s] training %s for %d steps on %s", stage, spec.model.name, spec.train.steps, splits.summary())
         state, metrics = run_training(job, cfg.scaling, cfg.runtime, Path(cfg.output_dir) / "ray_storage",
-                                      run_name)
+                                      run_name, fake=fake)
         save_model(out, state, spec.model, c, h, job.task.num_outputs)
         return metrics
 

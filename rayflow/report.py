@@ -1,0 +1,113 @@
+"""results.json -> a self-contained report.html (tables + PNGs inlined), written atomically."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _img_tag(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _file_img(path: str | Path, alt: str) -> str:
+    p = Path(path)
+    return _img_tag(base64.b64encode(p.read_bytes()).decode(), alt) if p.is_file() else ""
+
+
+def _table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t in cols)
+    body = []
+    for r in rows:
+        cells = []
+        for k, _ in cols:
+            v = r.get(k, "")
+            cells.append(f"<td>{v:.2f}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _curve_plot(curve: list[dict]) -> str:
+    if not curve:
+        return ""
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    steps = [c["step"] for c in curve]
+    for k in ("d_loss", "g_loss"):
+        if k in curve[0]:
+            ax[0].plot(steps, [c.get(k) for c in curve], label=k)
+    ax[0].set_xlabel("GAN step"), ax[0].legend(), ax[0].set_title("hinge losses")
+    if "label_consistency" in curve[0]:
+        ax[1].plot(steps, [c.get("label_consistency") for c in curve], marker="o")
+        ax[1].set_ylabel("%"), ax[1].set_title("label consistency (teacher agrees with condition)")
+    ax[1].set_xlabel("GAN step")
+    return _img_tag(_png(fig), "GAN training curves")
+
+
+def _acceptance_plot(synth: dict) -> str:
+    series = {name: m.get("filter_keep_per_class") or m.get("subsample_accept_per_class")
+              for name, m in synth.items()}
+    series = {k: v for k, v in series.items() if v}
+    acc = {name: m.get("subsample_accept_per_class") for name, m in synth.items() if m.get("subsample_accept_per_class")}
+    if not acc and not series:
+        return ""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for name, v in (acc or series).items():
+        ax.plot(range(len(v)), [100 * float(x) for x in v], marker="o", label=name)
+    ax.set_xlabel("class"), ax.set_ylabel("% accepted"), ax.legend(fontsize=7)
+    ax.set_title("cDR-RS acceptance rate per class")
+    return _img_tag(_png(fig), "acceptance per class")
+
+
+def write_report(results: dict, path: str | Path) -> Path:
+    path = Path(path)
+    metric = results.get("metric", "test_acc")
+    parts = ["<!doctype html><meta charset='utf-8'><title>rayflow report</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+             "img{max-width:100%;margin:4px}</style>",
+             f"<h1>rayflow: {html.escape(results.get('name', 'run'))}</h1>"]
+    summary = results.get("summary")
+    if summary:
+        parts.append("<h2>Summary (means over seeds)</h2>" + _table(summary, [("model", "model"), (metric, metric),
+                     ("std", "std over seeds"), ("n", "seeds"), ("delta_nokd", "vs NOKD"), ("delta_blkd", "vs BLKD")]))
+    d = results.get("diagnostic") or {}
+    if d.get("verdict"):
+        parts.append(f"<h2>Headroom diagnostic</h2><p>{html.escape(d['verdict'])}</p>")
+    if results.get("headroom_recovered") is not None:
+        parts.append(f"<p><b>Headroom recovered by cGAN-KD</b>: {100 * results['headroom_recovered']:.0f} % "
+                     f"= (cGAN-KD − NOKD) / (perfect generator − NOKD)</p>")
+    parts.append("<h2>All runs</h2>" + _table(results.get("rows", []), [("model", "model"), ("seed", "seed"),
+                 (metric, metric), ("wall_s", "wall s"), ("artifact", "artifact")]))
+    if results.get("ablation"):
+        parts.append("<h2>Ablation (each row a real pipeline run)</h2>" + _table(
+            results["ablation"], [("variant", "fake data"), (metric, metric), ("delta_nokd", "vs NOKD"),
+                                  ("fake_label_consistency", "fake labels agree with teacher %"), ("m", "M")]))
+    gan = results.get("gan") or {}
+    if gan:
+        parts.append("<h2>cGAN</h2>" + _table([gan], [("steps", "steps"), ("label_consistency", "label consistency %"),
+                     ("fid_teacher_features", "FID (teacher features)"), ("wall_s", "wall s")]))
+        parts.append(_curve_plot(gan.get("curve", [])))
+    if results.get("synth"):
+        parts.append("<h2>Synthetic data</h2>" + _acceptance_plot(results["synth"]))
+    for title, p in (results.get("grids") or {}).items():
+        parts.append(f"<h3>{html.escape(title)}</h3>{_file_img(p, title)}")
+    parts.append(f"<p>total wall time {results.get('wall_s', 0):.0f} s</p>")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, path)
+    return path

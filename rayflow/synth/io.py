@@ -1,0 +1,212 @@
+"""Parquet layout of the synthetic set: one file per shard, written atomically; readers without Ray.
+
+Schema of every shard file (rows sorted by ``row``; only the samples kept by subsampling + filter):
+
+=================  =====================================  =============================================
+column             Arrow type                             meaning
+=================  =====================================  =============================================
+``shard_id``       int64                                  shard the row belongs to
+``row``            int64                                  rank among the shard's kept rows (0, 1, ...)
+``draw``           int64                                  index of the generator draw inside the shard
+``image``          fixed_size_list<uint8>[C*H*W]          the image, C-order of ``(C, H, W)``
+``label``          int64                                  final label (teacher argmax if relabelled)
+``orig_label``     int64                                  conditioning class of the generator
+``ratio``          float32                                density ratio r(x|y) (NaN: no subsampling)
+``teacher_ce``     float32                                teacher CE w.r.t. ``orig_label`` (NaN: no teacher)
+``teacher_logits`` fixed_size_list<float32>[num_classes]  teacher logits (NaN: no teacher)
+=================  =====================================  =============================================
+
+The schema metadata key ``rayflow.synth`` holds JSON ``{"image_shape": [C, H, W], "num_classes": K,
+...flags}``; the same header is in ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rayflow.synth.manifest import Manifest, shard_file
+
+__all__ = ["META_KEY", "FakeSet", "shard_schema", "shard_table", "write_shards", "read_shard",
+           "read_fake_set", "fake_dataset"]
+
+META_KEY = b"rayflow.synth"
+
+
+class FakeSet(NamedTuple):
+    """The class-balanced synthetic set as numpy arrays (unpacks as a 6-tuple)."""
+
+    images: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray  # int64 (N,)
+    orig_labels: np.ndarray  # int64 (N,)
+    teacher_logits: np.ndarray  # float32 (N, num_classes)
+    ratio: np.ndarray  # float32 (N,)
+    teacher_ce: np.ndarray  # float32 (N,)
+
+
+def shard_schema(image_shape: tuple[int, ...], num_classes: int, meta: dict[str, Any] | None = None) -> pa.Schema:
+    size = int(np.prod(image_shape))
+    header = {"image_shape": list(image_shape), "num_classes": int(num_classes), **(meta or {})}
+    return pa.schema([
+        ("shard_id", pa.int64()), ("row", pa.int64()), ("draw", pa.int64()),
+        ("image", pa.list_(pa.uint8(), size)),
+        ("label", pa.int64()), ("orig_label", pa.int64()),
+        ("ratio", pa.float32()), ("teacher_ce", pa.float32()),
+        ("teacher_logits", pa.list_(pa.float32(), int(num_classes))),
+    ], metadata={META_KEY: json.dumps(header).encode()})
+
+
+def _fixed_list(a: np.ndarray, width: int, typ: pa.DataType) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(a).reshape(-1), type=typ)
+    return pa.FixedSizeListArray.from_arrays(flat, width)
+
+
+def shard_table(cols: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
+    """Arrow table of one shard's kept rows; ``cols`` holds ``shard_id, draw, image (n, C, H, W),
+    label, orig_label, ratio, teacher_ce, teacher_logits (n, K)``; ``row`` is added."""
+    n = len(cols["draw"])
+    img_w = schema.field("image").type.list_size
+    k = schema.field("teacher_logits").type.list_size
+    arrays = [
+        pa.array(np.asarray(cols["shard_id"], np.int64)), pa.array(np.arange(n, dtype=np.int64)),
+        pa.array(np.asarray(cols["draw"], np.int64)),
+        _fixed_list(np.asarray(cols["image"], np.uint8).reshape(n, img_w), img_w, pa.uint8()),
+        pa.array(np.asarray(cols["label"], np.int64)), pa.array(np.asarray(cols["orig_label"], np.int64)),
+        pa.array(np.asarray(cols["ratio"], np.float32)), pa.array(np.asarray(cols["teacher_ce"], np.float32)),
+        _fixed_list(np.asarray(cols["teacher_logits"], np.float32).reshape(n, k), k, pa.float32()),
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write_table_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _with_defaults(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np.ndarray]:
+    """Columns of stages that did not run: no subsampling (all accepted, ratio NaN), no teacher."""
+    n = len(batch["draw"])
+    b = dict(batch)
+    if "accepted" not in b:
+        b["accepted"] = np.ones(n, bool)
+        b["ratio"] = np.full(n, np.nan, np.float32)
+    if "keep" not in b:
+        b["keep"] = np.asarray(b["accepted"], bool)
+        b["label"] = np.asarray(b["orig_label"], np.int64)
+        b["teacher_ce"] = np.full(n, np.nan, np.float32)
+        b["teacher_logits"] = np.full((n, num_classes), np.nan, np.float32)
+    return b
+
+
+def write_shards(batch: dict[str, np.ndarray], *, out_dir: str, image_shape: tuple[int, ...], num_classes: int,
+                 meta: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Last UDF of the pipeline: write each complete shard in ``batch`` as its own Parquet file.
+
+    Keeps the rows with ``keep`` (all of them when the teacher stage did not run), sorted by draw,
+    writes ``<out_dir>/shards/shard-XXXXXX.parquet`` atomically and returns one summary row per
+    shard: ``shard_id, label, n_draws, n_accepted, n_kept, label_counts (K,), file``.
+    """
+    from rayflow.synth.udfs import by_shard
+
+    b, groups = by_shard(_with_defaults(batch, num_classes))
+    schema = shard_schema(image_shape, num_classes, meta)
+    out: dict[str, list] = {k: [] for k in ("shard_id", "label", "n_draws", "n_accepted", "n_kept",
+                                            "label_counts", "file")}
+    for sid, sl in groups:
+        kept = np.arange(sl.start, sl.stop)[b["keep"][sl]]
+        cols = {k: b[k][kept] for k in ("shard_id", "draw", "image", "label", "orig_label", "ratio",
+                                        "teacher_ce", "teacher_logits")}
+        rel = shard_file(sid)
+        _write_table_atomic(shard_table(cols, schema), Path(out_dir) / rel)
+        out["shard_id"].append(sid)
+        out["label"].append(int(b["orig_label"][sl.start]))
+        out["n_draws"].append(sl.stop - sl.start)
+        out["n_accepted"].append(int(b["accepted"][sl].sum()))
+        out["n_kept"].append(len(kept))
+        out["label_counts"].append(np.bincount(cols["label"], minlength=num_classes).astype(np.int64))
+        out["file"].append(rel)
+    return {"shard_id": np.array(out["shard_id"], np.int64), "label": np.array(out["label"], np.int64),
+            "n_draws": np.array(out["n_draws"], np.int64), "n_accepted": np.array(out["n_accepted"], np.int64),
+            "n_kept": np.array(out["n_kept"], np.int64),
+            "label_counts": np.array(out["label_counts"], np.int64).reshape(-1, num_classes),
+            "file": np.array(out["file"], dtype=object)}
+
+
+def _header(schema: pa.Schema) -> dict[str, Any]:
+    return json.loads(schema.metadata[META_KEY])
+
+
+def _decode(table: pa.Table, image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    n = table.num_rows
+
+    def flat(name: str) -> np.ndarray:
+        return table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
+
+    out = {name: table.column(name).to_numpy() for name in table.column_names
+           if name not in ("image", "teacher_logits")}
+    out["image"] = flat("image").reshape(n, *image_shape)
+    out["teacher_logits"] = flat("teacher_logits").reshape(n, -1)
+    return out
+
+
+def read_shard(path: str | Path) -> dict[str, np.ndarray]:
+    """All columns of one shard file as numpy (``image`` reshaped to ``(n, C, H, W)``)."""
+    t = pq.read_table(path)
+    return _decode(t, tuple(_header(t.schema)["image_shape"]))
+
+
+def read_fake_set(out_dir: str | Path, m_per_class: int | None = None) -> FakeSet:
+    """The class-balanced set: per conditioning class the first ``m_per_class`` kept samples by
+    ``(shard_id, row)`` (default: the run's ``m_per_class``), rows in that order. No Ray needed;
+    only the shard files that contribute are read, into preallocated arrays."""
+    man = Manifest.load(out_dir)
+    sel = man.selection(m_per_class)
+    n = sum(take for _, _, take in sel)
+    shape, k = man.image_shape, man.num_classes
+    res = FakeSet(np.empty((n, *shape), np.uint8), np.empty(n, np.int64), np.empty(n, np.int64),
+                  np.empty((n, k), np.float32), np.empty(n, np.float32), np.empty(n, np.float32))
+    names = ("image", "label", "orig_label", "teacher_logits", "ratio", "teacher_ce")
+    at = 0
+    for _, rel, take in sel:
+        t = pq.read_table(Path(out_dir) / rel, columns=list(names)).slice(0, take)
+        cols = _decode(t, shape)
+        for arr, name in zip(res, names):
+            arr[at:at + take] = cols[name]
+        at += take
+    return res
+
+
+def _select_rows(table: pa.Table, *, take: dict[int, int], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Ray Data UDF of :func:`fake_dataset`: keep ``row < take[shard_id]``, decode the list columns."""
+    cols = _decode(table, image_shape)
+    limit = np.array([take.get(int(s), 0) for s in cols["shard_id"]], np.int64)
+    keep = cols["row"] < limit
+    return {k: v[keep] for k, v in cols.items()}
+
+
+def fake_dataset(out_dir: str | Path, m_per_class: int | None = None, **read_kwargs):
+    """The same rows as :func:`read_fake_set` as a ``ray.data.Dataset`` (for Ray Train ingestion):
+    ``image`` uint8 ``(C, H, W)``, ``teacher_logits`` float32 ``(K,)``, the scalar columns as stored."""
+    import ray
+
+    man = Manifest.load(out_dir)
+    sel = man.selection(m_per_class)
+    files = [str(Path(out_dir) / rel) for _, rel, _ in sel]
+    take = {sid: n for sid, _, n in sel}
+    return ray.data.read_parquet(files, **read_kwargs).map_batches(
+        _select_rows, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"take": take, "image_shape": man.image_shape})
