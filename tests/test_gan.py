@@ -158,14 +158,14 @@ def test_ema_copies_bn_buffers():
 
 
 def test_toy_run_follows_condition():
-    """150 steps on dark (-0.6) vs bright (+0.6) 16x16 images: raw and EMA G must render each
+    """100 steps on dark (-0.6) vs bright (+0.6) 16x16 images: raw and EMA G must render each
     class at its own brightness. At init the class means are arbitrary (e.g. -0.75/-0.74); an
     unconditional or collapsed G cannot pass (gap ~0 or one class off by ~1.2)."""
     torch.manual_seed(0)
-    cfg = GANConfig(**{**SMALL, "steps": 150, "batch_size": 32, "lr_g": 5e-4, "lr_d": 5e-4})
+    cfg = GANConfig(**{**SMALL, "steps": 100, "batch_size": 16, "lr_g": 5e-4, "lr_d": 5e-4})
     state = build_gan(cfg, num_classes=2, in_channels=1, image_size=16)
     train_gan(state, toy_sampler(0), cfg, log_every=1000)
-    assert state.step == 150
+    assert state.step == 100
     labels = torch.tensor([0, 1]).repeat_interleave(200)
     for G in (state.G, state.G_ema):
         imgs = generate(G, labels, seed=3).float() / 127.5 - 1
@@ -193,6 +193,10 @@ def test_gan_step_returns_floats_and_updates():
     assert any(not torch.equal(a, b) for a, b in zip(g0, state.G.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d0, state.D.parameters()))
     assert all(p.requires_grad for p in state.D.parameters())
+    # EMA after one update: 90 % of the way from init to G (warm-up), so near G but not equal
+    for e, g, g_init in zip(state.G_ema.parameters(), state.G.parameters(), g0):
+        assert torch.allclose(e, 0.1 * g_init + 0.9 * g, atol=1e-6)
+    assert any(not torch.equal(e, g) for e, g in zip(state.G_ema.parameters(), state.G.parameters()))
 
     def uint8_sampler(n):  # uint8 real batches are accepted too
         x, y = sample(n)

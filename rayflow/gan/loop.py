@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..config import GANConfig
+from ..data.transforms import to_float, to_uint8
 from .diffaugment import diff_augment
 from .discriminator import ProjectionDiscriminator
 from .ema import EMA, unwrap
@@ -78,7 +79,7 @@ def _real_batch(sample_real: SampleReal, n: int, device: torch.device) -> tuple[
     x, y = sample_real(n)
     x = torch.as_tensor(x)
     if x.dtype == torch.uint8:
-        x = x.float() / 127.5 - 1.0
+        x = to_float(x)
     return x.to(device, torch.float32), torch.as_tensor(y).to(device)
 
 
@@ -164,11 +165,6 @@ def train_gan(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
     return last
 
 
-def _to_uint8(x: Tensor) -> Tensor:
-    """[-1, 1] float -> uint8, the inverse of `u8 / 127.5 - 1`."""
-    return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-
-
 @torch.no_grad()
 def generate(G: nn.Module, labels: Tensor, seed: int, batch_size: int = 500) -> Tensor:
     """uint8 images (N, C, H, W) for `labels`, on CPU; depends only on (G, labels, seed).
@@ -182,7 +178,7 @@ def generate(G: nn.Module, labels: Tensor, seed: int, batch_size: int = 500) -> 
     try:
         device = next(g.parameters()).device
         z = torch.randn(len(labels), g.z_dim, generator=torch.Generator().manual_seed(int(seed)))
-        out = [_to_uint8(g(z[i:i + batch_size].to(device), labels[i:i + batch_size].to(device))).cpu()
+        out = [to_uint8(g(z[i:i + batch_size].to(device), labels[i:i + batch_size].to(device))).cpu()
                for i in range(0, len(labels), batch_size)]
     finally:
         g.train(was_training)

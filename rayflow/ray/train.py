@@ -22,6 +22,7 @@ def _worker_loop(config: dict) -> dict:
 
     job: SupervisedJob = config["job"]
     torch.set_num_threads(config["threads"])
+    quiet_ray_data()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     model = job.build()
@@ -57,6 +58,15 @@ def _worker_loop(config: dict) -> dict:
         # Train V2 refuses tensors in return values; numpy arrays travel fine.
         return {"metrics": metrics, "state_dict": {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}}
     return {}
+
+
+def quiet_ray_data() -> None:
+    """Ray Data logs every (per-epoch) execution at INFO; training progress is what users want."""
+    import logging
+    import warnings
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"ray\..*")
 
 
 class ShardSource:

@@ -150,9 +150,8 @@ class SynthInputs:
 class SynthOptions:
     """Executor knobs that do not change the content (so they are not part of the fingerprint)."""
 
-    cpus_per_actor: float = 0.5  # fractional: 3 pools of 0.5 CPU + write tasks never deadlock 2 CPUs
+    cpus_per_actor: float = 0.5  # fractional: 3 pools of 0.5 CPU leave room on 2 CPUs (no deadlock)
     threads_per_actor: int | None = None  # torch threads per actor; default max(1, int(cpus_per_actor))
-    write_cpus: float = 0.25
     local_threads: int | None = None  # torch threads of the local executor (None: leave as is)
     max_rounds: int = 20
     runtime: RuntimeConfig | None = None  # used to start Ray when it is not running
@@ -327,8 +326,25 @@ class _LocalExecutor:
             yield from (_record({k: v[i] for k, v in summary.items()}) for i in range(len(summary["shard_id"])))
 
 
+class _StepThenWrite:
+    """Last actor of the Ray pipeline: its step, then :func:`write_shards` on the step's output.
+
+    Writing inside the last pool instead of a separate task operator saves a worker process per
+    round; on a busy 2-core machine each extra process costs seconds of start-up.
+    """
+
+    def __init__(self, step: type, step_kwargs: dict, write_kwargs: dict):
+        self.step = step(**step_kwargs)
+        self.write_kwargs = write_kwargs
+
+    def __call__(self, batch: dict) -> dict:
+        return write_shards(self.step(batch), **self.write_kwargs)
+
+
 class _RayExecutor:
-    """One Ray Data pipeline per round: from_items(shards) -> actor pools -> write tasks -> summaries."""
+    """One Ray Data pipeline per round: from_items(shards) -> Generate -> Score -> Label (+ write),
+    each an autoscaling actor pool ``(min_size=1, max_size=cfg.gen_actors)`` with fractional CPUs;
+    the driver only receives one small summary row per written shard."""
 
     def __init__(self, kw: dict[str, dict | None], cfg: SynthConfig, opts: SynthOptions):
         from rayflow.runtime import init_ray
@@ -339,25 +355,26 @@ class _RayExecutor:
         ctx = ray.data.DataContext.get_current()
         if not ctx.execution_no_progress_timeout_s or ctx.execution_no_progress_timeout_s > 600:
             ctx.execution_no_progress_timeout_s = 600  # as runtime.init_ray: fail a stuck pipeline in minutes
-        self.kw, self.cfg, self.opts = kw, cfg, opts
         threads = opts.threads_per_actor or max(1, int(opts.cpus_per_actor))
         device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
-        self.step_kw = {name: (dict(k, device=device, threads=threads) if k is not None else None)
-                        for name, k in kw.items() if name != "write"}
+        self.steps = [(cls, dict(kw[name], device=device, threads=threads))
+                      for cls, name in ((Generate, "generate"), (Score, "score"), (Label, "label"))
+                      if kw[name] is not None]
+        self.write_kwargs = kw["write"]
+        self.cfg, self.opts = cfg, opts
 
     def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
         import ray
         from ray.data import ActorPoolStrategy
 
         ds = ray.data.from_items([s.item() for s in specs], override_num_blocks=len(specs))
-        for cls, name, batch_size in ((Generate, "generate", 1), (Score, "score", None), (Label, "label", None)):
-            if self.step_kw[name] is None:
-                continue
-            # batch_size=None: a block (whole shards) per call; Generate gets one work item per call
-            ds = ds.map_batches(cls, batch_size=batch_size, fn_constructor_kwargs=self.step_kw[name],
+        for i, (cls, kwargs) in enumerate(self.steps):
+            if i == len(self.steps) - 1:
+                cls, kwargs = _StepThenWrite, {"step": cls, "step_kwargs": kwargs, "write_kwargs": self.write_kwargs}
+            # Generate gets one work item per call; later steps a whole block (whole shards) per call
+            ds = ds.map_batches(cls, batch_size=1 if i == 0 else None, fn_constructor_kwargs=kwargs,
                                 compute=ActorPoolStrategy(min_size=1, max_size=self.cfg.gen_actors),
                                 num_cpus=self.opts.cpus_per_actor, num_gpus=self.cfg.num_gpus_per_actor)
-        ds = ds.map_batches(write_shards, batch_size=None, fn_kwargs=self.kw["write"], num_cpus=self.opts.write_cpus)
         for row in ds.iter_rows():
             yield _record(row)
 
