@@ -167,6 +167,12 @@ class Pipeline:
         results = {"name": cfg.name, "metric": metric, "rows": rows, "config": cfg.model_dump(mode="json"),
                    "gan": gan.metrics, "synth": {k: v.metrics for k, v in fakes.items()}}
         results.update(summarize(rows, metric))
+        agree = {k: self._fake_agreement(a) for k, a in fakes.items()}
+        for row in results["ablation"]:
+            for name, which, orig, _ in variants:
+                if row["variant"] == name and which in agree:
+                    row["fake_label_consistency"] = agree[which]["orig" if orig else "final"]
+                    row["m"] = agree[which]["m"]
         results["diagnostic"] = headroom(rows, metric)
         results["grids"] = self._grids(gan, fakes)
         results["wall_s"] = time.perf_counter() - t0
@@ -175,6 +181,16 @@ class Pipeline:
 
         write_report(results, self.out / "report.html")
         return results
+
+    def _fake_agreement(self, art: Artifact) -> dict:
+        """% of fake labels the teacher agrees with: conditioning labels vs the labels actually used."""
+        from rayflow.stages.synth import SHARDS
+        from rayflow.synth.io import read_fake_set
+
+        fs = read_fake_set(art.file(SHARDS))
+        arg = fs.teacher_logits.argmax(1)
+        return {"orig": 100.0 * float((fs.orig_labels == arg).mean()),
+                "final": 100.0 * float((fs.labels == arg).mean()), "m": int(len(fs.labels))}
 
     def _grids(self, gan: Artifact, fakes: dict[str, Artifact]) -> dict[str, str]:
         """Sample grids: GAN checkpoints, and 10 per class of each fake set (after its processing)."""

@@ -19,6 +19,8 @@ _RAY_ENV_DEFAULTS = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DEDUP_LOGS": "1",
+    # OpenMP threads that spin while waiting starve each other when cores are shared (2-core boxes)
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

@@ -3,17 +3,27 @@
 ``run_synth(inputs, cfg, out_dir, executor="ray" | "local")`` writes one Parquet file per shard plus
 ``manifest.json`` (resumable); ``read_fake_set`` / ``fake_dataset`` read the class-balanced result
 back (numpy without Ray, or a Ray Dataset). Ray is imported only by the ``ray`` executor and
-``fake_dataset``.
+``fake_dataset``. Names are imported lazily, so a reader (or a Ray worker running the Parquet UDF)
+that needs only ``rayflow.synth.io`` does not pay for importing torch.
 """
 
-from rayflow.synth.io import FakeSet, fake_dataset, read_fake_set, read_shard
-from rayflow.synth.manifest import Manifest, ShardSpec, SynthError
-from rayflow.synth.stage import (BurninStats, SynthInputs, SynthOptions, compute_burnin, plan_round,
-                                 run_synth)
-from rayflow.synth.udfs import Generate, GeneratorSpec, Label, Score
+from importlib import import_module
 
-__all__ = [
-    "BurninStats", "FakeSet", "Generate", "GeneratorSpec", "Label", "Manifest", "Score", "ShardSpec",
-    "SynthError", "SynthInputs", "SynthOptions", "compute_burnin", "fake_dataset", "plan_round",
-    "read_fake_set", "read_shard", "run_synth",
-]
+_WHERE = {
+    "FakeSet": "io", "fake_dataset": "io", "read_fake_set": "io", "read_shard": "io",
+    "Manifest": "manifest", "ShardSpec": "manifest", "SynthError": "manifest",
+    "BurninStats": "stage", "SynthInputs": "stage", "SynthOptions": "stage", "compute_burnin": "stage",
+    "plan_round": "stage", "run_synth": "stage",
+    "Generate": "udfs", "GeneratorSpec": "udfs", "Label": "udfs", "Score": "udfs",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rayflow.synth' has no attribute {name!r}")
+    return getattr(import_module(f"rayflow.synth.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

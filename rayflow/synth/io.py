@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rayflow.synth.manifest import Manifest, shard_file
+from rayflow.synth.manifest import Manifest, SynthError, shard_file
 
-__all__ = ["META_KEY", "FakeSet", "shard_schema", "shard_table", "write_shards", "read_shard",
+__all__ = ["META_KEY", "FakeSet", "by_shard", "shard_schema", "shard_table", "write_shards", "read_shard",
            "read_fake_set", "fake_dataset"]
 
 META_KEY = b"rayflow.synth"
@@ -97,6 +97,25 @@ def _write_table_atomic(table: pa.Table, path: Path) -> None:
             os.unlink(tmp)
 
 
+def by_shard(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[tuple[int, slice]]]:
+    """``batch`` reordered by ``(shard_id, draw)``, and ``[(shard_id, its slice of the rows)]``.
+
+    Raises SynthError unless every shard is complete (draws ``0 .. n_draws - 1`` exactly once).
+    """
+    sid = np.asarray(batch["shard_id"], np.int64)
+    order = np.lexsort((np.asarray(batch["draw"], np.int64), sid))
+    out = {k: np.asarray(v)[order] for k, v in batch.items()}
+    bounds = [0, *(np.flatnonzero(np.diff(out["shard_id"])) + 1).tolist(), len(order)] if len(order) else [0]
+    groups = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        s, n = int(out["shard_id"][lo]), int(out["n_draws"][lo])
+        if hi - lo != n or not np.array_equal(out["draw"][lo:hi], np.arange(n)):
+            raise SynthError(f"shard {s} reached a pipeline step incomplete ({hi - lo} of {n} draws); "
+                             "every step must see whole shards (map_batches batch_size=None)")
+        groups.append((s, slice(lo, hi)))
+    return out, groups
+
+
 def _with_defaults(batch: dict[str, np.ndarray], num_classes: int) -> dict[str, np.ndarray]:
     """Columns of stages that did not run: no subsampling (all accepted, ratio NaN), no teacher."""
     n = len(batch["draw"])
@@ -120,8 +139,6 @@ def write_shards(batch: dict[str, np.ndarray], *, out_dir: str, image_shape: tup
     writes ``<out_dir>/shards/shard-XXXXXX.parquet`` atomically and returns one summary row per
     shard: ``shard_id, label, n_draws, n_accepted, n_kept, label_counts (K,), file``.
     """
-    from rayflow.synth.udfs import by_shard
-
     b, groups = by_shard(_with_defaults(batch, num_classes))
     schema = shard_schema(image_shape, num_classes, meta)
     out: dict[str, list] = {k: [] for k in ("shard_id", "label", "n_draws", "n_accepted", "n_kept",

@@ -32,9 +32,10 @@ from rayflow.filtering import keep_mask, relabel, teacher_ce
 from rayflow.gan.generator import CondGenerator
 from rayflow.gan.loop import generate
 from rayflow.stages.models_io import load_model
+from rayflow.synth.io import by_shard
 from rayflow.synth.manifest import SynthError
 
-__all__ = ["GeneratorSpec", "build_generator", "derive_seed", "embed", "by_shard", "Generate", "Score", "Label"]
+__all__ = ["GeneratorSpec", "build_generator", "derive_seed", "embed", "Generate", "Score", "Label"]
 
 Batch = dict[str, np.ndarray]
 
@@ -73,25 +74,6 @@ def embed(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Pre-head features of uint8 images, as the density-ratio net was trained on them
     (``to_float`` to [-1, 1], last entry of ``return_features``, flattened)."""
     return net(to_float(images), return_features=True)[1][-1].flatten(1)
-
-
-def by_shard(batch: Batch) -> tuple[Batch, list[tuple[int, slice]]]:
-    """``batch`` reordered by ``(shard_id, draw)``, and ``[(shard_id, its slice of the rows)]``.
-
-    Raises SynthError unless every shard is complete (draws ``0 .. n_draws - 1`` exactly once).
-    """
-    sid = np.asarray(batch["shard_id"], np.int64)
-    order = np.lexsort((np.asarray(batch["draw"], np.int64), sid))
-    out = {k: np.asarray(v)[order] for k, v in batch.items()}
-    bounds = [0, *(np.flatnonzero(np.diff(out["shard_id"])) + 1).tolist(), len(order)] if len(order) else [0]
-    groups = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        s, n = int(out["shard_id"][lo]), int(out["n_draws"][lo])
-        if hi - lo != n or not np.array_equal(out["draw"][lo:hi], np.arange(n)):
-            raise SynthError(f"shard {s} reached a pipeline step incomplete ({hi - lo} of {n} draws); "
-                             "every step must see whole shards (map_batches batch_size=None)")
-        groups.append((s, slice(lo, hi)))
-    return out, groups
 
 
 def _chunks(n: int, size: int) -> list[slice]:
