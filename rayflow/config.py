@@ -38,8 +38,19 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = "resnet20"
+    name: str = Field("resnet20", description="a registered network (rayflow.models.list_models()); "
+                                               "'teacher' reuses the teacher where allowed (dre.feature_net)")
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from rayflow.models import list_models
+
+        known = list_models()
+        if v != "teacher" and v not in known:
+            raise ValueError(f"unknown model {v!r}; known: {', '.join(known)}")
+        return v
 
 
 class OptimConfig(_Strict):

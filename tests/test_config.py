@@ -56,3 +56,8 @@ def test_packaged_configs_parse():
     assert {"tiny", "demo"} <= set(names)
     for n in names:
         assert isinstance(load_config(PACKAGED / f"{n}.yaml"), PipelineConfig)
+
+
+def test_unknown_model_named_before_any_compute():
+    with pytest.raises(ConfigError, match=r"student\.model\.name: unknown model 'resnet9000'; known: .*resnet8"):
+        load_config(None, ["student.model.name=resnet9000"])
