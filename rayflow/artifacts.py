@@ -82,7 +82,7 @@ def run_stage(root: str | Path, stage: str, config: Any, inputs: list[Artifact] 
     `build(tmp_dir)` writes its files into tmp_dir and returns the metrics dict.
     """
     key = stage_key(stage, config, inputs)
-    parent = Path(root) / stage
+    parent = Path(root).absolute() / stage  # absolute: Ray workers run in another directory
     final = parent / f"{stage}-{key}"
     if (final / DONE).is_file() and not force:
         art = load_artifact(stage, key, final)

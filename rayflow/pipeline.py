@@ -62,11 +62,14 @@ class Pipeline:
             raise ConfigError("the headroom diagnostic needs held-out real images: set data.heldout_per_class "
                               "(e.g. 1000)")
         f = self.cfg.fake
-        logits = predict(load_model(teacher.path), held.images).numpy()
-        fake = FakeData(held.images, logits.argmax(1), logits, real_fraction=f.real_fraction)
+
+        def fields() -> dict:
+            logits = predict(load_model(teacher.path), held.images).numpy()
+            fake = FakeData(held.images, logits.argmax(1), logits, real_fraction=f.real_fraction)
+            return {**self._teacher_fields(teacher), "fake": fake}
+
         return train_stage(self.cfg, self.splits, "oracle", self._seeded(self.cfg.student, seed), inputs=[teacher],
-                           key_extra={"fake": f.model_dump(mode="json"), "heldout": len(held)},
-                           job_fields={**self._teacher_fields(teacher), "fake": fake})
+                           key_extra={"fake": f.model_dump(mode="json"), "heldout": len(held)}, job_fields=fields)
 
     def diagnose(self) -> dict:
         """Before any GAN compute: how much can fakes possibly add for this data and student?"""

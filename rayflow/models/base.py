@@ -40,6 +40,19 @@ class FeatureNet(nn.Module):
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    def staged_features(self, x: torch.Tensor, stages, tail=None) -> list[torch.Tensor]:
+        """Stem output, each stage's output, then the pooled embedding (after `tail`, if any):
+        the layout every CNN in the registry shares."""
+        x = self.stem(x)
+        feats = [x]
+        for stage in stages:
+            x = stage(x)
+            feats.append(x)
+        if tail is not None:
+            x = tail(x)
+        feats.append(torch.flatten(self.pool(x), 1))
+        return feats
+
     def forward(self, x: torch.Tensor, return_features: bool = False):
         feats = self.features(x)
         out = self.head(feats[-1])

@@ -5,7 +5,6 @@ so 32x32 inputs end at 2x2 and 8x8 ones at 1x1.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .base import FeatureNet, conv_bn_relu, kaiming_init, register
@@ -57,13 +56,7 @@ class MobileNetV2(FeatureNet):
         kaiming_init(self)
 
     def features(self, x):
-        x = self.stem(x)
-        feats = [x]
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        feats.append(torch.flatten(self.pool(self.last_conv(x)), 1))
-        return feats
+        return self.staged_features(x, self.stages, tail=self.last_conv)
 
 
 @register("mobilenetv2")

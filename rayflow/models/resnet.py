@@ -5,7 +5,6 @@ average pooling, so the same nets run at 8x8 (sklearn digits) up to 32x32.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -52,13 +51,7 @@ class ResNet(FeatureNet):
         kaiming_init(self)
 
     def features(self, x):
-        x = self.stem(x)
-        feats = [x]
-        for g in self.groups:
-            x = g(x)
-            feats.append(x)
-        feats.append(torch.flatten(self.pool(x), 1))
-        return feats
+        return self.staged_features(x, self.groups)
 
 
 def _cifar_resnet(depth: int, widths: tuple[int, ...]):

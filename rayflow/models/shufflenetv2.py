@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import FeatureNet, register
@@ -74,13 +73,7 @@ class ShuffleNetV2(FeatureNet):
         self.head = nn.Linear(widths[3], num_outputs)
 
     def features(self, x):
-        x = self.stem(x)
-        feats = [x]
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        feats.append(torch.flatten(self.pool(self.last_conv(x)), 1))
-        return feats
+        return self.staged_features(x, self.stages, tail=self.last_conv)
 
 
 @register("shufflenetv2")

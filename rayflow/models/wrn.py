@@ -5,7 +5,6 @@ recipes we follow train without it).
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -51,14 +50,7 @@ class WideResNet(FeatureNet):
         kaiming_init(self)
 
     def features(self, x):
-        x = self.stem(x)
-        feats = [x]
-        for g in self.groups:
-            x = g(x)
-            feats.append(x)
-        x = F.relu(self.bn(x))
-        feats.append(torch.flatten(self.pool(x), 1))
-        return feats
+        return self.staged_features(x, self.groups, tail=lambda h: F.relu(self.bn(h)))
 
 
 def _wrn(depth, widen):

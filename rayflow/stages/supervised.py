@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from rayflow.artifacts import Artifact, run_stage, stage_key
 from rayflow.config import PipelineConfig, StageSpec
@@ -17,8 +18,11 @@ log = logging.getLogger("rayflow")
 
 def train_stage(cfg: PipelineConfig, splits: Splits, stage: str, spec: StageSpec, *,
                 inputs: list[Artifact] = (), key_extra: dict | None = None,
-                job_fields: dict | None = None, fake=None) -> Artifact:
-    """Trains `spec` on the real split (plus whatever `job_fields` adds) unless cached."""
+                job_fields: dict | Callable[[], dict] | None = None, fake=None) -> Artifact:
+    """Trains `spec` on the real split (plus whatever `job_fields` adds) unless cached.
+
+    `job_fields` may be a callable, so costly inputs (teacher predictions) are only computed when
+    the stage actually runs, not when it is found in the cache."""
     key_cfg = {"data": cfg.data.model_dump(mode="json"), "spec": spec.model_dump(mode="json"), **(key_extra or {})}
     c, h, _ = splits.shape
     # The Ray Train run is named after the artifact key: a killed run of the same stage resumes
@@ -26,8 +30,9 @@ def train_stage(cfg: PipelineConfig, splits: Splits, stage: str, spec: StageSpec
     run_name = f"{cfg.name}-{stage}-{stage_key(stage, key_cfg, list(inputs))}"
 
     def build(out: Path) -> dict:
+        fields = job_fields() if callable(job_fields) else (job_fields or {})
         job = SupervisedJob(model=spec.model, train_cfg=spec.train, train=splits.train, val=splits.val,
-                            test=splits.test, **(job_fields or {}))
+                            test=splits.test, **fields)
         log.info("[%s] training %s for %d steps on %s", stage, spec.model.name, spec.train.steps, splits.summary())
         state, metrics = run_training(job, cfg.scaling, cfg.runtime, Path(cfg.output_dir) / "ray_storage",
                                       run_name, fake=fake)
