@@ -250,6 +250,9 @@ def test_ray_data_matches_local(ray_session, nets, tmp_path):
     from rayflow.synth import fake_dataset
 
     cfg = cfg_(m_per_class=50, shard_size=64)
+    # 3 pools x 1 CPU cannot all hold an actor on 2 CPUs: refused up front instead of hanging
+    with pytest.raises(SynthError, match="needs 3 CPU"):
+        run_synth(nets, cfg, tmp_path / "toobig", "ray", options=SynthOptions(cpus_per_actor=1.0, progress=False))
     local = run_synth(nets, cfg, tmp_path / "local", "local", options=QUIET)
     ray_m = run_synth(nets, cfg, tmp_path / "ray", "ray", options=QUIET)
     assert ray_m["executor"] == "ray" and ray_m["kept_per_class"] == local["kept_per_class"]

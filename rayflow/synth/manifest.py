@@ -156,7 +156,7 @@ class Manifest:
     def pending(self) -> list[ShardSpec]:
         """Planned shards without a record, in shard-id order."""
         done = self.data["shards"]
-        return self.specs()
+        return [s for s in self.specs() if str(s.shard_id) not in done]
 
     def next_shard_id(self) -> int:
         return 1 + max((s.shard_id for s in self.specs()), default=-1)

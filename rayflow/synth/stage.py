@@ -362,6 +362,15 @@ class _RayExecutor:
                       if kw[name] is not None]
         self.write_kwargs = kw["write"]
         self.cfg, self.opts = cfg, opts
+        # every pool holds at least one actor for the whole round: if their minimum does not fit
+        # the cluster, Ray Data waits forever (the 2-CPU actor-pool deadlock)
+        have = ray.cluster_resources()
+        for res, per_actor in (("CPU", opts.cpus_per_actor), ("GPU", cfg.num_gpus_per_actor)):
+            need = per_actor * len(self.steps)
+            if need > have.get(res, 0.0) + 1e-9:
+                raise SynthError(f"the synth pipeline needs {need:g} {res} for its {len(self.steps)} actor pools "
+                                 f"({per_actor:g} per actor, at least one actor each) but the Ray cluster has "
+                                 f"{have.get(res, 0.0):g}; lower {'cpus_per_actor' if res == 'CPU' else 'synth.num_gpus_per_actor'}")
 
     def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
         import ray
@@ -467,6 +476,9 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
                     print(f"[synth] round {man.num_rounds}: shard {rec['shard_id']} done, "
                           f"kept per class {man.per_class('n_kept').tolist()} of {m}, "
                           f"{kept_now / (now - t_main):.0f} samples/s", flush=True)
+            lost = [s.shard_id for s in man.pending()]
+            if lost:  # never loop on shards the executor did not report
+                raise SynthError(f"shard(s) {lost[:10]} of round {man.num_rounds} ended without a summary")
             if opts.progress:
                 now = time.perf_counter()
                 print(f"[synth] round {man.num_rounds} finished: {len(pending)} shards in {now - t_round:.1f} s, "

@@ -1,0 +1,180 @@
+"""Samples/s of the whole synthetic-data stage: Ray Data pipeline vs the in-process local executor.
+
+Nets of the real pipeline's size, random-init (throughput does not depend on training): a
+CondGenerator (base 64) on 28x28x1 with 10 classes, a resnet8 teacher, a resnet8 feature net and
+a RatioMLP [512, 256, 128]; cDR-RS subsampling + filtering (rho 0.9) + relabelling on, burn-ins
+of 1000 / 500 per class. Every (executor, M) case runs in a fresh child process, so Ray start-up
+is part of the Ray wall time and one case's memory does not leak into the next.
+
+Memory: the parent samples the child's whole process tree (the driver and, for Ray, gcs_server,
+raylet and every Ray worker it spawned) every 0.25 s and reports the peak of the summed RSS and of
+the summed PSS (PSS splits shared pages such as torch's libraries between processes, so it is
+the honest "RAM used" figure; RSS counts them once per process).
+
+    python benchmarks/synth_throughput.py [--m 10000,100000] [--quick] [--cpus 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+NUM_CLASSES, SIZE = 10, 28
+
+
+def make_nets(root: Path) -> None:
+    import torch
+
+    from rayflow.config import ModelConfig
+    from rayflow.dre import RatioMLP
+    from rayflow.models import build_model
+    from rayflow.stages.models_io import save_model
+    from rayflow.synth import GeneratorSpec
+
+    torch.manual_seed(0)
+    for name in ("teacher", "features"):
+        net = build_model("resnet8", in_channels=1, image_size=SIZE, num_outputs=NUM_CLASSES)
+        save_model(root / name, net.state_dict(), ModelConfig(name="resnet8"), 1, SIZE, NUM_CLASSES)
+    ratio = RatioMLP(net.feature_dim, NUM_CLASSES, hidden=[512, 256, 128])
+    torch.nn.init.constant_(ratio.body[-2].bias, 0.5)  # random init: keep ratios positive
+    torch.save({"G": GeneratorSpec(NUM_CLASSES, base_channels=64)().state_dict(), "ratio": ratio.state_dict()},
+               root / "states.pt")
+
+
+def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor: int) -> None:
+    import torch
+
+    from rayflow.config import RuntimeConfig, SynthConfig
+    from rayflow.synth import GeneratorSpec, SynthInputs, SynthOptions, run_synth
+
+    torch.set_num_threads(cpus)
+    states = torch.load(root / "states.pt", weights_only=True)
+    inputs = SynthInputs(num_classes=NUM_CLASSES, generator=GeneratorSpec(NUM_CLASSES, base_channels=64),
+                         generator_state=states["G"], teacher_dir=str(root / "teacher"),
+                         feature_dir=str(root / "features"), ratio_state=states["ratio"], rho=0.9,
+                         dre_burnin=1000, filter_burnin=500)
+    cfg = SynthConfig(m_per_class=m_total // NUM_CLASSES, batch_size=500, shard_size=2000, gen_actors=1, seed=0)
+    opts = SynthOptions(runtime=RuntimeConfig(address="local", num_cpus=cpus, object_store_memory_mb=1024),
+                        threads_per_actor=threads_per_actor, local_threads=cpus, progress_every_s=30)
+    out = root / f"out-{executor}-{m_total}"
+    m = run_synth(inputs, cfg, out, executor, options=opts)
+    shutil.rmtree(out, ignore_errors=True)
+    print("RESULT " + json.dumps({k: m[k] for k in ("wall_s", "burnin_s", "draws_per_s", "subsample_accept",
+                                                    "filter_keep", "rounds", "shards")}), flush=True)
+
+
+def _tree_memory(root_pid: int) -> tuple[int, int]:
+    """(sum RSS, sum PSS) in bytes over root_pid and all its descendants."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    rss = pss = 0
+    for p in tree:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return rss, pss
+
+
+def run_case(executor: str, m_total: int, root: Path, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", executor, str(m_total), str(root), "--cpus", str(args.cpus),
+           "--threads-per-actor", str(args.threads_per_actor)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0, 0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            rss, pss = _tree_memory(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            stop.wait(0.25)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    result = None
+    for line in proc.stdout:
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+        elif line.startswith("[synth]") or "Error" in line or "Traceback" in line:
+            print("   ", line.rstrip(), flush=True)
+    proc.wait()
+    stop.set()
+    th.join()
+    if proc.returncode != 0 or result is None:
+        raise SystemExit(f"{executor} M={m_total} failed (exit {proc.returncode})")
+    return dict(result, executor=executor, m=m_total, peak_rss=peak[0], peak_pss=peak[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--m", default="10000,100000", help="comma-separated total accepted samples M")
+    ap.add_argument("--quick", action="store_true", help="M = 2000 only")
+    ap.add_argument("--executors", default="local,ray")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--threads-per-actor", type=int, default=1)
+    ap.add_argument("--child", nargs=3, metavar=("EXECUTOR", "M", "ROOT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), Path(args.child[2]), args.cpus, args.threads_per_actor)
+        return 0
+
+    ms = [2000] if args.quick else [int(v) for v in args.m.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="rayflow-synth-bench-"))
+    try:
+        make_nets(root)
+        import torch
+
+        print(f"synth stage, {NUM_CLASSES} classes 28x28x1, CondGenerator base 64 + resnet8 feature net + "
+              f"RatioMLP [512,256,128] + resnet8 teacher, batch 500, shard 2000; {args.cpus} CPUs, "
+              f"torch {torch.__version__}; Ray: 3 actor pools x 1 actor x 0.5 CPU x "
+              f"{args.threads_per_actor} thread(s); local: 1 process x {args.cpus} threads", flush=True)
+        rows = []
+        for m_total in ms:
+            for ex in args.executors.split(","):
+                print(f"-- {ex}, M = {m_total}", flush=True)
+                rows.append(run_case(ex, m_total, root, args))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    local = {r["m"]: r for r in rows if r["executor"] == "local"}
+    print(f"\n{'executor':<8} {'M':>7} {'wall s':>7} {'burn-in s':>9} {'samples/s':>9} {'draws/s':>8} "
+          f"{'Ray/local':>9} {'peak RSS MB':>11} {'peak PSS MB':>11}")
+    for r in rows:
+        sps = r["m"] / r["wall_s"]
+        base = local.get(r["m"])
+        ratio = f"{sps / (base['m'] / base['wall_s']):.2f}x" if base and r["executor"] == "ray" else ""
+        print(f"{r['executor']:<8} {r['m']:>7} {r['wall_s']:>7.1f} {r['burnin_s']:>9.1f} {sps:>9.0f} "
+              f"{r['draws_per_s']:>8.0f} {ratio:>9} {r['peak_rss'] / 2**20:>11.0f} {r['peak_pss'] / 2**20:>11.0f}")
+    acc = rows[0]
+    print(f"(samples/s = M / wall, the whole stage incl. burn-in{' and Ray start-up' if 'ray' in args.executors else ''}; "
+          f"acceptance: subsampling {acc['subsample_accept']:.2f}, filter {acc['filter_keep']:.2f}; "
+          "memory: summed over the child's process tree incl. Ray's gcs/raylet/workers, sampled every 0.25 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
