@@ -105,6 +105,9 @@ class GANConfig(_Strict):
     diffaugment: str = "color,translation,cutout"
     ema_decay: float = Field(0.999, gt=0, lt=1)
     checkpoint_every: int = Field(500, gt=0)
+    select: Literal["best_consistency", "last"] = Field(
+        "best_consistency", description="which checkpoint's EMA generator the pipeline uses: the one whose samples "
+                                        "the teacher agrees with most (GAN training is not monotone), or the last")
     seed: int = 0
 
 

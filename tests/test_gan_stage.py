@@ -24,3 +24,13 @@ def test_gan_training_checkpoints_and_resumes(executor, tmp_path, digits, reques
     second = run_gan_training(_cfg(tmp_path, executor, 30), digits.train, None, "gan-resume", out2)
     assert second["step"] == 30
     assert [c["step"] for c in second["curve"]] == [30]
+
+
+def test_select_checkpoint_prefers_label_consistency():
+    from rayflow.stages.gan import select_checkpoint
+
+    cands = [({"step": 1000, "label_consistency": 77.0}, "a"), ({"step": 4000, "label_consistency": 98.9}, "b"),
+             ({"step": 5000, "label_consistency": 81.4}, "c")]
+    assert select_checkpoint(cands, "best_consistency")[1] == "b"
+    assert select_checkpoint(cands, "last")[1] == "c"
+    assert select_checkpoint([({"step": 10}, "x"), ({"step": 20}, "y")], "best_consistency")[1] == "y"

@@ -152,13 +152,13 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
                                                    resources_per_worker={"CPU": sc.cpus_per_worker}),
             run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
                                            failure_config=ray.train.FailureConfig(max_failures=1),
-                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                           # all kept: small, and the best one is picked afterwards
+                                           checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None),
                                            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
         ).fit()
         if result.error:
             raise result.error
-        with result.checkpoint.as_directory() as d:
-            state = load_state(Path(d) / "state.pt")
+        candidates = [(m, ck.path) for ck, m in result.best_checkpoints]
         metrics = result.return_value
         grids = sorted(p for ck in (storage / name).glob("checkpoint_*") for p in ck.glob("samples_*.png"))
     else:
@@ -169,16 +169,27 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
         torch.set_num_threads(max(threads, int(sc.cpus_per_worker * sc.num_workers)))
 
         def save_checkpoint(metrics: dict, st: dict | None, grid: Path | None) -> None:
-            if st is not None:
-                save_state(st, ckpt)
+            if st is None:
+                return
+            save_state(st, ckpt)  # the resume point
+            keep = local_dir / f"ckpt_{st['step']:06d}"  # every checkpoint, for the selection
+            keep.mkdir(exist_ok=True)
+            save_state(st, keep / "state.pt")
+            (keep / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "curve"}))
             if grid is not None:
                 os.replace(grid, local_dir / grid.name)
 
         metrics = gan_body(pcfg.gan, train, rank=0, world=1, device=device, prepare=lambda m: m,
                            save_checkpoint=save_checkpoint, start_state=load_state(ckpt) if ckpt.exists() else None,
                            teacher=_load_teacher(teacher_dir), name=name)
-        state = load_state(ckpt)
+        candidates = [(json.loads(p.read_text()), p.parent) for p in local_dir.glob("ckpt_*/metrics.json")]
         grids = sorted(local_dir.glob("samples_*.png"))
+    chosen, chosen_dir = select_checkpoint(candidates, pcfg.gan.select)
+    state = load_state(Path(chosen_dir) / "state.pt")
+    metrics = {**metrics, "selected_step": int(chosen["step"]),
+               "selected_label_consistency": chosen.get("label_consistency")}
+    log.info("[gan] using the EMA generator of step %d (select=%s, label consistency %s)", chosen["step"],
+             pcfg.gan.select, chosen.get("label_consistency"))
     save_weights(state["G_ema"]["model"], out / G_EMA)
     save_state(state, out / "gan_state.pt")
     for g in grids:
@@ -186,9 +197,21 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
     return metrics
 
 
+def select_checkpoint(candidates: list[tuple[dict, object]], select: str) -> tuple[dict, object]:
+    """(metrics, dir) of the chosen checkpoint: the last, or the one with the best label consistency
+    (ties -> later step). GAN quality is not monotone in steps, so `last` can be a bad moment."""
+    if not candidates:
+        raise RuntimeError("the GAN run left no checkpoint")
+    if select == "last" or not any("label_consistency" in m for m, _ in candidates):
+        return max(candidates, key=lambda c: c[0]["step"])
+    return max(candidates, key=lambda c: (c[0].get("label_consistency", -1.0), c[0]["step"]))
+
+
 def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifact:
     key_cfg = {"data": pcfg.data.model_dump(mode="json"), "gan": pcfg.gan.model_dump(mode="json")}
-    name = f"{pcfg.name}-gan-{stage_key('gan', key_cfg, [teacher])}"
+    # Selection does not change training, so the Train run (and its checkpoints) is named without it.
+    train_cfg = {"data": key_cfg["data"], "gan": pcfg.gan.model_dump(mode="json", exclude={"select"})}
+    name = f"{pcfg.name}-gan-{stage_key('gan', train_cfg, [teacher])}"
     c, h, _ = splits.shape
 
     def build(out: Path) -> dict:
