@@ -115,8 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # Own handler, not propagated: ray.init reconfigures the root logger and would mute ours.
+    log = logging.getLogger("rayflow")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     handlers = {"train-teacher": lambda a: cmd_train(a, "teacher"),
                 "train-student": lambda a: cmd_train(a, "student"),
                 "evaluate": cmd_evaluate, "run": cmd_run, "demo": cmd_demo, "diagnose": cmd_diagnose}

@@ -231,7 +231,8 @@ def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifa
         curve = m.get("curve", [])
         if isinstance(curve, str):
             curve = json.loads(curve)
-        return {"steps": pcfg.gan.steps, "wall_s": time.perf_counter() - t0, "curve": curve, **q}
+        return {"steps": pcfg.gan.steps, "selected_step": m.get("selected_step"), "wall_s": time.perf_counter() - t0,
+                "curve": curve, **q}
 
     return run_stage(Path(pcfg.output_dir) / "artifacts", "gan", key_cfg, [teacher], build)
 
