@@ -151,9 +151,17 @@ class Pipeline:
                 rows.append(_row("perfect generator (oracle)", self.oracle(seed, teacher), seed))
         gan = self.gan(teacher)
         dre = self.dre(teacher, gan) if cfg.dre.enabled else None
+        notes: list[str] = []
         fakes = {"raw": self.synth(teacher, gan, None, subsample=False, filter=False, relabel=False)}
         if dre is not None:
-            fakes["dre"] = self.synth(teacher, gan, dre, subsample=True, filter=False, relabel=False)
+            from rayflow.synth.manifest import SynthError
+
+            try:
+                fakes["dre"] = self.synth(teacher, gan, dre, subsample=True, filter=False, relabel=False)
+            except SynthError as e:  # e.g. the ratio net separates real from fake completely
+                notes.append(f"cDR-RS skipped: {e}. The remaining variants run without subsampling.")
+                log.warning(notes[-1])
+                dre = None
         fakes["full"] = self.synth(teacher, gan, dre, subsample=dre is not None, filter=cfg.filter.enabled,
                                    relabel=cfg.filter.relabel)
         variants = [("fake, no processing (conditioning labels)", "raw", True, False),
@@ -167,7 +175,8 @@ class Pipeline:
                     continue
                 art = self.cgankd(seed, teacher, fakes[which], orig_labels=orig, kd=kd, nokd=nokd[seed])
                 rows.append(_row(name, art, seed))
-        results = {"name": cfg.name, "metric": metric, "rows": rows, "config": cfg.model_dump(mode="json"),
+        results = {"name": cfg.name, "metric": metric, "rows": rows, "notes": notes,
+                   "config": cfg.model_dump(mode="json"),
                    "gan": gan.metrics, "synth": {k: v.metrics for k, v in fakes.items()}}
         results.update(summarize(rows, metric))
         agree = {k: self._fake_agreement(a) for k, a in fakes.items()}

@@ -85,6 +85,8 @@ def write_report(results: dict, path: str | Path) -> Path:
     if summary:
         parts.append("<h2>Summary (means over seeds)</h2>" + _table(summary, [("model", "model"), (metric, metric),
                      ("std", "std over seeds"), ("n", "seeds"), ("delta_nokd", "vs NOKD"), ("delta_blkd", "vs BLKD")]))
+    for note in results.get("notes") or []:
+        parts.append(f"<p><b>Note:</b> {html.escape(note)}</p>")
     d = results.get("diagnostic") or {}
     if d.get("verdict"):
         parts.append(f"<h2>Headroom diagnostic</h2><p>{html.escape(d['verdict'])}</p>")
