@@ -58,6 +58,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.execution_no_progress_timeout_s = 600  # fail a stuck pipeline in minutes, not 30
     if rt.quiet:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per execution otherwise
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         ctx.enable_auto_log_stats = False
