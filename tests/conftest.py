@@ -32,3 +32,12 @@ def digits():
     from rayflow.data import load_splits
 
     return load_splits(DataConfig(name="digits", image_size=16))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny nets: one torch thread is as fast, and does not suffer from a busy shared machine."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

@@ -45,13 +45,7 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 TOY_CFG = DREConfig(steps=300, batch_size=256, lr=2e-3, penalty=0.01, hidden=[32, 32], seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny nets: one thread is as fast and does not suffer from a busy shared machine
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -40,3 +40,11 @@ def test_cli_bad_config_is_one_clear_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["rayflow: error: invalid config " + r.stderr.split("invalid config ")[1].strip()]
     assert "filter.rho: must be in (0, 1]" in r.stderr
+
+
+def test_imageset_to_ray_dataset_and_tensors_agree(ray_session, digits):
+    ds = digits.test.to_ray()
+    batch = ds.take_batch(len(digits.test), batch_format="numpy")
+    x, y = digits.test.to_tensors()
+    assert batch["image"].shape == digits.test.images.shape and (batch["label"] == y.numpy()).all()
+    assert x.shape == digits.test.images.shape and float(x.min()) >= -1.0

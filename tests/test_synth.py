@@ -28,13 +28,7 @@ C, SIZE = 3, 16
 QUIET = SynthOptions(progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny nets: one thread is as fast and does not suffer from a busy shared machine
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,20 @@ class ImageSet:
     def subset(self, idx: np.ndarray) -> "ImageSet":
         return ImageSet(self.images[idx], self.labels[idx], self.num_classes)
 
+    def to_tensors(self):
+        """(float images in [-1, 1], labels) as torch tensors, the form the networks see."""
+        import torch
+
+        from rayflow.data.transforms import to_float
+
+        return to_float(torch.from_numpy(self.images.copy())), torch.from_numpy(self.labels.copy())
+
+    def to_ray(self):
+        """A ray.data.Dataset with columns `image` (uint8 C,H,W) and `label`, for Ray Data / Train."""
+        import ray.data
+
+        return ray.data.from_numpy({"image": self.images, "label": self.labels})
+
     def class_counts(self) -> np.ndarray:
         assert self.num_classes is not None
         return np.bincount(self.labels, minlength=self.num_classes)
