@@ -11,6 +11,7 @@ from pathlib import Path
 from rayflow.checkpoint import CheckpointError
 from rayflow.config import ConfigError, PipelineConfig, load_config
 from rayflow.data.imageset import DataError
+from rayflow.synth.manifest import SynthError
 
 PACKAGED = Path(__file__).parent / "configs"
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 "evaluate": cmd_evaluate, "run": cmd_run, "demo": cmd_demo, "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, CheckpointError) as e:
+    except (ConfigError, DataError, CheckpointError, SynthError) as e:
         print(f"rayflow: error: {e}", file=sys.stderr)
         return 2
 
