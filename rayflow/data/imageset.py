@@ -76,9 +76,11 @@ class ImageSet:
 
     def to_ray(self):
         """A ray.data.Dataset with columns `image` (uint8 C,H,W) and `label`, for Ray Data / Train."""
+        import pyarrow as pa
         import ray.data
+        from ray.data.extensions import ArrowTensorArray
 
-        return ray.data.from_numpy({"image": self.images, "label": self.labels})
+        return ray.data.from_arrow(pa.table({"image": ArrowTensorArray.from_numpy(self.images), "label": self.labels}))
 
     def class_counts(self) -> np.ndarray:
         assert self.num_classes is not None
