@@ -4,5 +4,7 @@
 # On a multi-node cluster, output_dir must be shared storage (NFS, or a mounted bucket).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${RAY_ADDRESS:?set RAY_ADDRESS to the cluster's dashboard address, e.g. http://127.0.0.1:8265}"
+: "${RAY_ADDRESS:?set RAY_ADDRESS to the dashboard address of the cluster, e.g. http://127.0.0.1:8265}"
+# Ray 2.60 enables token auth on `ray start`; the jobs CLI sends ~/.ray/auth_token only in token mode.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 exec ray job submit --address "$RAY_ADDRESS" --runtime-env jobs/runtime_env.yaml -- python -m rayflow "$@"

@@ -24,15 +24,17 @@ _RAY_ENV_DEFAULTS = {
 }
 
 
-def set_ray_env_defaults() -> None:
-    for k, v in _RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(k, v)
+def set_ray_env_defaults() -> dict[str, str]:
+    """Sets the defaults the user has not set; returns those it set (for the workers' runtime_env)."""
+    added = {k: v for k, v in _RAY_ENV_DEFAULTS.items() if k not in os.environ}
+    os.environ.update(added)
+    return added
 
 
 def init_ray(rt: RuntimeConfig | None = None) -> None:
     """Embedded Ray unless RAY_ADDRESS / runtime.address names a cluster; no-op if already up."""
     rt = rt or RuntimeConfig()
-    set_ray_env_defaults()
+    added = set_ray_env_defaults()
     import ray
 
     if ray.is_initialized():
@@ -45,7 +47,9 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
                   logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level))
     # The package must be importable by workers; an editable install is, a source checkout may not be.
     pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env: dict = {"env_vars": {k: os.environ[k] for k in _RAY_ENV_DEFAULTS}}
+    # Only variables rayflow itself chose: a job's runtime_env may already set others, and Ray
+    # refuses a driver runtime_env that names the same keys as the job's.
+    env: dict = {"env_vars": added} if added else {}
     if not _installed():
         env["py_modules"] = [os.path.join(pkg_root, "rayflow")]
     if address == "local":
