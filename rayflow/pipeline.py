@@ -112,17 +112,21 @@ class Pipeline:
         from rayflow.stages.synth import SHARDS
 
         f = self.cfg.fake
-        fields = self._teacher_fields(teacher) if kd else {}
-        if kd:
-            fields["teacher"] = fields["teacher_state"] = None  # fakes and reals carry stored logits
-            fields["real_logits"] = self._real_logits(teacher)
-        inputs = [teacher, fake]
-        if f.init == "nokd" and nokd is not None:
-            from rayflow.checkpoint import load_weights
-            from rayflow.stages.models_io import WEIGHTS
+        init_from = nokd if f.init == "nokd" and nokd is not None else None
 
-            fields["init_state"] = load_weights(nokd.file(WEIGHTS))
-            inputs.append(nokd)
+        def fields() -> dict:  # only when the stage runs, not on a cache hit
+            out: dict = {}
+            if kd:  # fakes and reals carry stored teacher logits: no online teacher needed
+                out = {"kd_alpha": f.kd_weight, "temperature": f.temperature,
+                       "real_logits": self._real_logits(teacher)}
+            if init_from is not None:
+                from rayflow.checkpoint import load_weights
+                from rayflow.stages.models_io import WEIGHTS
+
+                out["init_state"] = load_weights(init_from.file(WEIGHTS))
+            return out
+
+        inputs = [teacher, fake] + ([init_from] if init_from is not None else [])
         spec = FakeSpec(str(fake.file(SHARDS)), self.cfg.synth.m_per_class, f.real_fraction,
                         orig_labels=orig_labels, use_logits=kd)
         return train_stage(self.cfg, self.splits, "cgankd", self._seeded(self.cfg.student, seed), inputs=inputs,

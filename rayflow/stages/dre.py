@@ -19,8 +19,8 @@ from rayflow.artifacts import Artifact, run_stage
 from rayflow.checkpoint import load_into, load_weights, save_weights
 from rayflow.config import DREConfig, PipelineConfig, StageSpec
 from rayflow.data.imageset import ImageSet, Splits
-from rayflow.data.transforms import to_float
 from rayflow.dre import build_ratio_net, train_ratio_net
+from rayflow.dre.features import embed
 from rayflow.gan import generate
 from rayflow.stages.models_io import load_model
 
@@ -30,31 +30,25 @@ RATIO = "ratio_net.safetensors"
 META = "dre.json"
 
 
-@torch.no_grad()
-def embed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Pre-head features of float images in [-1, 1]."""
-    return model(x, return_features=True)[1][-1].flatten(1)
-
-
 def fit_ratio_net(cfg: DREConfig, feature_dir: str, gan_dir: str, train: ImageSet) -> tuple[dict, dict]:
     """Plain torch: returns (ratio-net state_dict, metrics). Runs in-process or as a Ray task."""
     from rayflow.stages.gan import load_generator
 
     torch.manual_seed(cfg.seed)
     fnet, G = load_model(feature_dir), load_generator(gan_dir)
-    feature_dim = embed(fnet, to_float(torch.tensor(train.images[:2]))).shape[1]
+    feature_dim = embed(fnet, torch.tensor(train.images[:2])).shape[1]
     net = build_ratio_net(cfg, feature_dim, train.num_classes)
     rng = np.random.default_rng(cfg.seed)
     calls = {"n": 0}
 
     def real(n: int):
         idx = rng.integers(0, len(train), n)
-        return embed(fnet, to_float(torch.tensor(train.images[idx]))), torch.tensor(train.labels[idx])
+        return embed(fnet, torch.tensor(train.images[idx])), torch.tensor(train.labels[idx])
 
     def fake(labels: torch.Tensor):
         calls["n"] += 1
         x = generate(G, labels, seed=cfg.seed * 1_000_003 + calls["n"])
-        return embed(fnet, to_float(x))
+        return embed(fnet, x)
 
     t0 = time.perf_counter()
     net = train_ratio_net(net, real, fake, cfg, reporter=lambda m, _: log.info(

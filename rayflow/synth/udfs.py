@@ -28,6 +28,7 @@ from torch import nn
 from rayflow.checkpoint import load_into
 from rayflow.data.transforms import to_float
 from rayflow.dre import RatioMLP, RejectionSampler, ratio_scores
+from rayflow.dre.features import embed
 from rayflow.filtering import keep_mask, relabel, teacher_ce
 from rayflow.gan.generator import CondGenerator
 from rayflow.gan.loop import generate
@@ -67,13 +68,6 @@ def build_generator(factory: Callable[[], nn.Module], state: dict[str, torch.Ten
     if state is not None:
         load_into(G, state, "generator state dict")
     return G.eval()
-
-
-@torch.no_grad()
-def embed(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Pre-head features of uint8 images, as the density-ratio net was trained on them
-    (``to_float`` to [-1, 1], last entry of ``return_features``, flattened)."""
-    return net(to_float(images), return_features=True)[1][-1].flatten(1)
 
 
 def _chunks(n: int, size: int) -> list[slice]:
