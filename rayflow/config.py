@@ -104,10 +104,14 @@ class GANConfig(_Strict):
     betas: tuple[float, float] = (0.0, 0.999)
     diffaugment: str = "color,translation,cutout"
     ema_decay: float = Field(0.999, gt=0, lt=1)
+    lecam: float = Field(0.0, ge=0, description="weight of the LeCam regulariser on D (limited data: ~0.1-0.5)")
     checkpoint_every: int = Field(500, gt=0)
-    select: Literal["best_consistency", "last"] = Field(
-        "best_consistency", description="which checkpoint's EMA generator the pipeline uses: the one whose samples "
-                                        "the teacher agrees with most (GAN training is not monotone), or the last")
+    select: Literal["best_fid", "best_consistency", "last"] = Field(
+        "best_consistency", description="which checkpoint's EMA generator the pipeline uses (GAN training is not "
+                                        "monotone): best_fid = lowest FID (teacher features, vs the real train "
+                                        "images) among those with label consistency >= min_consistency; "
+                                        "best_consistency = the one the teacher agrees with most; or the last")
+    min_consistency: float = Field(85.0, ge=0, le=100, description="label consistency floor (%) for best_fid")
     seed: int = 0
 
 

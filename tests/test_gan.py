@@ -107,6 +107,21 @@ def test_hinge_losses():
     assert g_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
 
 
+def test_lecam_penalises_only_logits_beyond_the_other_sides_anchor():
+    from rayflow.gan import LeCam
+
+    reg = LeCam(decay=0.0)  # anchors = this batch's means
+    real, fake = torch.tensor([2.0, 4.0]), torch.tensor([-1.0, 1.0])
+    # anchors: real 3, fake 0 -> relu(real - 0)^2 = [4, 16], relu(3 - fake)^2 = [16, 4]
+    assert reg(real, fake).item() == pytest.approx(10.0 + 10.0)
+    assert reg.state_dict() == {"real": 3.0, "fake": 0.0}
+    # D that cannot tell reals from fakes (equal logits) pays nothing
+    assert LeCam(decay=0.0)(torch.zeros(3), torch.zeros(3)).item() == 0.0
+    slow = LeCam(decay=0.9)
+    slow(real, fake)
+    assert slow.real == pytest.approx(0.3) and slow.fake == pytest.approx(0.0)
+
+
 @pytest.mark.parametrize("ch", [1, 3])
 def test_diffaugment_shape_and_grad(ch):
     torch.manual_seed(0)
@@ -231,7 +246,7 @@ def test_build_gan_seeded():
 
 def test_state_dict_roundtrip(tmp_path):
     torch.manual_seed(0)
-    cfg = GANConfig(**{**SMALL, "seed": 1})
+    cfg = GANConfig(**{**SMALL, "seed": 1, "lecam": 0.3})
     state = build_gan(cfg, 2, 1, 16)
     sample = toy_sampler()
     for _ in range(3):
@@ -240,6 +255,7 @@ def test_state_dict_roundtrip(tmp_path):
     fresh = build_gan(GANConfig(**{**SMALL, "seed": 2}), 2, 1, 16)
     fresh.load_state_dict(torch.load(tmp_path / "gan.pt", weights_only=True))
     assert fresh.step == 3 and fresh.ema.num_updates == 3
+    assert fresh.lecam.state_dict() == state.lecam.state_dict() != {"real": 0.0, "fake": 0.0}
     labels = torch.tensor([0, 1, 0, 1])
     for a, b in ((state.G, fresh.G), (state.G_ema, fresh.G_ema)):
         assert torch.equal(generate(a, labels, 0), generate(b, labels, 0))

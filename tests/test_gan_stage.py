@@ -34,3 +34,14 @@ def test_select_checkpoint_prefers_label_consistency():
     assert select_checkpoint(cands, "best_consistency")[1] == "b"
     assert select_checkpoint(cands, "last")[1] == "c"
     assert select_checkpoint([({"step": 10}, "x"), ({"step": 20}, "y")], "best_consistency")[1] == "y"
+
+
+def test_select_checkpoint_best_fid_respects_the_consistency_floor():
+    from rayflow.stages.gan import select_checkpoint
+
+    cands = [({"step": 1000, "label_consistency": 70.0, "fid_teacher_features": 3.0}, "a"),
+             ({"step": 2000, "label_consistency": 90.0, "fid_teacher_features": 6.0}, "b"),
+             ({"step": 3000, "label_consistency": 99.0, "fid_teacher_features": 9.0}, "c")]
+    assert select_checkpoint(cands, "best_fid", 85.0)[1] == "b"  # "a" is more diverse but off-condition
+    assert select_checkpoint(cands, "best_fid", 60.0)[1] == "a"
+    assert select_checkpoint(cands, "best_fid", 99.5)[1] == "c"  # nobody clears the floor: most consistent

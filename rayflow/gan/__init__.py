@@ -6,11 +6,11 @@ from .discriminator import ProjectionDiscriminator
 from .ema import EMA, recalibrate_bn, unwrap
 from .generator import CondGenerator, spatial_plan
 from .grid import save_grid_png
-from .losses import d_loss, g_loss
+from .losses import LeCam, d_loss, g_loss
 from .loop import GANState, build_gan, gan_step, generate, train_gan
 
 __all__ = [
-    "CondGenerator", "ProjectionDiscriminator", "EMA", "GANState", "build_gan", "d_loss",
+    "CondGenerator", "ProjectionDiscriminator", "EMA", "LeCam", "GANState", "build_gan", "d_loss",
     "diff_augment", "g_loss", "gan_step", "generate", "recalibrate_bn", "save_grid_png",
     "spatial_plan", "train_gan", "unwrap",
 ]

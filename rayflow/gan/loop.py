@@ -8,7 +8,7 @@ the bare module is needed (EMA, state dicts, attributes such as z_dim).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -21,7 +21,7 @@ from .diffaugment import diff_augment
 from .discriminator import ProjectionDiscriminator
 from .ema import EMA, unwrap
 from .generator import CondGenerator
-from .losses import d_loss, g_loss
+from .losses import LeCam, d_loss, g_loss
 
 SampleReal = Callable[[int], tuple[Tensor, Tensor]]
 """n -> (images (n, C, H, W) float in [-1, 1] or uint8, labels (n,)) from the real training set."""
@@ -35,6 +35,7 @@ class GANState:
     optG: torch.optim.Optimizer
     optD: torch.optim.Optimizer
     step: int = 0
+    lecam: LeCam = field(default_factory=LeCam)
 
     @property
     def G_ema(self) -> nn.Module:
@@ -44,7 +45,8 @@ class GANState:
         """Tensors / nested dicts / numbers only, so `torch.load(..., weights_only=True)` reads it."""
         return {"G": unwrap(self.G).state_dict(), "D": unwrap(self.D).state_dict(),
                 "G_ema": self.ema.state_dict(), "optG": self.optG.state_dict(),
-                "optD": self.optD.state_dict(), "step": int(self.step)}
+                "optD": self.optD.state_dict(), "step": int(self.step),
+                "lecam": self.lecam.state_dict()}
 
     def load_state_dict(self, sd: dict) -> None:
         unwrap(self.G).load_state_dict(sd["G"])
@@ -53,6 +55,8 @@ class GANState:
         self.optG.load_state_dict(sd["optG"])
         self.optD.load_state_dict(sd["optD"])
         self.step = int(sd["step"])
+        if "lecam" in sd:  # checkpoints written before LeCam existed start its anchors at 0
+            self.lecam.load_state_dict(sd["lecam"])
 
 
 def build_gan(cfg: GANConfig, num_classes: int, in_channels: int, image_size: int, *,
@@ -105,6 +109,8 @@ def gan_step(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
         # one D call on real+fake: a single DDP forward/backward, and the same SN power iteration
         logits = D(diff_augment(torch.cat([x_real, x_fake]), cfg.diffaugment), torch.cat([y, y]))
         loss_d = d_loss(logits[:n], logits[n:])
+        if cfg.lecam > 0:
+            loss_d = loss_d + cfg.lecam * state.lecam(logits[:n], logits[n:])
         state.optD.zero_grad(set_to_none=True)
         loss_d.backward()
         state.optD.step()

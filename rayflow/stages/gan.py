@@ -35,11 +35,12 @@ def grid_labels(num_classes: int, per_class: int = 10) -> torch.Tensor:
 
 
 def consistency_probe(G: torch.nn.Module, teacher: torch.nn.Module | None, num_classes: int,
-                      per_class: int = 100, seed: int = 12345) -> dict:
+                      per_class: int = 100, seed: int = 12345, real_u8: torch.Tensor | None = None) -> dict:
+    """Label consistency (and FID vs `real_u8`, both in teacher space) of one checkpoint's samples."""
     if teacher is None:
         return {}
     labels = grid_labels(num_classes, per_class)
-    return gan_quality(teacher, generate(G, labels, seed), labels, num_classes=num_classes)
+    return gan_quality(teacher, generate(G, labels, seed), labels, real_u8=real_u8, num_classes=num_classes)
 
 
 def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: torch.device,
@@ -61,6 +62,7 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
         idx = rng.integers(0, len(train), n)
         return torch.tensor(train.images[idx]), torch.tensor(train.labels[idx])
 
+    probe_reals = torch.tensor(train.images[np.random.default_rng(0).permutation(len(train))[:2000]])
     t0 = time.perf_counter()
     window: dict = {}
 
@@ -78,7 +80,7 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
             save_checkpoint(metrics, None, None)
             return
         G = st.G_ema
-        q = consistency_probe(G, teacher, C)
+        q = consistency_probe(G, teacher, C, real_u8=probe_reals)
         metrics.update({k: v for k, v in q.items() if not isinstance(v, list)})
         curve.append({"step": st.step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         metrics["curve"] = json.dumps(curve)
@@ -184,12 +186,13 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
                            teacher=_load_teacher(teacher_dir), name=name)
         candidates = [(json.loads(p.read_text()), p.parent) for p in local_dir.glob("ckpt_*/metrics.json")]
         grids = sorted(local_dir.glob("samples_*.png"))
-    chosen, chosen_dir = select_checkpoint(candidates, pcfg.gan.select)
+    chosen, chosen_dir = select_checkpoint(candidates, pcfg.gan.select, pcfg.gan.min_consistency)
     state = load_state(Path(chosen_dir) / "state.pt")
     metrics = {**metrics, "selected_step": int(chosen["step"]),
-               "selected_label_consistency": chosen.get("label_consistency")}
-    log.info("[gan] using the EMA generator of step %d (select=%s, label consistency %s)", chosen["step"],
-             pcfg.gan.select, chosen.get("label_consistency"))
+               "selected_label_consistency": chosen.get("label_consistency"),
+               "selected_fid": chosen.get("fid_teacher_features")}
+    log.info("[gan] using the EMA generator of step %d (select=%s, label consistency %s, FID %s)", chosen["step"],
+             pcfg.gan.select, chosen.get("label_consistency"), chosen.get("fid_teacher_features"))
     save_weights(state["G_ema"]["model"], out / G_EMA)
     save_state(state, out / "gan_state.pt")
     for g in grids:
@@ -197,20 +200,29 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
     return metrics
 
 
-def select_checkpoint(candidates: list[tuple[dict, object]], select: str) -> tuple[dict, object]:
-    """(metrics, dir) of the chosen checkpoint: the last, or the one with the best label consistency
-    (ties -> later step). GAN quality is not monotone in steps, so `last` can be a bad moment."""
+def select_checkpoint(candidates: list[tuple[dict, object]], select: str,
+                      min_consistency: float = 85.0) -> tuple[dict, object]:
+    """(metrics, dir) of the chosen checkpoint (ties -> later step). GAN quality is not monotone in
+    steps, so `last` can be a bad moment; and the most label-consistent checkpoint can be the most
+    collapsed one, which is why `best_fid` trades consistency (above a floor) for diversity."""
     if not candidates:
         raise RuntimeError("the GAN run left no checkpoint")
     if select == "last" or not any("label_consistency" in m for m, _ in candidates):
         return max(candidates, key=lambda c: c[0]["step"])
+    if select == "best_fid":
+        ok = [c for c in candidates if "fid_teacher_features" in c[0]
+              and c[0].get("label_consistency", -1.0) >= min_consistency]
+        if ok:
+            return min(ok, key=lambda c: (c[0]["fid_teacher_features"], -c[0]["step"]))
+        log.warning("[gan] no checkpoint reaches %.1f %% label consistency: using the most consistent one",
+                    min_consistency)
     return max(candidates, key=lambda c: (c[0].get("label_consistency", -1.0), c[0]["step"]))
 
 
 def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifact:
     key_cfg = {"data": pcfg.data.model_dump(mode="json"), "gan": pcfg.gan.model_dump(mode="json")}
     # Selection does not change training, so the Train run (and its checkpoints) is named without it.
-    train_cfg = {"data": key_cfg["data"], "gan": pcfg.gan.model_dump(mode="json", exclude={"select"})}
+    train_cfg = {"data": key_cfg["data"], "gan": pcfg.gan.model_dump(mode="json", exclude={"select", "min_consistency"})}
     name = f"{pcfg.name}-gan-{stage_key('gan', train_cfg, [teacher])}"
     c, h, _ = splits.shape
 
