@@ -150,7 +150,9 @@ class SynthConfig(_Strict):
     m_per_class: int = Field(1000, gt=0, description="accepted fake samples per class (M / C)")
     batch_size: int = Field(500, gt=0)
     shard_size: int = Field(2000, gt=0, description="work items per Parquet shard (resume unit)")
-    gen_actors: int = Field(1, gt=0, description="max actors per pool")
+    gen_actors: int = Field(2, gt=0, description="max actors per pool (fused: shards processed at once)")
+    fused: bool = Field(True, description="one actor pool runs generate -> ratio -> label -> write per shard "
+                                          "(fewer processes, no copies between steps); false: a pool per step")
     num_gpus_per_actor: float = Field(0.0, ge=0)
     soft_labels: bool = True
     seed: int = 0

@@ -244,15 +244,18 @@ def test_ray_data_matches_local(ray_session, nets, tmp_path):
     from rayflow.synth import fake_dataset
 
     cfg = cfg_(m_per_class=50, shard_size=64)
+    staged = cfg.model_copy(update={"fused": False, "gen_actors": 2})
     # 3 pools x 1 CPU cannot all hold an actor on 2 CPUs: refused up front instead of hanging
     with pytest.raises(SynthError, match="needs 3 CPU"):
-        run_synth(nets, cfg, tmp_path / "toobig", "ray", options=SynthOptions(cpus_per_actor=1.0, progress=False))
+        run_synth(nets, staged, tmp_path / "toobig", "ray", options=SynthOptions(cpus_per_actor=1.0, progress=False))
     local = run_synth(nets, cfg, tmp_path / "local", "local", options=QUIET)
-    ray_m = run_synth(nets, cfg, tmp_path / "ray", "ray", options=QUIET)
-    assert ray_m["executor"] == "ray" and ray_m["kept_per_class"] == local["kept_per_class"]
-    a, b = shard_tables(tmp_path / "local"), shard_tables(tmp_path / "ray")
-    assert a.keys() == b.keys() and all(a[k].equals(b[k]) for k in a)
-    assert Manifest.load(tmp_path / "ray").records == Manifest.load(tmp_path / "local").records
+    # fused (one pool, default) and staged (a pool per step) pipelines write the local executor's shards
+    for name, c in (("ray", cfg.model_copy(update={"gen_actors": 2})), ("ray-staged", staged)):
+        ray_m = run_synth(nets, c, tmp_path / name, "ray", options=QUIET)
+        assert ray_m["executor"] == "ray" and ray_m["kept_per_class"] == local["kept_per_class"]
+        a, b = shard_tables(tmp_path / "local"), shard_tables(tmp_path / name)
+        assert a.keys() == b.keys() and all(a[k].equals(b[k]) for k in a)
+        assert Manifest.load(tmp_path / name).records == Manifest.load(tmp_path / "local").records
 
     fs = read_fake_set(tmp_path / "ray")
     rows = fake_dataset(tmp_path / "ray").take_all()

@@ -32,7 +32,8 @@ def synth_stage(pcfg: PipelineConfig, teacher: Artifact, gan: Artifact, dre: Art
     variant = {"subsample": subsample, "filter": filter, "relabel": relabel, "rho": pcfg.filter.rho,
                "filter_burnin": pcfg.filter.burnin, "dre_burnin": pcfg.dre.burnin}
     inputs = [teacher, gan] + ([dre] if subsample else [])
-    key_cfg = {"synth": cfg.model_dump(mode="json"), "variant": variant}
+    # actor counts and pool layout change how fast, not what: shards are identical either way
+    key_cfg = {"synth": cfg.model_dump(mode="json", exclude={"gen_actors", "fused"}), "variant": variant}
     key = stage_key("synth", key_cfg, inputs)
     root = Path(pcfg.output_dir) / "artifacts"
     work = root / "synth" / f".work-{key}"

@@ -326,25 +326,35 @@ class _LocalExecutor:
             yield from (_record({k: v[i] for k, v in summary.items()}) for i in range(len(summary["shard_id"])))
 
 
-class _StepThenWrite:
-    """Last actor of the Ray pipeline: its step, then :func:`write_shards` on the step's output.
+class _StepsThenWrite:
+    """Last actor of the Ray pipeline: its step(s) in order, then :func:`write_shards` on the output.
 
     Writing inside the last pool instead of a separate task operator saves a worker process per
-    round; on a busy 2-core machine each extra process costs seconds of start-up.
+    round; on a busy 2-core machine each extra process costs seconds of start-up. With
+    ``synth.fused`` this one actor runs every step (generate -> score -> label -> write).
     """
 
-    def __init__(self, step: type, step_kwargs: dict, write_kwargs: dict):
-        self.step = step(**step_kwargs)
+    def __init__(self, steps: list[tuple[type, dict]], write_kwargs: dict):
+        self.steps = [cls(**kwargs) for cls, kwargs in steps]
         self.write_kwargs = write_kwargs
 
     def __call__(self, batch: dict) -> dict:
-        return write_shards(self.step(batch), **self.write_kwargs)
+        for step in self.steps:
+            batch = step(batch)
+        return write_shards(batch, **self.write_kwargs)
 
 
 class _RayExecutor:
-    """One Ray Data pipeline per round: from_items(shards) -> Generate -> Score -> Label (+ write),
-    each an autoscaling actor pool ``(min_size=1, max_size=cfg.gen_actors)`` with fractional CPUs;
-    the driver only receives one small summary row per written shard."""
+    """One Ray Data pipeline per round over ``from_items(shards)``, autoscaling actor pools
+    ``(min_size=1, max_size=cfg.gen_actors)`` with fractional CPUs; the driver only receives one
+    small summary row per written shard.
+
+    ``synth.fused`` (default): one pool whose actors run Generate -> Score -> Label -> write on a
+    whole shard. Every step is model inference on the same device, so splitting them buys no
+    placement freedom but costs a process per step and an object-store copy of every image between
+    steps; fused actors scale by running more shards at once. ``fused: false``: one pool per step
+    (Generate -> Score -> Label+write), for clusters where the steps want different resources.
+    """
 
     def __init__(self, kw: dict[str, dict | None], cfg: SynthConfig, opts: SynthOptions):
         from rayflow.runtime import init_ray
@@ -365,10 +375,11 @@ class _RayExecutor:
         # every pool holds at least one actor for the whole round: if their minimum does not fit
         # the cluster, Ray Data waits forever (the 2-CPU actor-pool deadlock)
         have = ray.cluster_resources()
+        pools = 1 if cfg.fused else len(self.steps)
         for res, per_actor in (("CPU", opts.cpus_per_actor), ("GPU", cfg.num_gpus_per_actor)):
-            need = per_actor * len(self.steps)
+            need = per_actor * pools
             if need > have.get(res, 0.0) + 1e-9:
-                raise SynthError(f"the synth pipeline needs {need:g} {res} for its {len(self.steps)} actor pools "
+                raise SynthError(f"the synth pipeline needs {need:g} {res} for its {pools} actor pool(s) "
                                  f"({per_actor:g} per actor, at least one actor each) but the Ray cluster has "
                                  f"{have.get(res, 0.0):g}; lower {'cpus_per_actor' if res == 'CPU' else 'synth.num_gpus_per_actor'}")
 
@@ -377,10 +388,12 @@ class _RayExecutor:
         from ray.data import ActorPoolStrategy
 
         ds = ray.data.from_items([s.item() for s in specs], override_num_blocks=len(specs))
-        for i, (cls, kwargs) in enumerate(self.steps):
-            if i == len(self.steps) - 1:
-                cls, kwargs = _StepThenWrite, {"step": cls, "step_kwargs": kwargs, "write_kwargs": self.write_kwargs}
-            # Generate gets one work item per call; later steps a whole block (whole shards) per call
+        # Generate gets one work item (one shard) per call; later steps a whole block (whole shards)
+        pools = [self.steps] if self.cfg.fused else [[step] for step in self.steps]
+        for i, steps in enumerate(pools):
+            cls, kwargs = steps[0]
+            if i == len(pools) - 1:
+                cls, kwargs = _StepsThenWrite, {"steps": steps, "write_kwargs": self.write_kwargs}
             ds = ds.map_batches(cls, batch_size=1 if i == 0 else None, fn_constructor_kwargs=kwargs,
                                 compute=ActorPoolStrategy(min_size=1, max_size=self.cfg.gen_actors),
                                 num_cpus=self.opts.cpus_per_actor, num_gpus=self.cfg.num_gpus_per_actor)
