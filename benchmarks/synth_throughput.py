@@ -60,18 +60,22 @@ def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor:
                          generator_state=states["G"], teacher_dir=str(root / "teacher"),
                          feature_dir=str(root / "features"), ratio_state=states["ratio"], rho=0.9,
                          dre_burnin=1000, filter_burnin=500)
-    cfg = SynthConfig(m_per_class=m_total // NUM_CLASSES, batch_size=500, shard_size=2000, gen_actors=1, seed=0)
+    # "ray": the default fused pool (one actor per shard in flight, `cpus` of them at 1 CPU each
+    # would leave nothing for the driver, so 0.5 CPU each); "ray-staged": a pool per step
+    fused = executor == "ray"
+    cfg = SynthConfig(m_per_class=m_total // NUM_CLASSES, batch_size=500, shard_size=2000,
+                      gen_actors=cpus if fused else 1, fused=fused, seed=0)
     opts = SynthOptions(runtime=RuntimeConfig(address="local", num_cpus=cpus, object_store_memory_mb=1024),
                         threads_per_actor=threads_per_actor, local_threads=cpus, progress_every_s=30)
     out = root / f"out-{executor}-{m_total}"
-    m = run_synth(inputs, cfg, out, executor, options=opts)
+    m = run_synth(inputs, cfg, out, "local" if executor == "local" else "ray", options=opts)
     shutil.rmtree(out, ignore_errors=True)
     print("RESULT " + json.dumps({k: m[k] for k in ("wall_s", "burnin_s", "draws_per_s", "subsample_accept",
                                                     "filter_keep", "rounds", "shards")}), flush=True)
 
 
-def _tree_memory(root_pid: int) -> tuple[int, int]:
-    """(sum RSS, sum PSS) in bytes over root_pid and all its descendants."""
+def _tree_memory(root_pid: int) -> tuple[int, int, int]:
+    """(sum RSS, sum PSS, RSS of root_pid) in bytes over root_pid and all its descendants."""
     parent: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -86,31 +90,31 @@ def _tree_memory(root_pid: int) -> tuple[int, int]:
         kids = [c for c, pp in parent.items() if pp == p and c not in tree]
         tree.update(kids)
         frontier.extend(kids)
-    rss = pss = 0
+    rss = pss = root = 0
     for p in tree:
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Rss:"):
                         rss += int(line.split()[1]) * 1024
+                        root += int(line.split()[1]) * 1024 if p == root_pid else 0
                     elif line.startswith("Pss:"):
                         pss += int(line.split()[1]) * 1024
         except OSError:
             pass
-    return rss, pss
+    return rss, pss, root
 
 
 def run_case(executor: str, m_total: int, root: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--child", executor, str(m_total), str(root), "--cpus", str(args.cpus),
            "--threads-per-actor", str(args.threads_per_actor)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0, 0]
+    peak = [0, 0, 0]
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
-            rss, pss = _tree_memory(proc.pid)
-            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            peak[:] = [max(a, b) for a, b in zip(peak, _tree_memory(proc.pid))]
             stop.wait(0.25)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -126,14 +130,15 @@ def run_case(executor: str, m_total: int, root: Path, args) -> dict:
     th.join()
     if proc.returncode != 0 or result is None:
         raise SystemExit(f"{executor} M={m_total} failed (exit {proc.returncode})")
-    return dict(result, executor=executor, m=m_total, peak_rss=peak[0], peak_pss=peak[1])
+    return dict(result, executor=executor, m=m_total, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2])
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--m", default="10000,100000", help="comma-separated total accepted samples M")
     ap.add_argument("--quick", action="store_true", help="M = 2000 only")
-    ap.add_argument("--executors", default="local,ray")
+    ap.add_argument("--executors", default="local,ray,ray-staged",
+                    help="local, ray (fused actor pool, the default), ray-staged (a pool per step)")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--threads-per-actor", type=int, default=1)
     ap.add_argument("--child", nargs=3, metavar=("EXECUTOR", "M", "ROOT"), help=argparse.SUPPRESS)
@@ -150,8 +155,9 @@ def main() -> int:
 
         print(f"synth stage, {NUM_CLASSES} classes 28x28x1, CondGenerator base 64 + resnet8 feature net + "
               f"RatioMLP [512,256,128] + resnet8 teacher, batch 500, shard 2000; {args.cpus} CPUs, "
-              f"torch {torch.__version__}; Ray: 3 actor pools x 1 actor x 0.5 CPU x "
-              f"{args.threads_per_actor} thread(s); local: 1 process x {args.cpus} threads", flush=True)
+              f"torch {torch.__version__}; ray: 1 fused pool x {args.cpus} actors, ray-staged: 3 pools x 1 actor; "
+              f"0.5 CPU x {args.threads_per_actor} thread(s) per actor; local: 1 process x {args.cpus} threads",
+              flush=True)
         rows = []
         for m_total in ms:
             for ex in args.executors.split(","):
@@ -161,18 +167,20 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     local = {r["m"]: r for r in rows if r["executor"] == "local"}
-    print(f"\n{'executor':<8} {'M':>7} {'wall s':>7} {'burn-in s':>9} {'samples/s':>9} {'draws/s':>8} "
-          f"{'Ray/local':>9} {'peak RSS MB':>11} {'peak PSS MB':>11}")
+    print(f"\n{'executor':<10} {'M':>7} {'wall s':>7} {'burn-in s':>9} {'samples/s':>9} {'draws/s':>8} "
+          f"{'Ray/local':>9} {'peak RSS MB':>11} {'peak PSS MB':>11} {'driver RSS MB':>13}")
     for r in rows:
         sps = r["m"] / r["wall_s"]
         base = local.get(r["m"])
-        ratio = f"{sps / (base['m'] / base['wall_s']):.2f}x" if base and r["executor"] == "ray" else ""
-        print(f"{r['executor']:<8} {r['m']:>7} {r['wall_s']:>7.1f} {r['burnin_s']:>9.1f} {sps:>9.0f} "
-              f"{r['draws_per_s']:>8.0f} {ratio:>9} {r['peak_rss'] / 2**20:>11.0f} {r['peak_pss'] / 2**20:>11.0f}")
+        ratio = f"{sps / (base['m'] / base['wall_s']):.2f}x" if base and r["executor"] != "local" else ""
+        print(f"{r['executor']:<10} {r['m']:>7} {r['wall_s']:>7.1f} {r['burnin_s']:>9.1f} {sps:>9.0f} "
+              f"{r['draws_per_s']:>8.0f} {ratio:>9} {r['peak_rss'] / 2**20:>11.0f} {r['peak_pss'] / 2**20:>11.0f} "
+              f"{r['driver_rss'] / 2**20:>13.0f}")
     acc = rows[0]
     print(f"(samples/s = M / wall, the whole stage incl. burn-in{' and Ray start-up' if 'ray' in args.executors else ''}; "
           f"acceptance: subsampling {acc['subsample_accept']:.2f}, filter {acc['filter_keep']:.2f}; "
-          "memory: summed over the child's process tree incl. Ray's gcs/raylet/workers, sampled every 0.25 s)")
+          "memory: peak RSS/PSS summed over the child's process tree incl. Ray's gcs/raylet/workers, and the "
+          "driver process alone, sampled every 0.25 s)")
     return 0
 
 
