@@ -111,6 +111,8 @@ class GANConfig(_Strict):
                                         "monotone): best_fid = lowest FID (teacher features, vs the real train "
                                         "images) among those with label consistency >= min_consistency; "
                                         "best_consistency = the one the teacher agrees with most; or the last")
+    recalibrate_bn: bool = Field(True, description="re-estimate the EMA generator's BN statistics from its own "
+                                                   "samples before probing and sampling (standing statistics)")
     min_consistency: float = Field(85.0, ge=0, le=100, description="label consistency floor (%) for best_fid")
     seed: int = 0
 
