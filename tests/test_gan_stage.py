@@ -45,3 +45,21 @@ def test_select_checkpoint_best_fid_respects_the_consistency_floor():
     assert select_checkpoint(cands, "best_fid", 85.0)[1] == "b"  # "a" is more diverse but off-condition
     assert select_checkpoint(cands, "best_fid", 60.0)[1] == "a"
     assert select_checkpoint(cands, "best_fid", 99.5)[1] == "c"  # nobody clears the floor: most consistent
+
+
+def test_for_sampling_recalibrates_a_copy():
+    import torch
+
+    from rayflow.config import GANConfig
+    from rayflow.gan import build_gan
+    from rayflow.stages.gan import for_sampling
+
+    cfg = GANConfig(g_channels=8, d_channels=8, z_dim=8)
+    G = build_gan(cfg, 3, 1, 16).G
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    g = for_sampling(G, cfg, 3)
+    assert not g.training and all(torch.equal(before[k], v) for k, v in G.state_dict().items())
+    # fresh BN buffers (mean 0, var 1) are replaced by statistics of G's own samples
+    assert not torch.equal(g.out_bn.running_var, G.out_bn.running_var)
+    same = for_sampling(G, cfg.model_copy(update={"recalibrate_bn": False}), 3)
+    assert torch.equal(same.out_bn.running_var, G.out_bn.running_var)
