@@ -12,10 +12,9 @@ import shutil
 from pathlib import Path
 
 from rayflow.artifacts import Artifact, run_stage, stage_key
-from rayflow.checkpoint import load_weights
 from rayflow.config import PipelineConfig
 from rayflow.stages.dre import RATIO, load_ratio_net
-from rayflow.stages.gan import G_EMA, load_generator
+from rayflow.stages.gan import load_generator
 from rayflow.synth.stage import SynthInputs, SynthOptions, run_synth
 
 log = logging.getLogger("rayflow")
@@ -43,9 +42,10 @@ def synth_stage(pcfg: PipelineConfig, teacher: Artifact, gan: Artifact, dre: Art
         hidden = tuple(pcfg.dre.hidden)
         if subsample:
             _, meta = load_ratio_net(pcfg.dre, dre.path)
-            feature_dir, ratio_state = meta["feature_dir"], load_weights(dre.file(RATIO))
+            feature_dir, ratio_state = meta["feature_dir"], str(dre.file(RATIO))
+        # paths, not tensors: the actors load the nets themselves (small constructor arguments)
         si = SynthInputs(num_classes=_num_classes(gan), generator=functools.partial(load_generator, str(gan.path)),
-                         generator_state=load_weights(gan.file(G_EMA)), teacher_dir=str(teacher.path),
+                         teacher_dir=str(teacher.path),
                          feature_dir=feature_dir, ratio_state=ratio_state, ratio_hidden=hidden,
                          subsample=subsample, filter=filter, rho=pcfg.filter.rho, relabel=relabel,
                          dre_burnin=pcfg.dre.burnin, filter_burnin=pcfg.filter.burnin)

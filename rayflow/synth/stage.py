@@ -35,7 +35,7 @@ from rayflow.gan.loop import generate
 from rayflow.stages.models_io import ARCH, WEIGHTS
 from rayflow.synth.io import write_shards
 from rayflow.synth.manifest import MANIFEST, SHARD_DIR, Manifest, ShardSpec, SynthError
-from rayflow.synth.udfs import Generate, GeneratorSpec, Label, Score, build_generator, derive_seed
+from rayflow.synth.udfs import Generate, GeneratorSpec, Label, Score, build_generator, derive_seed, ratio_weights
 
 __all__ = ["SynthInputs", "SynthOptions", "BurninStats", "GeneratorSpec", "compute_burnin", "plan_round",
            "run_synth"]
@@ -88,7 +88,7 @@ class SynthInputs:
     generator_state: dict[str, torch.Tensor] | None = None
     teacher_dir: str | Path | None = None
     feature_dir: str | Path | None = None
-    ratio_state: dict[str, torch.Tensor] | None = None
+    ratio_state: dict[str, torch.Tensor] | str | Path | None = None  # state dict or safetensors path
     ratio_hidden: tuple[int, ...] = (512, 256, 128)
     ratio_dropout: float = 0.5
     subsample: bool = True
@@ -278,7 +278,7 @@ def _fingerprint(inputs: SynthInputs, cfg: SynthConfig, G: nn.Module) -> str:
     h.update(json.dumps(desc, sort_keys=True).encode())
     _hash_state(h, G.state_dict())
     if inputs.subsample:
-        _hash_state(h, inputs.ratio_state)
+        _hash_state(h, ratio_weights(inputs.ratio_state))
     for d, used in ((inputs.feature_dir, inputs.subsample), (inputs.teacher_dir, inputs.uses_teacher(cfg))):
         if used:
             for name in (ARCH, WEIGHTS):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rayflow.checkpoint import load_into
+from rayflow.checkpoint import load_into, load_weights
 from rayflow.data.transforms import to_float
 from rayflow.dre import RatioMLP, RejectionSampler, ratio_scores
 from rayflow.dre.features import embed
@@ -113,13 +113,20 @@ class Generate(_Step):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
+def ratio_weights(state: dict | str | Path) -> dict:
+    """The ratio net's state dict, given as one or as a safetensors path. A path keeps actor
+    constructor arguments small (Ray keeps large ones in the object store, where an actor restart
+    cannot rely on them)."""
+    return load_weights(state) if isinstance(state, (str, Path)) else state
+
+
 class Score(_Step):
     """Adds ``ratio`` (float32) and ``accepted`` (bool): cDR-RS rejection with M̄ frozen per class.
 
     ``max_ratio`` (per class, from the burn-in) may be ``None`` for :meth:`ratios`-only use.
     """
 
-    def __init__(self, feature_dir: str | Path, ratio_state: dict, *, num_classes: int,
+    def __init__(self, feature_dir: str | Path, ratio_state: dict | str | Path, *, num_classes: int,
                  ratio_hidden: Sequence[int] = (512, 256, 128), ratio_dropout: float = 0.5,
                  max_ratio: Sequence[float] | None = None, seed: int = 0, batch_size: int = 500,
                  device: str | None = "cpu", threads: int | None = None):
@@ -129,7 +136,7 @@ class Score(_Step):
         if feature_dim is None:
             raise SynthError(f"feature net in {feature_dir} has no feature_dim (not a rayflow FeatureNet)")
         net = RatioMLP(int(feature_dim), num_classes, hidden=list(ratio_hidden), dropout=ratio_dropout)
-        load_into(net, ratio_state, "ratio-net state dict")
+        load_into(net, ratio_weights(ratio_state), "ratio-net state dict")
         self.ratio_net = net.to(self.device).eval()
         self.seed = int(seed)
         self.sampler = None
