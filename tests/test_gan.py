@@ -172,12 +172,14 @@ def test_ema_copies_bn_buffers():
         assert torch.equal(b, e), n
 
 
-def test_toy_run_follows_condition():
+@pytest.mark.parametrize("lecam", [0.0, 0.3])
+def test_toy_run_follows_condition(lecam):
     """100 steps on dark (-0.6) vs bright (+0.6) 16x16 images: raw and EMA G must render each
     class at its own brightness. At init the class means are arbitrary (e.g. -0.75/-0.74); an
-    unconditional or collapsed G cannot pass (gap ~0 or one class off by ~1.2)."""
+    unconditional or collapsed G cannot pass (gap ~0 or one class off by ~1.2). With LeCam on,
+    D is held back but must still teach G the condition."""
     torch.manual_seed(0)
-    cfg = GANConfig(**{**SMALL, "steps": 100, "batch_size": 16, "lr_g": 5e-4, "lr_d": 5e-4})
+    cfg = GANConfig(**{**SMALL, "steps": 100, "batch_size": 16, "lr_g": 5e-4, "lr_d": 5e-4, "lecam": lecam})
     state = build_gan(cfg, num_classes=2, in_channels=1, image_size=16)
     train_gan(state, toy_sampler(0), cfg, log_every=1000)
     assert state.step == 100
