@@ -48,3 +48,31 @@ def test_imageset_to_ray_dataset_and_tensors_agree(ray_session, digits):
     x, y = digits.test.to_tensors()
     assert batch["image"].shape == digits.test.images.shape and (batch["label"] == y.numpy()).all()
     assert x.shape == digits.test.images.shape and float(x.min()) >= -1.0
+
+
+class _FakeShard:
+    """Stands in for a Ray DataIterator: counts the passes (each would be a Ray Data execution)."""
+
+    def __init__(self, n: int):
+        import numpy as np
+
+        self.rows = {"image": np.arange(n * 4, dtype=np.uint8).reshape(n, 1, 2, 2), "label": np.arange(n),
+                     "orig_label": np.arange(n), "teacher_logits": np.zeros((n, 3), np.float32)}
+        self.passes = 0
+
+    def iter_batches(self, batch_size, drop_last=True, **_):
+        self.passes += 1
+        n = len(self.rows["label"])
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield {k: v[i:i + batch_size] for k, v in self.rows.items()}
+
+
+@pytest.mark.parametrize("cache_mb,passes", [(512.0, 1), (0.0, 5)])
+def test_shard_source_caches_a_small_shard(cache_mb, passes):
+    from rayflow.ray.train import ShardSource
+
+    shard = _FakeShard(20)
+    src = ShardSource(shard, batch_size=5, use_logits=True, use_orig_label=False, seed=0, cache_mb=cache_mb)
+    epochs = [sorted(int(v) for _ in range(4) for v in src.next_batch()["y"]) for _ in range(5)]
+    assert shard.passes == passes  # cached: one Ray Data pass, then in-memory reshuffles
+    assert all(e == list(range(20)) for e in epochs)  # every epoch still sees every row once
