@@ -96,8 +96,9 @@ def _tree_memory(root_pid: int) -> tuple[int, int, int]:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Rss:"):
-                        rss += int(line.split()[1]) * 1024
-                        root += int(line.split()[1]) * 1024 if p == root_pid else 0
+                        kb = int(line.split()[1]) * 1024
+                        rss += kb
+                        root += kb if p == root_pid else 0
                     elif line.startswith("Pss:"):
                         pss += int(line.split()[1]) * 1024
         except OSError:

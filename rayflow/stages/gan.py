@@ -55,6 +55,16 @@ def for_sampling(G: torch.nn.Module, cfg: GANConfig, num_classes: int) -> torch.
     return g.eval()
 
 
+def ema_generator(state: dict, cfg: GANConfig, train: ImageSet) -> torch.nn.Module:
+    """The EMA generator stored in a GAN checkpoint state."""
+    from rayflow.gan import CondGenerator
+
+    c, h, _ = train.shape
+    G = CondGenerator(train.num_classes, z_dim=cfg.z_dim, out_channels=c, image_size=h, base_channels=cfg.g_channels)
+    G.load_state_dict(state["G_ema"]["model"])
+    return G
+
+
 def probe_reals(train: ImageSet, n: int = 2000) -> torch.Tensor:
     """The real images FID is measured against while choosing a checkpoint (a fixed subset)."""
     return torch.tensor(train.images[np.random.default_rng(0).permutation(len(train))[:n]])
@@ -206,8 +216,7 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
     candidates, probes = probe_checkpoints(ckpt_dirs, pcfg.gan, train, teacher_dir)
     chosen, chosen_dir = select_checkpoint(candidates, pcfg.gan.select, pcfg.gan.min_consistency)
     state = load_state(Path(chosen_dir) / "state.pt")
-    G = build_gan(pcfg.gan, train.num_classes, train.shape[0], train.shape[1]).G
-    G.load_state_dict(state["G_ema"]["model"])
+    G = ema_generator(state, pcfg.gan, train)
     metrics = {**metrics, "probes": probes, "selected_step": int(chosen["step"]),
                "selected_label_consistency": chosen.get("label_consistency"),
                "selected_fid": chosen.get("fid_teacher_features")}
@@ -227,15 +236,13 @@ def probe_checkpoints(dirs: list[Path], cfg: GANConfig, train: ImageSet,
     retraining and every candidate is measured the same way; and the probes as a table for the log."""
     teacher = _load_teacher(teacher_dir) if cfg.select != "last" else None
     reals = probe_reals(train) if teacher is not None else None
-    c, h, _ = train.shape
     out, rows = [], []
     for d in dirs:
         st = load_state(d / "state.pt")
         m: dict = {"step": int(st["step"])}
         if teacher is not None:
-            G = build_gan(cfg, train.num_classes, c, h).G
-            G.load_state_dict(st["G_ema"]["model"])
-            q = consistency_probe(for_sampling(G, cfg, train.num_classes), teacher, train.num_classes, real_u8=reals)
+            G = for_sampling(ema_generator(st, cfg, train), cfg, train.num_classes)
+            q = consistency_probe(G, teacher, train.num_classes, real_u8=reals)
             m.update({k: v for k, v in q.items() if not isinstance(v, list)})
             log.info("[gan] checkpoint step %5d: label consistency %5.1f %%, FID (teacher features) %.2f",
                      m["step"], m["label_consistency"], m["fid_teacher_features"])

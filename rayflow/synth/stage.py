@@ -309,23 +309,6 @@ def _record(summary: dict[str, Any]) -> dict[str, Any]:
             "n_kept": int(summary["n_kept"]), "label_counts": [int(v) for v in summary["label_counts"]]}
 
 
-class _LocalExecutor:
-    """The same step objects as the Ray pools, called in a loop in this process (no Ray import)."""
-
-    def __init__(self, kw: dict[str, dict | None], device: str):
-        self.write = kw["write"]
-        self.steps = [cls(**k, device=device) for cls, k in
-                      ((Generate, kw["generate"]), (Score, kw["score"]), (Label, kw["label"])) if k is not None]
-
-    def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
-        for spec in specs:
-            batch = {k: np.array([v], np.int64) for k, v in spec.item().items()}
-            for step in self.steps:
-                batch = step(batch)
-            summary = write_shards(batch, **self.write)
-            yield from (_record({k: v[i] for k, v in summary.items()}) for i in range(len(summary["shard_id"])))
-
-
 class _StepsThenWrite:
     """Last actor of the Ray pipeline: its step(s) in order, then :func:`write_shards` on the output.
 
@@ -342,6 +325,21 @@ class _StepsThenWrite:
         for step in self.steps:
             batch = step(batch)
         return write_shards(batch, **self.write_kwargs)
+
+
+class _LocalExecutor:
+    """The same step objects as the Ray pools, chained in this process (no Ray import): the fused
+    actor's :class:`_StepsThenWrite`, called in a loop."""
+
+    def __init__(self, kw: dict[str, dict | None], device: str):
+        steps = [(cls, dict(k, device=device)) for cls, k in
+                 ((Generate, kw["generate"]), (Score, kw["score"]), (Label, kw["label"])) if k is not None]
+        self.chain = _StepsThenWrite(steps, kw["write"])
+
+    def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
+        for spec in specs:
+            summary = self.chain({k: np.array([v], np.int64) for k, v in spec.item().items()})
+            yield from (_record({k: v[i] for k, v in summary.items()}) for i in range(len(summary["shard_id"])))
 
 
 class _RayExecutor:
