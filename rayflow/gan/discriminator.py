@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..models.base import channels_last
 from .generator import spatial_plan
 
 
@@ -82,6 +83,7 @@ class ProjectionDiscriminator(nn.Module):
             nn.init.xavier_uniform_(emb.weight)
             label_embedding = spectral_norm(emb)
         self.label_embedding = label_embedding
+        channels_last(self)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))

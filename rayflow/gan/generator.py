@@ -14,6 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..models.base import channels_last
+
 
 def spatial_plan(image_size: int) -> tuple[int, int]:
     """(base side, number of x2 stages): halve while even and the half is >= 4.
@@ -104,6 +106,7 @@ class CondGenerator(nn.Module):
             if isinstance(m, CondBatchNorm2d):
                 m.gain.reset_parameters()
                 m.bias.reset_parameters()
+        channels_last(self)
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
         c = self.label_embedding(y)

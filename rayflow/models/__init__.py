@@ -10,7 +10,7 @@ import inspect
 
 from torch import nn
 
-from .base import _REGISTRY, FeatureNet, register
+from .base import _REGISTRY, FeatureNet, channels_last, register
 from . import mlp, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (registers)
 
 __all__ = ["FeatureNet", "build_model", "list_models", "register"]
@@ -43,4 +43,4 @@ def build_model(
             raise ValueError(f"model {name!r}: {arg} must be >= 1, got {val}")
     builder = _REGISTRY[name]
     _check_kwargs(name, builder, kwargs)
-    return builder(in_channels=in_channels, image_size=image_size, num_outputs=num_outputs, **kwargs)
+    return channels_last(builder(in_channels=in_channels, image_size=image_size, num_outputs=num_outputs, **kwargs))
