@@ -75,6 +75,16 @@ def load_artifact(stage: str, key: str, path: Path) -> Artifact:
     return Artifact(stage, key, path, json.loads((path / DONE).read_text()), reused=True)
 
 
+def cached_artifact(root: str | Path, stage: str, config: Any, inputs: list[Artifact] | tuple) -> Artifact | None:
+    """The finished artifact for (stage, config, inputs), or None."""
+    key = stage_key(stage, config, inputs)
+    final = Path(root).absolute() / stage / f"{stage}-{key}"
+    if not (final / DONE).is_file():
+        return None
+    log.info("[%s] reusing cached artifact %s", stage, final)
+    return load_artifact(stage, key, final)
+
+
 def run_stage(root: str | Path, stage: str, config: Any, inputs: list[Artifact] | tuple,
               build: Callable[[Path], dict[str, Any]], force: bool = False) -> Artifact:
     """Returns the cached artifact for (stage, config, inputs), or builds it atomically.
@@ -84,10 +94,10 @@ def run_stage(root: str | Path, stage: str, config: Any, inputs: list[Artifact] 
     key = stage_key(stage, config, inputs)
     parent = Path(root).absolute() / stage  # absolute: Ray workers run in another directory
     final = parent / f"{stage}-{key}"
-    if (final / DONE).is_file() and not force:
-        art = load_artifact(stage, key, final)
-        log.info("[%s] reusing cached artifact %s", stage, final)
-        return art
+    if not force:
+        art = cached_artifact(root, stage, config, inputs)
+        if art is not None:
+            return art
     parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale_tmp(parent)
     tmp = parent / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -32,37 +32,70 @@ def _local_fake(spec: FakeSpec) -> FakeData:
                     fs.teacher_logits if spec.use_logits else None, spec.real_fraction)
 
 
+@dataclass
+class TrainRequest:
+    """One model to train: the job, its run name, and the synthetic set it mixes in (if any)."""
+
+    job: SupervisedJob
+    name: str
+    fake: FakeSpec | None = None
+
+
 def run_training(job: SupervisedJob, scaling: ScalingConfig, runtime: RuntimeConfig,
                  storage: str | Path, name: str, fake: FakeSpec | None = None) -> tuple[dict, dict]:
     """-> (state_dict, metrics). Metrics gain `wall_s`, the whole call including Ray start-up."""
+    return run_trainings([TrainRequest(job, name, fake)], scaling, runtime, storage, name)[0]
+
+
+def run_trainings(requests: list[TrainRequest], scaling: ScalingConfig, runtime: RuntimeConfig,
+                  storage: str | Path, name: str) -> list[tuple[dict, dict]]:
+    """Trains `requests` in order: on Ray in one Train run called `name` (the actor start-up is
+    paid once), locally one after another. -> (state_dict, metrics) per request; `wall_s` is the
+    request's own time, plus an equal share of the run's fixed cost (Ray start-up, teardown)."""
     t0 = time.perf_counter()
     if runtime.executor == "ray":
-        from rayflow.ray.train import run_ray_training
+        from rayflow.ray.train import run_ray_training_batch
         from rayflow.runtime import init_ray
 
         init_ray(runtime)
-        kw = {}
-        if fake is not None:
-            from rayflow.synth.io import fake_dataset
+        items = [_ray_item(r, scaling) for r in requests]
+        out = run_ray_training_batch(items, scaling, storage, name)
+        own = [m.get("worker_s", 0.0) for _, m in out]
+        share = max(0.0, time.perf_counter() - t0 - sum(own)) / len(out)
+        return [(state, dict(m, wall_s=w + share)) for (state, m), w in zip(out, own)]
+    results = []
+    for r in requests:
+        t1 = time.perf_counter()
+        state, metrics = _run_local(r, scaling)
+        results.append((state, dict(metrics, wall_s=time.perf_counter() - t1)))
+    return results
 
-            b = job.train_cfg.batch_size
-            n_fake = b - max(1, round(b * fake.real_fraction))
-            job.extra["real_fraction"] = fake.real_fraction
-            kw = {"fake_dataset": fake_dataset(fake.shards_dir, fake.m_per_class).materialize(),
-                  "fake_ingest": {"batch_size": max(1, n_fake // scaling.num_workers),
-                                  "use_logits": fake.use_logits, "use_orig_label": fake.orig_labels}}
-        state, metrics = run_ray_training(job, scaling, storage, name, **kw)
-    else:
-        if fake is not None:
-            job.fake = _local_fake(fake)
-        device = "cuda" if scaling.use_gpu and torch.cuda.is_available() else "cpu"
-        # one process does the work of all workers, so it gets all their CPUs as threads
-        torch.set_num_threads(scaling.threads_per_worker or max(1, int(scaling.cpus_per_worker * scaling.num_workers)))
-        model = job.build()
-        if job.init_state is not None:
-            model.load_state_dict(job.init_state)
-        model.to(device)
-        metrics = run_job(job, model, device=device, reporter=print_reporter(name, job.train_cfg.steps))
-        state = {k: v.cpu() for k, v in model.state_dict().items()}
-    metrics = dict(metrics, wall_s=time.perf_counter() - t0)
-    return state, metrics
+
+def _ray_item(r: TrainRequest, scaling: ScalingConfig):
+    from rayflow.ray.train import TrainItem
+
+    if r.fake is None:
+        return TrainItem(r.job, r.name)
+    from rayflow.synth.io import fake_dataset
+
+    b = r.job.train_cfg.batch_size
+    n_fake = b - max(1, round(b * r.fake.real_fraction))
+    r.job.extra["real_fraction"] = r.fake.real_fraction
+    return TrainItem(r.job, r.name, fake_dataset(r.fake.shards_dir, r.fake.m_per_class),
+                     {"batch_size": max(1, n_fake // scaling.num_workers),
+                      "use_logits": r.fake.use_logits, "use_orig_label": r.fake.orig_labels})
+
+
+def _run_local(r: TrainRequest, scaling: ScalingConfig) -> tuple[dict, dict]:
+    job = r.job
+    if r.fake is not None:
+        job.fake = _local_fake(r.fake)
+    device = "cuda" if scaling.use_gpu and torch.cuda.is_available() else "cpu"
+    # one process does the work of all workers, so it gets all their CPUs as threads
+    torch.set_num_threads(scaling.threads_per_worker or max(1, int(scaling.cpus_per_worker * scaling.num_workers)))
+    model = job.build()
+    if job.init_state is not None:
+        model.load_state_dict(job.init_state)
+    model.to(device)
+    metrics = run_job(job, model, device=device, reporter=print_reporter(r.name, job.train_cfg.steps))
+    return {k: v.cpu() for k, v in model.state_dict().items()}, metrics

@@ -10,7 +10,7 @@ from pathlib import Path
 from rayflow.artifacts import Artifact
 from rayflow.config import ConfigError, PipelineConfig, StageSpec, to_yaml
 from rayflow.data import Splits, load_splits
-from rayflow.stages.supervised import train_stage
+from rayflow.stages.supervised import StageRequest, train_stage, train_stages
 
 log = logging.getLogger("rayflow")
 
@@ -20,6 +20,7 @@ class Pipeline:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self._splits: Splits | None = None
+        self._held_logits: dict[str, object] = {}
 
     @property
     def splits(self) -> Splits:
@@ -35,7 +36,13 @@ class Pipeline:
         return train_stage(self.cfg, self.splits, "teacher", self.cfg.teacher)
 
     def nokd(self, seed: int) -> Artifact:
-        return train_stage(self.cfg, self.splits, "nokd", self._seeded(self.cfg.student, seed))
+        return self._train([self._nokd(seed)])[0]
+
+    def _train(self, requests: list[StageRequest]) -> list[Artifact]:
+        return train_stages(self.cfg, self.splits, requests)
+
+    def _nokd(self, seed: int) -> StageRequest:
+        return StageRequest("nokd", self._seeded(self.cfg.student, seed))
 
     def _teacher_fields(self, teacher: Artifact) -> dict:
         from rayflow.checkpoint import load_weights
@@ -44,14 +51,14 @@ class Pipeline:
         return {"teacher": self.cfg.teacher.model, "teacher_state": load_weights(teacher.file(WEIGHTS)),
                 "kd_alpha": self.cfg.fake.kd_weight, "temperature": self.cfg.fake.temperature}
 
-    def blkd(self, seed: int, teacher: Artifact) -> Artifact:
+    def _blkd(self, seed: int, teacher: Artifact) -> StageRequest:
         """Plain KD (Hinton) with the same teacher, steps and student: the bar cGAN-KD must clear."""
         f = self.cfg.fake
-        return train_stage(self.cfg, self.splits, "blkd", self._seeded(self.cfg.student, seed), inputs=[teacher],
-                           key_extra={"kd_alpha": f.kd_weight, "T": f.temperature},
-                           job_fields=self._teacher_fields(teacher))
+        return StageRequest("blkd", self._seeded(self.cfg.student, seed), [teacher],
+                            key_extra={"kd_alpha": f.kd_weight, "T": f.temperature},
+                            job_fields=lambda: self._teacher_fields(teacher))
 
-    def oracle(self, seed: int, teacher: Artifact) -> Artifact:
+    def _oracle(self, seed: int, teacher: Artifact) -> StageRequest:
         """'Perfect generator': held-out real images labelled by the teacher, mixed in like fakes."""
         from rayflow.stages.models_io import load_model
         from rayflow.train.job import FakeData
@@ -64,21 +71,33 @@ class Pipeline:
         f = self.cfg.fake
 
         def fields() -> dict:
-            logits = predict(load_model(teacher.path), held.images).numpy()
+            if self._held_logits.get(teacher.key) is None:  # one teacher pass for all seeds
+                self._held_logits[teacher.key] = predict(load_model(teacher.path), held.images).numpy()
+            logits = self._held_logits[teacher.key]
             fake = FakeData(held.images, logits.argmax(1), logits, real_fraction=f.real_fraction)
             return {**self._teacher_fields(teacher), "fake": fake}
 
-        return train_stage(self.cfg, self.splits, "oracle", self._seeded(self.cfg.student, seed), inputs=[teacher],
-                           key_extra={"fake": f.model_dump(mode="json"), "heldout": len(held)}, job_fields=fields)
+        return StageRequest("oracle", self._seeded(self.cfg.student, seed), [teacher],
+                            key_extra={"fake": f.model_dump(mode="json"), "heldout": len(held)}, job_fields=fields)
+
+    def baselines(self, teacher: Artifact) -> tuple[dict[int, Artifact], list[dict]]:
+        """NOKD, BLKD and (with held-out images) the perfect generator for every seed, in one
+        training run: {seed: NOKD artifact} and their result rows."""
+        plan = [(seed, name, req) for seed in self.cfg.seeds for name, req in
+                [("NOKD student", self._nokd(seed)), ("BLKD student", self._blkd(seed, teacher))]
+                + ([("perfect generator (oracle)", self._oracle(seed, teacher))]
+                   if self.splits.heldout is not None else [])]
+        arts = self._train([req for _, _, req in plan])
+        nokd = {seed: a for (seed, _, req), a in zip(plan, arts) if req.stage == "nokd"}
+        return nokd, [_row(name, a, seed) for (seed, name, _), a in zip(plan, arts)]
 
     def diagnose(self) -> dict:
         """Before any GAN compute: how much can fakes possibly add for this data and student?"""
         t0 = time.perf_counter()
         teacher = self.teacher()
-        rows = [_row("teacher", teacher)]
-        for seed in self.cfg.seeds:
-            rows += [_row("NOKD student", self.nokd(seed), seed), _row("BLKD student", self.blkd(seed, teacher), seed),
-                     _row("perfect generator (oracle)", self.oracle(seed, teacher), seed)]
+        if self.splits.heldout is None or not len(self.splits.heldout):
+            self._oracle(self.cfg.seeds[0], teacher)  # the clear error about data.heldout_per_class
+        rows = [_row("teacher", teacher)] + self.baselines(teacher)[1]
         results = {"rows": rows, "wall_s": time.perf_counter() - t0, "diagnostic": headroom(rows, self.metric)}
         self._write_results(results, name="diagnose.json")
         return results
@@ -105,8 +124,8 @@ class Pipeline:
 
         return synth_stage(self.cfg, teacher, gan, dre, **variant)
 
-    def cgankd(self, seed: int, teacher: Artifact, fake: Artifact, *, orig_labels: bool, kd: bool,
-               nokd: Artifact | None = None) -> Artifact:
+    def _cgankd(self, seed: int, teacher: Artifact, fake: Artifact, *, orig_labels: bool, kd: bool,
+                nokd: Artifact | None = None) -> StageRequest:
         """Student on real + fake (fixed real share per batch), hard labels, optionally + KD."""
         from rayflow.executors import FakeSpec
         from rayflow.stages.synth import SHARDS
@@ -129,9 +148,9 @@ class Pipeline:
         inputs = [teacher, fake] + ([init_from] if init_from is not None else [])
         spec = FakeSpec(str(fake.file(SHARDS)), self.cfg.synth.m_per_class, f.real_fraction,
                         orig_labels=orig_labels, use_logits=kd)
-        return train_stage(self.cfg, self.splits, "cgankd", self._seeded(self.cfg.student, seed), inputs=inputs,
-                           key_extra={"fake": f.model_dump(mode="json"), "orig_labels": orig_labels, "kd": kd},
-                           job_fields=fields, fake=spec)
+        return StageRequest("cgankd", self._seeded(self.cfg.student, seed), inputs,
+                            key_extra={"fake": f.model_dump(mode="json"), "orig_labels": orig_labels, "kd": kd},
+                            job_fields=fields, fake=spec)
 
     def _real_logits(self, teacher: Artifact):
         from rayflow.stages.models_io import load_model
@@ -146,13 +165,8 @@ class Pipeline:
         t0 = time.perf_counter()
         cfg, metric = self.cfg, self.metric
         teacher = self.teacher()
-        rows = [_row("teacher", teacher)]
-        nokd = {}
-        for seed in cfg.seeds:
-            nokd[seed] = self.nokd(seed)
-            rows += [_row("NOKD student", nokd[seed], seed), _row("BLKD student", self.blkd(seed, teacher), seed)]
-            if self.splits.heldout is not None:
-                rows.append(_row("perfect generator (oracle)", self.oracle(seed, teacher), seed))
+        nokd, baseline_rows = self.baselines(teacher)
+        rows = [_row("teacher", teacher)] + baseline_rows
         gan = self.gan(teacher)
         dre = self.dre(teacher, gan) if cfg.dre.enabled else None
         notes: list[str] = []
@@ -173,12 +187,10 @@ class Pipeline:
                     ("+ filtering (rho-quantile)", "full", True, False),
                     ("+ relabelling by the teacher", "full", False, False),
                     ("cGAN-KD: + KD term on soft labels", "full", False, True)]
-        for seed in cfg.seeds:
-            for name, which, orig, kd in variants:
-                if which not in fakes or (which == "full" and orig and not cfg.filter.enabled):
-                    continue
-                art = self.cgankd(seed, teacher, fakes[which], orig_labels=orig, kd=kd, nokd=nokd[seed])
-                rows.append(_row(name, art, seed))
+        plan = [(seed, name, self._cgankd(seed, teacher, fakes[which], orig_labels=orig, kd=kd, nokd=nokd[seed]))
+                for seed in cfg.seeds for name, which, orig, kd in variants
+                if which in fakes and not (which == "full" and orig and not cfg.filter.enabled)]
+        rows += [_row(name, a, seed) for (seed, name, _), a in zip(plan, self._train([r for _, _, r in plan]))]
         results = {"name": cfg.name, "metric": metric, "rows": rows, "notes": notes,
                    "config": cfg.model_dump(mode="json"),
                    "gan": gan.metrics, "synth": {k: v.metrics for k, v in fakes.items()}}

@@ -76,3 +76,19 @@ def test_shard_source_caches_a_small_shard(cache_mb, passes):
     epochs = [sorted(int(v) for _ in range(4) for v in src.next_batch()["y"]) for _ in range(5)]
     assert shard.passes == passes  # cached: one Ray Data pass, then in-memory reshuffles
     assert all(e == list(range(20)) for e in epochs)  # every epoch still sees every row once
+
+
+def test_batched_run_trains_each_item_like_its_own_run(ray_session, digits, tmp_path):
+    from rayflow.ray.train import TrainItem, run_ray_training_batch
+
+    jobs = [_job(digits), _job(digits)]
+    jobs[1].train_cfg = jobs[1].train_cfg.model_copy(update={"seed": 1, "steps": 60})
+    _, alone = run_ray_training(jobs[1], ScalingConfig(num_workers=1), tmp_path, "alone")
+    out = run_ray_training_batch([TrainItem(j, f"item{i}") for i, j in enumerate(jobs)],
+                                 ScalingConfig(num_workers=1), tmp_path, "batch")
+    assert [m["step"] for _, m in out] == [120, 60]  # each item ran its own config, in order
+    assert all(m["test_acc"] > 80.0 for _, m in out)  # chance is 10 %
+    assert out[0][0].keys() == out[1][0].keys() and not all(
+        (out[0][0][k] == out[1][0][k]).all() for k in out[0][0])  # two different models came back
+    # same seed and steps as the run on its own: the earlier item does not leak into the later one
+    assert abs(out[1][1]["test_acc"] - alone["test_acc"]) < 0.5

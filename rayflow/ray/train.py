@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,47 +21,67 @@ from rayflow.train.sources import Batch
 
 
 def _worker_loop(config: dict) -> dict:
-    import ray.train
-    import ray.train.torch
+    """Trains `config["items"]` one after another in this worker group (one Ray Train run for
+    several small models: each fit() costs ~15-20 s of actor start-up on a 2-core machine).
 
-    job: SupervisedJob = config["job"]
+    Every item reports its final state as a checkpoint tagged with its index, so a restarted
+    group skips the items that finished and resumes the one in progress."""
+    import ray.train
+
     torch.set_num_threads(config["threads"])
     quiet_ray_data()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    first, start_state = 0, None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:  # restarted after a worker failure: resume from the last report
+        with ckpt.as_directory() as d:
+            saved = load_state(Path(d) / "state.pt")
+        first, start_state = int(saved.get("item", 0)), saved
+    out = {}
+    for i, item in enumerate(config["items"]):
+        if i < first:
+            continue
+        res = _train_item(i, item, config["threads"], rank, world, start_state if i == first else None)
+        if rank == 0:
+            out[i] = res
+    return out
+
+
+def _train_item(index: int, item: dict, threads: int, rank: int, world: int, start_state: dict | None) -> dict:
+    import ray.train
+    import ray.train.torch
+
+    job: SupervisedJob = item["job"]
+    t0 = time.perf_counter()
     model = job.build()
     if job.init_state is not None:
         model.load_state_dict(job.init_state)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     fake_source = None
-    if config.get("fake_ingest"):
-        fake_source = ShardSource(ray.train.get_dataset_shard("fake"), **config["fake_ingest"],
+    if item.get("fake_ingest"):
+        fake_source = ShardSource(ray.train.get_dataset_shard(item["dataset"]), **item["fake_ingest"],
                                   seed=job.train_cfg.seed + 1, augment_ops=job.train_cfg.augment)
-    start_state = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:  # restarted after a worker failure: resume from the last report
-        with ckpt.as_directory() as d:
-            start_state = load_state(Path(d) / "state.pt")
 
     def reporter(metrics: dict, state: dict | None) -> None:
         if state is not None:
             with tempfile.TemporaryDirectory() as d:
                 if rank == 0:
-                    save_state(state, Path(d) / "state.pt")
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+                    save_state({**state, "item": index}, Path(d) / "state.pt")
+                    ray.train.report({**metrics, "item": index},
+                                     checkpoint=ray.train.Checkpoint.from_directory(d))
                 else:
-                    ray.train.report(metrics)
+                    ray.train.report({**metrics, "item": index})
         elif rank == 0:
-            print(f"[{config['name']}] step {metrics['step']}/{job.train_cfg.steps} "
+            print(f"[{item['name']}] step {metrics['step']}/{job.train_cfg.steps} "
                   f"loss {metrics['train_loss']:.4f} {metrics['images_per_s']:.0f} img/s", flush=True)
 
     metrics = run_job(job, model, rank=rank, world=world, device=device, reporter=reporter,
                       start_state=start_state, fake_source=fake_source)
-    if rank == 0:
-        # Train V2 refuses tensors in return values; numpy arrays travel fine.
-        return {"metrics": metrics, "state_dict": {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}}
-    return {}
+    metrics["worker_s"] = time.perf_counter() - t0
+    # Train V2 refuses tensors in return values; numpy arrays travel fine.
+    return {"metrics": metrics, "state_dict": {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}}
 
 
 def quiet_ray_data() -> None:
@@ -66,8 +89,13 @@ def quiet_ray_data() -> None:
     import logging
     import warnings
 
+    import ray.data
+
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module=r"ray\..*")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
 
 
 class ShardSource:
@@ -137,25 +165,64 @@ def run_ray_training(job: SupervisedJob, scaling: ScalingConfig, storage: str | 
                      max_failures: int = 1, fake_dataset=None, fake_ingest: dict | None = None) -> tuple[dict, dict]:
     """Returns (state_dict, final metrics) of rank 0. `fake_dataset` (a Ray Dataset of the synthetic
     Parquet set) is split across workers and streamed into the fake half of every batch."""
+    return run_ray_training_batch([TrainItem(job, name, fake_dataset, fake_ingest)], scaling, storage, name,
+                                  max_failures=max_failures)[0]
+
+
+@dataclass
+class TrainItem:
+    """One model of a batched Ray Train run, with its optional fake-data Dataset."""
+
+    job: SupervisedJob
+    name: str
+    fake_dataset: Any = None
+    fake_ingest: dict | None = None
+
+
+def run_ray_training_batch(items: list[TrainItem], scaling: ScalingConfig, storage: str | Path, name: str,
+                           max_failures: int = 1) -> list[tuple[dict, dict]]:
+    """Trains `items` in order in one TorchTrainer run; returns (state_dict, metrics) per item."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     threads = scaling.threads_per_worker or max(1, int(scaling.cpus_per_worker))
+    datasets = {f"fake{i}": it.fake_dataset for i, it in enumerate(items) if it.fake_dataset is not None}
+    loop_items = [{"job": it.job, "name": it.name, "fake_ingest": it.fake_ingest, "dataset": f"fake{i}"}
+                  for i, it in enumerate(items)]
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"job": job, "threads": threads, "name": name, "fake_ingest": fake_ingest},
-        datasets={"fake": fake_dataset} if fake_dataset is not None else None,
+        train_loop_config={"items": loop_items, "threads": threads},
+        datasets=datasets or None,
         scaling_config=ray.train.ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=os.path.abspath(storage),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            # one final checkpoint per item is kept: items finished before a restart are read back from them
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1 if len(items) == 1 else None),
             logging_config=ray.train.LoggingConfig(log_level="WARNING")),
     )
     result = trainer.fit()
     if result.error:
         raise result.error
-    out = result.return_value
-    return {k: torch.tensor(v) for k, v in out["state_dict"].items()}, out["metrics"]
+    done = result.return_value or {}
+    out = []
+    for i in range(len(items)):
+        if i in done:
+            sd, metrics = done[i]["state_dict"], done[i]["metrics"]
+            out.append(({k: torch.tensor(v) for k, v in sd.items()}, metrics))
+        else:
+            out.append(_from_checkpoint(result, i))
+    return out
+
+
+def _from_checkpoint(result, index: int) -> tuple[dict, dict]:
+    """An item that finished before the worker group restarted: its last tagged checkpoint."""
+    mine = [(c, m) for c, m in (result.best_checkpoints or []) if m.get("item") == index]
+    if not mine:
+        raise RuntimeError(f"Ray Train run {result.path}: no checkpoint for item {index}")
+    ckpt, metrics = max(mine, key=lambda cm: cm[1].get("step", 0))
+    with ckpt.as_directory() as d:
+        state = load_state(Path(d) / "state.pt")
+    return state["model"], {k: v for k, v in metrics.items() if k != "item"}

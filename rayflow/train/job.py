@@ -52,9 +52,14 @@ class SupervisedJob:
         return Task.of(self.train.num_classes)
 
     def build(self, cfg: ModelConfig | None = None) -> torch.nn.Module:
+        """Initial weights depend on the job's seed only (not on what ran before in this process,
+        e.g. earlier models of a batched Ray Train run)."""
         c, h, _ = self.train.shape
         cfg = cfg or self.model
-        return build_model(cfg.name, in_channels=c, image_size=h, num_outputs=self.task.num_outputs, **cfg.kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.train_cfg.seed)
+            return build_model(cfg.name, in_channels=c, image_size=h, num_outputs=self.task.num_outputs,
+                               **cfg.kwargs)
 
 
 def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSource | None = None) -> BatchSource:
