@@ -81,7 +81,9 @@ def _ray_item(r: TrainRequest, scaling: ScalingConfig):
     b = r.job.train_cfg.batch_size
     n_fake = b - max(1, round(b * r.fake.real_fraction))
     r.job.extra["real_fraction"] = r.fake.real_fraction
-    return TrainItem(r.job, r.name, fake_dataset(r.fake.shards_dir, r.fake.m_per_class),
+    # materialized before fit(): the Train workers hold the CPUs, and read tasks scheduled after
+    # that would wait for them forever (seen on 2 cores)
+    return TrainItem(r.job, r.name, fake_dataset(r.fake.shards_dir, r.fake.m_per_class).materialize(),
                      {"batch_size": max(1, n_fake // scaling.num_workers),
                       "use_logits": r.fake.use_logits, "use_orig_label": r.fake.orig_labels})
 
