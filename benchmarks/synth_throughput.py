@@ -9,9 +9,9 @@ is part of the Ray wall time and one case's memory does not leak into the next.
 Memory: the parent samples the child's whole process tree (the driver and, for Ray, gcs_server,
 raylet and every Ray worker it spawned) every 0.25 s and reports the peak of the summed RSS and of
 the summed PSS (PSS splits shared pages such as torch's libraries between processes, so it is
-the honest "RAM used" figure; RSS counts them once per process). The last column is the PSS of
-Ray's per-node daemons (GCS, raylet, dashboard/runtime-env agents) within that total: a fixed cost
-of running Ray at all, which a streaming stage cannot shrink.
+the honest "RAM used" figure; RSS counts them once per process). The last column, "stage PSS",
+is the driver plus Ray Data's synth actors: the stage's own memory, without Ray's fixed processes
+(GCS, raylet, agents, idle workers, Data coordinators), which are there whatever the workload.
 
     python benchmarks/synth_throughput.py [--m 10000,100000] [--quick] [--cpus 2]
 """
@@ -76,13 +76,15 @@ def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor:
                                                     "filter_keep", "rounds", "shards")}), flush=True)
 
 
-# Ray's own daemons: there once per node whatever the workload; the rest of the tree is the work.
-_RAY_SYSTEM = ("gcs_server", "raylet", "dashboard", "runtime_env", "log_monitor", "monitor.py")
+# The stage's own compute processes besides the driver: Ray Data's actors running the synth UDFs.
+# Everything else in a Ray tree (GCS, raylet, agents, idle workers, Data coordinators) is Ray's
+# fixed cost per node, whatever the workload.
+_STAGE_ACTORS = ("MapWorker", "MapBatches")
 
 
 def _tree_memory(root_pid: int) -> tuple[int, int, int, int]:
-    """(sum RSS, sum PSS, RSS of root_pid, PSS of Ray's system processes) in bytes over root_pid
-    and all its descendants."""
+    """(sum RSS, sum PSS, RSS of root_pid, PSS of root_pid + the synth actors) in bytes over
+    root_pid and all its descendants."""
     parent: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -97,11 +99,11 @@ def _tree_memory(root_pid: int) -> tuple[int, int, int, int]:
         kids = [c for c, pp in parent.items() if pp == p and c not in tree]
         tree.update(kids)
         frontier.extend(kids)
-    rss = pss = root = system = 0
+    rss = pss = root = stage = 0
     for p in tree:
         try:
             with open(f"/proc/{p}/cmdline", "rb") as f:
-                is_system = any(s in f.read(4096).decode(errors="replace") for s in _RAY_SYSTEM)
+                mine = p == root_pid or any(s in f.read(4096).decode(errors="replace") for s in _STAGE_ACTORS)
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Rss:"):
@@ -111,10 +113,10 @@ def _tree_memory(root_pid: int) -> tuple[int, int, int, int]:
                     elif line.startswith("Pss:"):
                         kb = int(line.split()[1]) * 1024
                         pss += kb
-                        system += kb if is_system else 0
+                        stage += kb if mine else 0
         except OSError:
             pass
-    return rss, pss, root, system
+    return rss, pss, root, stage
 
 
 def run_case(executor: str, m_total: int, root: Path, args) -> dict:
@@ -143,7 +145,7 @@ def run_case(executor: str, m_total: int, root: Path, args) -> dict:
     if proc.returncode != 0 or result is None:
         raise SystemExit(f"{executor} M={m_total} failed (exit {proc.returncode})")
     return dict(result, executor=executor, m=m_total, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2],
-                system_pss=peak[3])
+                stage_pss=peak[3])
 
 
 def main() -> int:
@@ -181,20 +183,20 @@ def main() -> int:
 
     local = {r["m"]: r for r in rows if r["executor"] == "local"}
     print(f"\n{'executor':<10} {'M':>7} {'wall s':>7} {'burn-in s':>9} {'samples/s':>9} {'draws/s':>8} "
-          f"{'Ray/local':>9} {'peak RSS MB':>11} {'peak PSS MB':>11} {'driver RSS MB':>13} {'Ray daemons PSS MB':>18}")
+          f"{'Ray/local':>9} {'peak RSS MB':>11} {'peak PSS MB':>11} {'driver RSS MB':>13} {'stage PSS MB':>12}")
     for r in rows:
         sps = r["m"] / r["wall_s"]
         base = local.get(r["m"])
         ratio = f"{sps / (base['m'] / base['wall_s']):.2f}x" if base and r["executor"] != "local" else ""
         print(f"{r['executor']:<10} {r['m']:>7} {r['wall_s']:>7.1f} {r['burnin_s']:>9.1f} {sps:>9.0f} "
               f"{r['draws_per_s']:>8.0f} {ratio:>9} {r['peak_rss'] / 2**20:>11.0f} {r['peak_pss'] / 2**20:>11.0f} "
-              f"{r['driver_rss'] / 2**20:>13.0f} {r['system_pss'] / 2**20:>18.0f}")
+              f"{r['driver_rss'] / 2**20:>13.0f} {r['stage_pss'] / 2**20:>12.0f}")
     acc = rows[0]
     print(f"(samples/s = M / wall, the whole stage incl. burn-in{' and Ray start-up' if 'ray' in args.executors else ''}; "
           f"acceptance: subsampling {acc['subsample_accept']:.2f}, filter {acc['filter_keep']:.2f}; "
           "memory: peak RSS/PSS summed over the child's process tree incl. Ray's gcs/raylet/workers, and the "
-          "driver process alone, and the PSS of Ray's per-node daemons (gcs_server, raylet, agents) inside the "
-          "tree's PSS, sampled every 0.25 s)")
+          "driver process alone, and the stage PSS: driver + Ray Data's synth actors, without Ray's fixed "
+          "processes; sampled every 0.25 s)")
     return 0
 
 
