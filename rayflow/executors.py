@@ -41,12 +41,6 @@ class TrainRequest:
     fake: FakeSpec | None = None
 
 
-def run_training(job: SupervisedJob, scaling: ScalingConfig, runtime: RuntimeConfig,
-                 storage: str | Path, name: str, fake: FakeSpec | None = None) -> tuple[dict, dict]:
-    """-> (state_dict, metrics). Metrics gain `wall_s`, the whole call including Ray start-up."""
-    return run_trainings([TrainRequest(job, name, fake)], scaling, runtime, storage, name)[0]
-
-
 def run_trainings(requests: list[TrainRequest], scaling: ScalingConfig, runtime: RuntimeConfig,
                   storage: str | Path, name: str) -> list[tuple[dict, dict]]:
     """Trains `requests` in order: on Ray in one Train run called `name` (the actor start-up is

@@ -42,13 +42,14 @@ def _worker_loop(config: dict) -> dict:
     for i, item in enumerate(config["items"]):
         if i < first:
             continue
-        res = _train_item(i, item, config["threads"], rank, world, start_state if i == first else None)
+        res = _train_item(i, item, rank, world, start_state if i == first else None)
         if rank == 0:
             out[i] = res
     return out
 
 
-def _train_item(index: int, item: dict, threads: int, rank: int, world: int, start_state: dict | None) -> dict:
+def _train_item(index: int, item: dict, rank: int, world: int, start_state: dict | None) -> dict | None:
+    """Trains one item; rank 0 returns its metrics and weights."""
     import ray.train
     import ray.train.torch
 
@@ -79,6 +80,8 @@ def _train_item(index: int, item: dict, threads: int, rank: int, world: int, sta
 
     metrics = run_job(job, model, rank=rank, world=world, device=device, reporter=reporter,
                       start_state=start_state, fake_source=fake_source)
+    if rank != 0:
+        return None
     metrics["worker_s"] = time.perf_counter() - t0
     # Train V2 refuses tensors in return values; numpy arrays travel fine.
     return {"metrics": metrics, "state_dict": {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}}
