@@ -286,3 +286,19 @@ def test_students_on_fake_sets_train_in_one_ray_run(ray_session, nets, digits, t
     assert [m["step"] for _, m in out] == [100, 100, 100]
     assert all(m["test_acc"] > 50.0 for _, m in out)  # chance is 10 %; half of each batch is real
     assert all(m["wall_s"] > 0 for _, m in out)
+
+
+def test_small_topup_round_runs_in_the_driver(ray_session, nets, tmp_path):
+    """A burn-in that promises every draw is kept makes round 1 fall short; the top-up round (under
+    one shard of draws) skips a new Ray Data pipeline and still writes the local executor's shards."""
+    burnin = compute_burnin(nets, cfg_())
+    optimistic = dataclasses.replace(nets, burnin=dataclasses.replace(
+        burnin, subsample_rate=[1.0] * C, filter_rate=[1.0] * C))
+    cfg = cfg_(shard_size=256)
+    local = run_synth(optimistic, cfg, tmp_path / "local", "local", options=QUIET)
+    ray_m = run_synth(optimistic, cfg, tmp_path / "ray", "ray", options=QUIET)
+    assert ray_m["rounds"] >= 2 and ray_m["shards_in_driver"] >= 1
+    assert ray_m["shards_in_driver"] < ray_m["shards"]  # round 1 ran on Ray
+    assert local["shards_in_driver"] == 0
+    a, b = shard_tables(tmp_path / "local"), shard_tables(tmp_path / "ray")
+    assert a.keys() == b.keys() and all(a[k].equals(b[k]) for k in a)

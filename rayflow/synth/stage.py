@@ -32,6 +32,7 @@ from torch import nn
 from rayflow.config import RuntimeConfig, SynthConfig
 from rayflow.filtering import check_rho, class_cutoffs, teacher_ce
 from rayflow.gan.loop import generate
+from rayflow.memory import release_freed_memory
 from rayflow.stages.models_io import ARCH, WEIGHTS
 from rayflow.synth.io import write_shards
 from rayflow.synth.manifest import MANIFEST, SHARD_DIR, Manifest, ShardSpec, SynthError
@@ -324,7 +325,10 @@ class _StepsThenWrite:
     def __call__(self, batch: dict) -> dict:
         for step in self.steps:
             batch = step(batch)
-        return write_shards(batch, **self.write_kwargs)
+        out = write_shards(batch, **self.write_kwargs)
+        del batch
+        release_freed_memory()  # flat RSS over many shards (rayflow/memory.py)
+        return out
 
 
 class _LocalExecutor:
@@ -343,9 +347,9 @@ class _LocalExecutor:
 
 
 class _RayExecutor:
-    """One Ray Data pipeline per round over ``from_items(shards)``, autoscaling actor pools
-    ``(min_size=1, max_size=cfg.gen_actors)`` with fractional CPUs; the driver only receives one
-    small summary row per written shard.
+    """One Ray Data pipeline per round over ``from_items(shards)``, actor pools of up to
+    ``cfg.gen_actors`` actors with fractional CPUs (all started at once when they fit with a CPU to
+    spare, else autoscaling from 1); the driver only receives one small summary row per written shard.
 
     ``synth.fused`` (default): one pool whose actors run Generate -> Score -> Label -> write on a
     whole shard. Every step is model inference on the same device, so splitting them buys no
@@ -370,6 +374,7 @@ class _RayExecutor:
                       if kw[name] is not None]
         self.write_kwargs = kw["write"]
         self.cfg, self.opts = cfg, opts
+        self.min_actors = 1
         # every pool holds at least one actor for the whole round: if their minimum does not fit
         # the cluster, Ray Data waits forever (the 2-CPU actor-pool deadlock)
         have = ray.cluster_resources()
@@ -380,6 +385,13 @@ class _RayExecutor:
                 raise SynthError(f"the synth pipeline needs {need:g} {res} for its {pools} actor pool(s) "
                                  f"({per_actor:g} per actor, at least one actor each) but the Ray cluster has "
                                  f"{have.get(res, 0.0):g}; lower {'cpus_per_actor' if res == 'CPU' else 'synth.num_gpus_per_actor'}")
+        # start every actor at once when they fit with a CPU to spare for Ray Data's own tasks: the
+        # autoscaler adds the 2nd actor only after the 1st is busy, seconds of one idle core per round
+        # (a pool that takes *all* CPUs is the deadlock above, so the spare CPU is not optional)
+        fits = int((have.get("CPU", 0.0) - 1.0) / (opts.cpus_per_actor * pools) + 1e-9)
+        if cfg.num_gpus_per_actor > 0:
+            fits = min(fits, int(have.get("GPU", 0.0) / (cfg.num_gpus_per_actor * pools) + 1e-9))
+        self.min_actors = max(1, min(cfg.gen_actors, fits))
 
     def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
         import ray
@@ -393,7 +405,7 @@ class _RayExecutor:
             if i == len(pools) - 1:
                 cls, kwargs = _StepsThenWrite, {"steps": steps, "write_kwargs": self.write_kwargs}
             ds = ds.map_batches(cls, batch_size=1 if i == 0 else None, fn_constructor_kwargs=kwargs,
-                                compute=ActorPoolStrategy(min_size=1, max_size=self.cfg.gen_actors),
+                                compute=ActorPoolStrategy(min_size=self.min_actors, max_size=self.cfg.gen_actors),
                                 num_cpus=self.opts.cpus_per_actor, num_gpus=self.cfg.num_gpus_per_actor)
         for row in ds.iter_rows():
             yield _record(row)
@@ -421,7 +433,8 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     Returns metrics: per-class counts (drawn, accepted by the rejection sampler, kept by the
     filter), acceptance rates (``subsample_accept_per_class``, ``filter_keep_per_class``),
     ``samples_per_s`` (kept samples produced by this call / wall), ``draws_per_s``, ``wall_s``,
-    ``burnin_s``, rounds and shards. ``on_shard(record)`` is called after every finished shard
+    ``burnin_s``, rounds and shards (``shards_in_driver``: those of small top-up rounds, which the
+    ``ray`` executor runs in this process). ``on_shard(record)`` is called after every finished shard
     has been recorded in the manifest (progress hooks, tests).
     """
     if executor not in ("ray", "local"):
@@ -450,12 +463,13 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
             man.burnin = (inputs.burnin or compute_burnin(inputs, cfg, device=local_device)).to_dict()
             man.save()
         burnin = BurninStats.from_dict(man.burnin)
+        release_freed_memory()  # the burn-in's nets and batches are gone; keep the driver small
         burnin_s = time.perf_counter() - t0
         kw = _step_kwargs(inputs, cfg, burnin, out, image_shape, header)
-        run = None
+        runs: dict[str, _RayExecutor | _LocalExecutor] = {}
         t_main = time.perf_counter()
         skipped = len(man.records)
-        done = draws = kept_now = 0
+        done = draws = kept_now = in_driver = 0
         last_line = t_main
         while True:
             pending = man.pending()
@@ -472,13 +486,21 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
                                      man.next_shard_id(), cfg.seed)
                 man.add_round(pending)
                 man.save()
-            if run is None:
-                run = _RayExecutor(kw, cfg, opts) if executor == "ray" else _LocalExecutor(kw, local_device)
+            # a top-up round of at most one shard's draws runs in this process: starting a Ray Data
+            # pipeline and its actors costs more than the draws (8 s vs 0.1 s for a 1-shard round at
+            # M = 100k on 2 cores); both executors write identical shards, so the result is the same
+            small = executor == "ray" and sum(s.n_draws for s in pending) <= cfg.shard_size and man.num_rounds > 1
+            if small:
+                runs.setdefault("local", _LocalExecutor(kw, local_device))
+            elif executor not in runs:
+                runs[executor] = _RayExecutor(kw, cfg, opts) if executor == "ray" else _LocalExecutor(kw, local_device)
+            run = runs["local" if small else executor]
             t_round = time.perf_counter()
             for rec in run(pending):
                 man.mark_done(rec)
                 man.save()
                 done, draws, kept_now = done + 1, draws + rec["n_draws"], kept_now + rec["n_kept"]
+                in_driver += small
                 if on_shard is not None:
                     on_shard(rec)
                 now = time.perf_counter()
@@ -495,7 +517,7 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
                 print(f"[synth] round {man.num_rounds} finished: {len(pending)} shards in {now - t_round:.1f} s, "
                       f"kept per class {man.per_class('n_kept').tolist()} of {m}, "
                       f"{kept_now / max(now - t_main, 1e-9):.0f} samples/s, {draws / max(now - t_main, 1e-9):.0f} "
-                      f"draws/s ({executor})", flush=True)
+                      f"draws/s ({'top-up in the driver' if small else executor})", flush=True)
     finally:
         torch.set_num_threads(prev_threads)
     wall = time.perf_counter() - t_start
@@ -509,7 +531,7 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
         "subsample_accept": float(accepted.sum() / max(drawn.sum(), 1)),
         "filter_keep": float(kept.sum() / max(accepted.sum(), 1)),
         "burnin": burnin.to_dict(), "rounds": man.num_rounds, "shards": len(man.records),
-        "shards_run": done, "shards_skipped": skipped,
+        "shards_run": done, "shards_skipped": skipped, "shards_in_driver": in_driver,
         "samples_per_s": kept_now / wall, "draws_per_s": draws / max(time.perf_counter() - t_main, 1e-9),
         "wall_s": wall, "burnin_s": burnin_s,
     }
