@@ -29,8 +29,9 @@ class Pipeline:
             log.info("data: %s (%s)", self.cfg.data.name, self._splits.summary())
         return self._splits
 
-    def _seeded(self, spec: StageSpec, seed: int) -> StageSpec:
-        return spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})}, deep=True)
+    def _seeded(self, spec: StageSpec, seed: int, steps: int | None = None) -> StageSpec:
+        train = {"seed": seed} if steps is None else {"seed": seed, "steps": steps}
+        return spec.model_copy(update={"train": spec.train.model_copy(update=train)}, deep=True)
 
     def teacher(self) -> Artifact:
         return train_stage(self.cfg, self.splits, "teacher", self.cfg.teacher)
@@ -42,7 +43,7 @@ class Pipeline:
         return train_stages(self.cfg, self.splits, requests)
 
     def _nokd(self, seed: int) -> StageRequest:
-        return StageRequest("nokd", self._seeded(self.cfg.student, seed))
+        return StageRequest("nokd", self._seeded(self.cfg.student, seed, self.cfg.baseline_steps))
 
     def _teacher_fields(self, teacher: Artifact) -> dict:
         from rayflow.checkpoint import load_weights
@@ -52,9 +53,9 @@ class Pipeline:
                 "kd_alpha": self.cfg.fake.kd_weight, "temperature": self.cfg.fake.temperature}
 
     def _blkd(self, seed: int, teacher: Artifact) -> StageRequest:
-        """Plain KD (Hinton) with the same teacher, steps and student: the bar cGAN-KD must clear."""
+        """Plain KD (Hinton) with the same teacher and student (and NOKD's steps): the bar cGAN-KD must clear."""
         f = self.cfg.fake
-        return StageRequest("blkd", self._seeded(self.cfg.student, seed), [teacher],
+        return StageRequest("blkd", self._seeded(self.cfg.student, seed, self.cfg.baseline_steps), [teacher],
                             key_extra={"kd_alpha": f.kd_weight, "T": f.temperature},
                             job_fields=lambda: self._teacher_fields(teacher))
 

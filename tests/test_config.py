@@ -61,3 +61,22 @@ def test_packaged_configs_parse():
 def test_unknown_model_named_before_any_compute():
     with pytest.raises(ConfigError, match=r"student\.model\.name: unknown model 'resnet9000'; known: .*resnet8"):
         load_config(None, ["student.model.name=resnet9000"])
+
+
+def test_baseline_steps_apply_to_nokd_and_blkd_only(tmp_path):
+    """The baselines stop at their own step count; students that see extra images keep the shared one."""
+    from rayflow.artifacts import Artifact
+    from rayflow.pipeline import Pipeline
+
+    teacher = Artifact("teacher", "k", tmp_path)
+    cfg = load_config("rayflow/configs/tiny.yaml", ["baseline_steps=7", "student.train.steps=50"])
+    p = Pipeline(cfg)
+    assert p._nokd(1).spec.train.steps == 7 and p._nokd(1).spec.train.seed == 1
+    assert p._blkd(0, teacher).spec.train.steps == 7
+    assert p._cgankd(0, teacher, Artifact("synth", "s", tmp_path), orig_labels=False, kd=True).spec.train.steps == 50
+    default = Pipeline(load_config("rayflow/configs/tiny.yaml", ["student.train.steps=50"]))
+    assert default._nokd(0).spec.train.steps == 50  # None: the students' steps
+    # a baseline-steps change is a different NOKD artifact, not a stale cache hit
+    assert p._nokd(0).key_config(cfg) != default._nokd(0).key_config(default.cfg)
+    with pytest.raises(ConfigError, match="baseline_steps"):
+        load_config("rayflow/configs/tiny.yaml", ["baseline_steps=0"])

@@ -30,6 +30,7 @@ def _worker_loop(config: dict) -> dict:
 
     torch.set_num_threads(config["threads"])
     quiet_ray_data()
+    quiet_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     first, start_state = 0, None
@@ -85,6 +86,19 @@ def _train_item(index: int, item: dict, rank: int, world: int, start_state: dict
     metrics["worker_s"] = time.perf_counter() - t0
     # Train V2 refuses tensors in return values; numpy arrays travel fine.
     return {"metrics": metrics, "state_dict": {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}}
+
+
+def quiet_train_reports() -> None:
+    """Train V2 logs every ``ray.train.report`` at INFO with its whole metrics dict (our GAN
+    metrics carry the training curve, so the line grows with every checkpoint) under a logger
+    named by file path, which ``LoggingConfig(log_level=...)`` does not reach."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def quiet_ray_data() -> None:

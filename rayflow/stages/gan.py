@@ -135,7 +135,10 @@ def _ray_worker(config: dict) -> dict:
     import ray.train
     import ray.train.torch
 
+    from rayflow.ray.train import quiet_train_reports
+
     torch.set_num_threads(config["threads"])
+    quiet_train_reports()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     start = None

@@ -158,6 +158,7 @@ class SynthOptions:
     runtime: RuntimeConfig | None = None  # used to start Ray when it is not running
     progress: bool = True
     progress_every_s: float = 10.0  # at most one per-shard progress line per this many seconds
+    prewarm: bool = True  # ray: import the actors' modules in Ray workers while the burn-in runs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +347,10 @@ class _LocalExecutor:
             yield from (_record({k: v[i] for k, v in summary.items()}) for i in range(len(summary["shard_id"])))
 
 
+def _import_synth_steps() -> None:
+    import rayflow.synth.stage  # noqa: F401  (torch, the nets, pyarrow)
+
+
 class _RayExecutor:
     """One Ray Data pipeline per round over ``from_items(shards)``, actor pools of up to
     ``cfg.gen_actors`` actors with fractional CPUs (all started at once when they fit with a CPU to
@@ -358,7 +363,8 @@ class _RayExecutor:
     (Generate -> Score -> Label+write), for clusters where the steps want different resources.
     """
 
-    def __init__(self, kw: dict[str, dict | None], cfg: SynthConfig, opts: SynthOptions):
+    def __init__(self, cfg: SynthConfig, opts: SynthOptions, n_steps: int):
+        """Starts Ray if needed and checks that the pools fit; :meth:`bind` adds the steps."""
         from rayflow.runtime import init_ray
 
         init_ray(opts.runtime)
@@ -367,18 +373,13 @@ class _RayExecutor:
         ctx = ray.data.DataContext.get_current()
         if not ctx.execution_no_progress_timeout_s or ctx.execution_no_progress_timeout_s > 600:
             ctx.execution_no_progress_timeout_s = 600  # as runtime.init_ray: fail a stuck pipeline in minutes
-        threads = opts.threads_per_actor or max(1, int(opts.cpus_per_actor))
-        device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
-        self.steps = [(cls, dict(kw[name], device=device, threads=threads))
-                      for cls, name in ((Generate, "generate"), (Score, "score"), (Label, "label"))
-                      if kw[name] is not None]
-        self.write_kwargs = kw["write"]
         self.cfg, self.opts = cfg, opts
-        self.min_actors = 1
+        self.steps: list[tuple[type, dict]] = []
+        self.write_kwargs: dict = {}
         # every pool holds at least one actor for the whole round: if their minimum does not fit
         # the cluster, Ray Data waits forever (the 2-CPU actor-pool deadlock)
         have = ray.cluster_resources()
-        pools = 1 if cfg.fused else len(self.steps)
+        self.pools = pools = 1 if cfg.fused else n_steps
         for res, per_actor in (("CPU", opts.cpus_per_actor), ("GPU", cfg.num_gpus_per_actor)):
             need = per_actor * pools
             if need > have.get(res, 0.0) + 1e-9:
@@ -392,6 +393,25 @@ class _RayExecutor:
         if cfg.num_gpus_per_actor > 0:
             fits = min(fits, int(have.get("GPU", 0.0) / (cfg.num_gpus_per_actor * pools) + 1e-9))
         self.min_actors = max(1, min(cfg.gen_actors, fits))
+
+    def bind(self, kw: dict[str, dict | None]) -> _RayExecutor:
+        """The steps' constructor kwargs (they need the burn-in's results)."""
+        threads = self.opts.threads_per_actor or max(1, int(self.opts.cpus_per_actor))
+        device = "cuda" if self.cfg.num_gpus_per_actor > 0 else "cpu"
+        self.steps = [(cls, dict(kw[name], device=device, threads=threads))
+                      for cls, name in ((Generate, "generate"), (Score, "score"), (Label, "label"))
+                      if kw[name] is not None]
+        self.write_kwargs = kw["write"]
+        return self
+
+    def prewarm(self) -> None:
+        """Import torch and the synth steps in as many Ray worker processes as the pool will start,
+        without waiting: the driver runs the burn-in meanwhile, and Ray hands those idle, warm
+        workers to the pool's actors (the imports are most of an actor's start-up)."""
+        import ray
+
+        warm = ray.remote(num_cpus=self.opts.cpus_per_actor)(_import_synth_steps)
+        self._warm = [warm.remote() for _ in range(self.min_actors * self.pools)]
 
     def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
         import ray
@@ -457,8 +477,14 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     prev_threads = torch.get_num_threads()
     if opts.local_threads:
         torch.set_num_threads(opts.local_threads)
+    runs: dict[str, _RayExecutor | _LocalExecutor] = {}
     try:
         t0 = time.perf_counter()
+        if executor == "ray" and (man.pending() or (man.per_class("n_kept") < m).any()):
+            n_steps = 1 + inputs.subsample + inputs.uses_teacher(cfg)
+            runs["ray"] = _RayExecutor(cfg, opts, n_steps)
+            if opts.prewarm:  # the actors' imports overlap the burn-in
+                runs["ray"].prewarm()
         if man.burnin is None:
             man.burnin = (inputs.burnin or compute_burnin(inputs, cfg, device=local_device)).to_dict()
             man.save()
@@ -466,7 +492,6 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
         release_freed_memory()  # the burn-in's nets and batches are gone; keep the driver small
         burnin_s = time.perf_counter() - t0
         kw = _step_kwargs(inputs, cfg, burnin, out, image_shape, header)
-        runs: dict[str, _RayExecutor | _LocalExecutor] = {}
         t_main = time.perf_counter()
         skipped = len(man.records)
         done = draws = kept_now = in_driver = 0
@@ -492,9 +517,11 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
             small = executor == "ray" and sum(s.n_draws for s in pending) <= cfg.shard_size and man.num_rounds > 1
             if small:
                 runs.setdefault("local", _LocalExecutor(kw, local_device))
-            elif executor not in runs:
-                runs[executor] = _RayExecutor(kw, cfg, opts) if executor == "ray" else _LocalExecutor(kw, local_device)
+            elif executor not in runs:  # (ray: created before the burn-in)
+                runs[executor] = _LocalExecutor(kw, local_device)
             run = runs["local" if small else executor]
+            if isinstance(run, _RayExecutor) and not run.steps:
+                run.bind(kw)
             t_round = time.perf_counter()
             for rec in run(pending):
                 man.mark_done(rec)
