@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", "-c", help="YAML file or packaged config name (tiny, demo, quality, paper)")
+        p.add_argument("--config", "-c", help="YAML file or packaged config name (tiny, demo, quality, quality_n200, paper)")
         p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set teacher.train.steps=200 (repeatable)")
         p.add_argument("--executor", choices=["ray", "local"], help="override runtime.executor")
