@@ -52,7 +52,11 @@ def make_nets(root: Path) -> None:
                root / "states.pt")
 
 
-def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor: int, prewarm: bool) -> None:
+def _worker_pid() -> int:
+    return os.getpid()
+
+
+def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor: int) -> None:
     import torch
 
     from rayflow.config import RuntimeConfig, SynthConfig
@@ -70,8 +74,7 @@ def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor:
     cfg = SynthConfig(m_per_class=m_total // NUM_CLASSES, batch_size=500, shard_size=2000,
                       gen_actors=cpus if fused else 1, fused=fused, seed=0)
     opts = SynthOptions(runtime=RuntimeConfig(address="local", num_cpus=cpus, object_store_memory_mb=1024),
-                        threads_per_actor=threads_per_actor, local_threads=cpus, progress_every_s=30,
-                        prewarm=prewarm)
+                        threads_per_actor=threads_per_actor, local_threads=cpus, progress_every_s=30)
     out = root / f"out-{executor}-{m_total}"
     ray_start_s = 0.0
     if executor != "local":  # a pipeline job starts Ray once, before its first stage: timed apart
@@ -84,7 +87,7 @@ def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor:
         import ray
 
         # until its worker processes are up too: later stages of a job find them running
-        ray.get([ray.remote(num_cpus=0.5)(os.getpid).remote() for _ in range(cpus)])
+        ray.get([ray.remote(num_cpus=0.5)(_worker_pid).remote() for _ in range(cpus)])
         ray_start_s = time.perf_counter() - t0
     m = run_synth(inputs, cfg, out, "local" if executor == "local" else "ray", options=opts)
     shutil.rmtree(out, ignore_errors=True)
@@ -138,7 +141,7 @@ def _tree_memory(root_pid: int) -> tuple[int, int, int, int]:
 
 def run_case(executor: str, m_total: int, root: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--child", executor, str(m_total), str(root), "--cpus", str(args.cpus),
-           "--threads-per-actor", str(args.threads_per_actor), "--prewarm" if args.prewarm else "--no-prewarm"]
+           "--threads-per-actor", str(args.threads_per_actor)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = [0, 0, 0, 0]
     stop = threading.Event()
@@ -173,12 +176,10 @@ def main() -> int:
                     help="local, ray (fused actor pool, the default), ray-staged (a pool per step)")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--threads-per-actor", type=int, default=1)
-    ap.add_argument("--prewarm", action=argparse.BooleanOptionalAction, default=True,
-                    help="ray: import the actors' modules in Ray workers during the burn-in (default on)")
     ap.add_argument("--child", nargs=3, metavar=("EXECUTOR", "M", "ROOT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), Path(args.child[2]), args.cpus, args.threads_per_actor, args.prewarm)
+        child(args.child[0], int(args.child[1]), Path(args.child[2]), args.cpus, args.threads_per_actor)
         return 0
 
     ms = [2000] if args.quick else [int(v) for v in args.m.split(",")]

@@ -17,7 +17,7 @@ PACKAGED = Path(__file__).parent / "configs"
 
 
 def resolve_config(name: str | None) -> Path | None:
-    """A path, or the name of a packaged config (`tiny`, `demo`, `quality`, `paper`)."""
+    """A path, or the name of a packaged config (`tiny`, `demo`, `quality`, `quality_n200`, `paper`)."""
     if name is None:
         return None
     p = Path(name)

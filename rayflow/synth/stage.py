@@ -158,7 +158,6 @@ class SynthOptions:
     runtime: RuntimeConfig | None = None  # used to start Ray when it is not running
     progress: bool = True
     progress_every_s: float = 10.0  # at most one per-shard progress line per this many seconds
-    prewarm: bool = True  # ray: import the actors' modules in Ray workers while the burn-in runs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,10 +346,6 @@ class _LocalExecutor:
             yield from (_record({k: v[i] for k, v in summary.items()}) for i in range(len(summary["shard_id"])))
 
 
-def _import_synth_steps() -> None:
-    import rayflow.synth.stage  # noqa: F401  (torch, the nets, pyarrow)
-
-
 class _RayExecutor:
     """One Ray Data pipeline per round over ``from_items(shards)``, actor pools of up to
     ``cfg.gen_actors`` actors with fractional CPUs (all started at once when they fit with a CPU to
@@ -403,15 +398,6 @@ class _RayExecutor:
                       if kw[name] is not None]
         self.write_kwargs = kw["write"]
         return self
-
-    def prewarm(self) -> None:
-        """Import torch and the synth steps in as many Ray worker processes as the pool will start,
-        without waiting: the driver runs the burn-in meanwhile, and Ray hands those idle, warm
-        workers to the pool's actors (the imports are most of an actor's start-up)."""
-        import ray
-
-        warm = ray.remote(num_cpus=self.opts.cpus_per_actor)(_import_synth_steps)
-        self._warm = [warm.remote() for _ in range(self.min_actors * self.pools)]
 
     def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
         import ray
@@ -480,11 +466,6 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     runs: dict[str, _RayExecutor | _LocalExecutor] = {}
     try:
         t0 = time.perf_counter()
-        if executor == "ray" and (man.pending() or (man.per_class("n_kept") < m).any()):
-            n_steps = 1 + inputs.subsample + inputs.uses_teacher(cfg)
-            runs["ray"] = _RayExecutor(cfg, opts, n_steps)
-            if opts.prewarm:  # the actors' imports overlap the burn-in
-                runs["ray"].prewarm()
         if man.burnin is None:
             man.burnin = (inputs.burnin or compute_burnin(inputs, cfg, device=local_device)).to_dict()
             man.save()
@@ -517,11 +498,10 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
             small = executor == "ray" and sum(s.n_draws for s in pending) <= cfg.shard_size and man.num_rounds > 1
             if small:
                 runs.setdefault("local", _LocalExecutor(kw, local_device))
-            elif executor not in runs:  # (ray: created before the burn-in)
-                runs[executor] = _LocalExecutor(kw, local_device)
+            elif executor not in runs:
+                runs[executor] = (_RayExecutor(cfg, opts, len([k for k in ("generate", "score", "label") if kw[k]]))
+                                  .bind(kw) if executor == "ray" else _LocalExecutor(kw, local_device))
             run = runs["local" if small else executor]
-            if isinstance(run, _RayExecutor) and not run.steps:
-                run.bind(kw)
             t_round = time.perf_counter()
             for rec in run(pending):
                 man.mark_done(rec)
