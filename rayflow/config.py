@@ -191,7 +191,7 @@ class PipelineConfig(_Strict):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     seeds: list[int] = Field(default_factory=lambda: [0], description="student seeds for the comparison")
     # Students on a small real set without augmentation overfit long before those that also see
-    # fakes converge (quality config: NOKD 81.7 % at 500 steps, 81.1 % at 1,500), so the baselines
+    # fakes converge (quality config: NOKD 79.7 % at 500 steps, 79.1 % at 1,500), so the baselines
     # get their own, shorter schedule: compared at their peak, not past it.
     baseline_steps: int | None = Field(None, gt=0, description="steps of the NOKD and BLKD students "
                                        "(None: student.train.steps)")

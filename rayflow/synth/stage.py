@@ -358,8 +358,7 @@ class _RayExecutor:
     (Generate -> Score -> Label+write), for clusters where the steps want different resources.
     """
 
-    def __init__(self, cfg: SynthConfig, opts: SynthOptions, n_steps: int):
-        """Starts Ray if needed and checks that the pools fit; :meth:`bind` adds the steps."""
+    def __init__(self, kw: dict[str, dict | None], cfg: SynthConfig, opts: SynthOptions):
         from rayflow.runtime import init_ray
 
         init_ray(opts.runtime)
@@ -368,13 +367,17 @@ class _RayExecutor:
         ctx = ray.data.DataContext.get_current()
         if not ctx.execution_no_progress_timeout_s or ctx.execution_no_progress_timeout_s > 600:
             ctx.execution_no_progress_timeout_s = 600  # as runtime.init_ray: fail a stuck pipeline in minutes
+        threads = opts.threads_per_actor or max(1, int(opts.cpus_per_actor))
+        device = "cuda" if cfg.num_gpus_per_actor > 0 else "cpu"
+        self.steps = [(cls, dict(kw[name], device=device, threads=threads))
+                      for cls, name in ((Generate, "generate"), (Score, "score"), (Label, "label"))
+                      if kw[name] is not None]
+        self.write_kwargs = kw["write"]
         self.cfg, self.opts = cfg, opts
-        self.steps: list[tuple[type, dict]] = []
-        self.write_kwargs: dict = {}
         # every pool holds at least one actor for the whole round: if their minimum does not fit
         # the cluster, Ray Data waits forever (the 2-CPU actor-pool deadlock)
         have = ray.cluster_resources()
-        self.pools = pools = 1 if cfg.fused else n_steps
+        pools = 1 if cfg.fused else len(self.steps)
         for res, per_actor in (("CPU", opts.cpus_per_actor), ("GPU", cfg.num_gpus_per_actor)):
             need = per_actor * pools
             if need > have.get(res, 0.0) + 1e-9:
@@ -388,16 +391,6 @@ class _RayExecutor:
         if cfg.num_gpus_per_actor > 0:
             fits = min(fits, int(have.get("GPU", 0.0) / (cfg.num_gpus_per_actor * pools) + 1e-9))
         self.min_actors = max(1, min(cfg.gen_actors, fits))
-
-    def bind(self, kw: dict[str, dict | None]) -> _RayExecutor:
-        """The steps' constructor kwargs (they need the burn-in's results)."""
-        threads = self.opts.threads_per_actor or max(1, int(self.opts.cpus_per_actor))
-        device = "cuda" if self.cfg.num_gpus_per_actor > 0 else "cpu"
-        self.steps = [(cls, dict(kw[name], device=device, threads=threads))
-                      for cls, name in ((Generate, "generate"), (Score, "score"), (Label, "label"))
-                      if kw[name] is not None]
-        self.write_kwargs = kw["write"]
-        return self
 
     def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
         import ray
@@ -463,7 +456,6 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     prev_threads = torch.get_num_threads()
     if opts.local_threads:
         torch.set_num_threads(opts.local_threads)
-    runs: dict[str, _RayExecutor | _LocalExecutor] = {}
     try:
         t0 = time.perf_counter()
         if man.burnin is None:
@@ -473,6 +465,7 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
         release_freed_memory()  # the burn-in's nets and batches are gone; keep the driver small
         burnin_s = time.perf_counter() - t0
         kw = _step_kwargs(inputs, cfg, burnin, out, image_shape, header)
+        runs: dict[str, _RayExecutor | _LocalExecutor] = {}
         t_main = time.perf_counter()
         skipped = len(man.records)
         done = draws = kept_now = in_driver = 0
@@ -496,12 +489,10 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
             # pipeline and its actors costs more than the draws (8 s vs 0.1 s for a 1-shard round at
             # M = 100k on 2 cores); both executors write identical shards, so the result is the same
             small = executor == "ray" and sum(s.n_draws for s in pending) <= cfg.shard_size and man.num_rounds > 1
-            if small:
-                runs.setdefault("local", _LocalExecutor(kw, local_device))
-            elif executor not in runs:
-                runs[executor] = (_RayExecutor(cfg, opts, len([k for k in ("generate", "score", "label") if kw[k]]))
-                                  .bind(kw) if executor == "ray" else _LocalExecutor(kw, local_device))
-            run = runs["local" if small else executor]
+            name = "local" if small else executor
+            if name not in runs:
+                runs[name] = _RayExecutor(kw, cfg, opts) if name == "ray" else _LocalExecutor(kw, local_device)
+            run = runs[name]
             t_round = time.perf_counter()
             for rec in run(pending):
                 man.mark_done(rec)
