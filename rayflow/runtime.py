@@ -68,10 +68,19 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
         # fake set took 16 s to read (V1: 0.75 s), in front of every student's training run.
         ctx.use_datasource_v2 = False
     if rt.quiet:
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per execution otherwise
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        ctx.enable_auto_log_stats = False
+        quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data logs every execution at INFO and draws progress bars; training and synth progress
+    lines are what users want. Per process: the driver calls it from init_ray, Train workers too."""
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per execution otherwise
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
 
 
 def _installed() -> bool:

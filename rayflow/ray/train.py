@@ -29,8 +29,7 @@ def _worker_loop(config: dict) -> dict:
     import ray.train
 
     torch.set_num_threads(config["threads"])
-    quiet_ray_data()
-    quiet_train_reports()
+    quiet_ray_worker()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     first, start_state = 0, None
@@ -101,18 +100,15 @@ def quiet_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def quiet_ray_data() -> None:
-    """Ray Data logs every (per-epoch) execution at INFO; training progress is what users want."""
-    import logging
+def quiet_ray_worker() -> None:
+    """Ray Data and Train V2 noise off in a Train worker (its own process, own DataContext)."""
     import warnings
 
-    import ray.data
+    from rayflow.runtime import quiet_ray_data
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    quiet_ray_data()
+    quiet_train_reports()
     warnings.filterwarnings("ignore", module=r"ray\..*")
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
 
 
 class ShardSource:
