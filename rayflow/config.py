@@ -106,14 +106,18 @@ class GANConfig(_Strict):
     ema_decay: float = Field(0.999, gt=0, lt=1)
     lecam: float = Field(0.0, ge=0, description="weight of the LeCam regulariser on D (limited data: ~0.1-0.5)")
     checkpoint_every: int = Field(500, gt=0)
-    select: Literal["best_fid", "best_consistency", "last"] = Field(
+    select: Literal["best_fid", "best_consistency", "last", "per_class"] = Field(
         "best_consistency", description="which checkpoint's EMA generator the pipeline uses (GAN training is not "
                                         "monotone): best_fid = lowest FID (teacher features, vs the real train "
                                         "images) among those with label consistency >= min_consistency; "
-                                        "best_consistency = the one the teacher agrees with most; or the last")
+                                        "best_consistency = the one the teacher agrees with most; last; or "
+                                        "per_class = best_fid decided class by class (each class from the "
+                                        "lowest-FID checkpoint where that class clears min_consistency), "
+                                        "against one collapsed class per checkpoint")
     recalibrate_bn: bool = Field(True, description="re-estimate the EMA generator's BN statistics from its own "
                                                    "samples before probing and sampling (standing statistics)")
-    min_consistency: float = Field(85.0, ge=0, le=100, description="label consistency floor (%) for best_fid")
+    min_consistency: float = Field(85.0, ge=0, le=100, description="label consistency floor (%) for best_fid "
+                                                                          "(per class for per_class)")
     seed: int = 0
 
 

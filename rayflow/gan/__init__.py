@@ -8,9 +8,10 @@ from .generator import CondGenerator, spatial_plan
 from .grid import save_grid_png
 from .losses import LeCam, d_loss, g_loss
 from .loop import GANState, build_gan, gan_step, generate, train_gan
+from .routed import ClassRoutedGenerator
 
 __all__ = [
-    "CondGenerator", "ProjectionDiscriminator", "EMA", "LeCam", "GANState", "build_gan", "d_loss",
+    "ClassRoutedGenerator", "CondGenerator", "ProjectionDiscriminator", "EMA", "LeCam", "GANState", "build_gan", "d_loss",
     "diff_augment", "g_loss", "gan_step", "generate", "recalibrate_bn", "save_grid_png",
     "spatial_plan", "train_gan", "unwrap",
 ]

@@ -219,13 +219,19 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
     candidates, probes = probe_checkpoints(ckpt_dirs, pcfg.gan, train, teacher_dir)
     chosen, chosen_dir = select_checkpoint(candidates, pcfg.gan.select, pcfg.gan.min_consistency)
     state = load_state(Path(chosen_dir) / "state.pt")
-    G = ema_generator(state, pcfg.gan, train)
     metrics = {**metrics, "probes": probes, "selected_step": int(chosen["step"]),
                "selected_label_consistency": chosen.get("label_consistency"),
                "selected_fid": chosen.get("fid_teacher_features")}
     log.info("[gan] using the EMA generator of step %d (select=%s, label consistency %s, FID %s)", chosen["step"],
              pcfg.gan.select, chosen.get("label_consistency"), chosen.get("fid_teacher_features"))
-    save_weights(for_sampling(G, pcfg.gan, train.num_classes).state_dict(), out / G_EMA)
+    G = for_sampling(ema_generator(state, pcfg.gan, train), pcfg.gan, train.num_classes)
+    if pcfg.gan.select == "per_class" and train.num_classes:
+        picks = select_per_class(candidates, pcfg.gan.min_consistency, train.num_classes)
+        metrics["route_steps"] = [int(m["step"]) for m, _ in picks]
+        G = routed_generator(picks, pcfg.gan, train)
+        log.info("[gan] per-class checkpoints (class: step): %s",
+                 ", ".join(f"{c}: {s}" for c, s in enumerate(metrics["route_steps"])))
+    save_weights(G.state_dict(), out / G_EMA)
     save_state(state, out / "gan_state.pt")
     for g in grids:
         (out / g.name).write_bytes(g.read_bytes())
@@ -246,31 +252,82 @@ def probe_checkpoints(dirs: list[Path], cfg: GANConfig, train: ImageSet,
         if teacher is not None:
             G = for_sampling(ema_generator(st, cfg, train), cfg, train.num_classes)
             q = consistency_probe(G, teacher, train.num_classes, real_u8=reals)
-            m.update({k: v for k, v in q.items() if not isinstance(v, list)})
-            log.info("[gan] checkpoint step %5d: label consistency %5.1f %%, FID (teacher features) %.2f",
-                     m["step"], m["label_consistency"], m["fid_teacher_features"])
+            m.update(q)
+            per = [v if v is not None else float("nan") for v in m.get("label_consistency_per_class") or [0.0]]
+            worst = int(np.nanargmin(per)) if per else 0
+            log.info("[gan] checkpoint step %5d: label consistency %5.1f %% (class %d worst: %.0f %%), "
+                     "FID (teacher features) %.2f", m["step"], m["label_consistency"], worst, per[worst],
+                     m["fid_teacher_features"])
         out.append((m, d))
         rows.append(m)
     return out, sorted(rows, key=lambda r: r["step"])
+
+
+def _consistency(m: dict, cls: int | None = None) -> float:
+    if cls is None:
+        return m.get("label_consistency", -1.0)
+    per = m.get("label_consistency_per_class") or []
+    return per[cls] if cls < len(per) and per[cls] is not None else -1.0
+
+
+def _lowest_fid_above(candidates: list[tuple[dict, object]], floor: float,
+                      cls: int | None = None) -> tuple[dict, object] | None:
+    ok = [c for c in candidates if "fid_teacher_features" in c[0] and _consistency(c[0], cls) >= floor]
+    return min(ok, key=lambda c: (c[0]["fid_teacher_features"], -c[0]["step"])) if ok else None
+
+
+def _most_consistent(candidates: list[tuple[dict, object]], cls: int | None = None) -> tuple[dict, object]:
+    return max(candidates, key=lambda c: (_consistency(c[0], cls), c[0]["step"]))
 
 
 def select_checkpoint(candidates: list[tuple[dict, object]], select: str,
                       min_consistency: float = 85.0) -> tuple[dict, object]:
     """(metrics, dir) of the chosen checkpoint (ties -> later step). GAN quality is not monotone in
     steps, so `last` can be a bad moment; and the most label-consistent checkpoint can be the most
-    collapsed one, which is why `best_fid` trades consistency (above a floor) for diversity."""
+    collapsed one, which is why `best_fid` trades consistency (above a floor) for diversity.
+    `per_class` gets best_fid's choice here (the state kept with the artifact)."""
     if not candidates:
         raise RuntimeError("the GAN run left no checkpoint")
     if select == "last" or not any("label_consistency" in m for m, _ in candidates):
         return max(candidates, key=lambda c: c[0]["step"])
-    if select == "best_fid":
-        ok = [c for c in candidates if "fid_teacher_features" in c[0]
-              and c[0].get("label_consistency", -1.0) >= min_consistency]
-        if ok:
-            return min(ok, key=lambda c: (c[0]["fid_teacher_features"], -c[0]["step"]))
+    if select in ("best_fid", "per_class"):
+        best = _lowest_fid_above(candidates, min_consistency)
+        if best is not None:
+            return best
         log.warning("[gan] no checkpoint reaches %.1f %% label consistency: using the most consistent one",
                     min_consistency)
-    return max(candidates, key=lambda c: (c[0].get("label_consistency", -1.0), c[0]["step"]))
+    return _most_consistent(candidates)
+
+
+def select_per_class(candidates: list[tuple[dict, object]], min_consistency: float,
+                     num_classes: int) -> list[tuple[dict, object]]:
+    """best_fid class by class: for class c, the lowest-FID checkpoint whose samples of c clear the
+    consistency floor, else the one most consistent on c. One (metrics, dir) per class."""
+    if not candidates:
+        raise RuntimeError("the GAN run left no checkpoint")
+    picks = []
+    for c in range(num_classes):
+        best = _lowest_fid_above(candidates, min_consistency, c)
+        if best is None:
+            best = _most_consistent(candidates, c)
+            log.warning("[gan] class %d reaches %.1f %% label consistency at no checkpoint: using step %d (%.1f %%)",
+                        c, min_consistency, best[0]["step"], _consistency(best[0], c))
+        picks.append(best)
+    return picks
+
+
+def routed_generator(picks: list[tuple[dict, object]], cfg: GANConfig, train: ImageSet) -> torch.nn.Module:
+    """One sampling-ready EMA generator per distinct checkpoint in `picks`, routed by class (or the
+    plain generator when every class picked the same checkpoint)."""
+    from rayflow.gan import ClassRoutedGenerator
+
+    steps = sorted({int(m["step"]) for m, _ in picks})
+    dirs = {int(m["step"]): d for m, d in picks}
+    gens = [for_sampling(ema_generator(load_state(Path(dirs[s]) / "state.pt"), cfg, train), cfg, train.num_classes)
+            for s in steps]
+    if len(gens) == 1:
+        return gens[0]
+    return ClassRoutedGenerator(gens, [steps.index(int(m["step"])) for m, _ in picks])
 
 
 def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifact:
@@ -279,7 +336,8 @@ def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifa
     # is named without them, so changing them re-probes the checkpoints instead of retraining.
     sampling_only = {"select", "min_consistency", "recalibrate_bn"}
     train_cfg = {"data": key_cfg["data"], "gan": pcfg.gan.model_dump(mode="json", exclude=sampling_only)}
-    name = f"{pcfg.name}-gan-{stage_key('gan', train_cfg, [teacher])}"
+    # nor after the pipeline's name: renaming a config must not throw away an hour of GAN training
+    name = f"gan-{stage_key('gan', train_cfg, [teacher])}"
     c, h, _ = splits.shape
 
     def build(out: Path) -> dict:
@@ -288,7 +346,8 @@ def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifa
         t0 = time.perf_counter()
         m = run_gan_training(pcfg, splits.train, str(teacher.path), name, out)
         (out / ARCH).write_text(json.dumps({"num_classes": splits.num_classes, "in_channels": c, "image_size": h,
-                                            "z_dim": pcfg.gan.z_dim, "g_channels": pcfg.gan.g_channels}))
+                                            "z_dim": pcfg.gan.z_dim, "g_channels": pcfg.gan.g_channels,
+                                            **({"route_steps": m["route_steps"]} if "route_steps" in m else {})}))
         from rayflow.stages.models_io import load_model
 
         G = load_generator(out)
@@ -300,18 +359,30 @@ def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifa
         if isinstance(curve, str):
             curve = json.loads(curve)
         return {"steps": pcfg.gan.steps, "selected_step": m.get("selected_step"), "wall_s": time.perf_counter() - t0,
+                **({"route_steps": m["route_steps"]} if "route_steps" in m else {}),
                 "curve": curve, **q}
 
     return run_stage(Path(pcfg.output_dir) / "artifacts", "gan", key_cfg, [teacher], build)
 
 
 def load_generator(gan_dir: str | Path) -> torch.nn.Module:
+    """The sampling generator of a GAN artifact: one EMA generator, or one per checkpoint routed by
+    class when the artifact was selected per class (`route_steps` in its gan.json)."""
     from rayflow.checkpoint import load_into, load_weights
-    from rayflow.gan import CondGenerator
+    from rayflow.gan import ClassRoutedGenerator, CondGenerator
 
     d = Path(gan_dir)
     arch = json.loads((d / ARCH).read_text())
-    G = CondGenerator(arch["num_classes"], z_dim=arch["z_dim"], out_channels=arch["in_channels"],
-                      image_size=arch["image_size"], base_channels=arch["g_channels"])
+
+    def one() -> CondGenerator:
+        return CondGenerator(arch["num_classes"], z_dim=arch["z_dim"], out_channels=arch["in_channels"],
+                             image_size=arch["image_size"], base_channels=arch["g_channels"])
+
+    route_steps = arch.get("route_steps")
+    if route_steps and len(set(route_steps)) > 1:
+        steps = sorted(set(route_steps))
+        G = ClassRoutedGenerator([one() for _ in steps], [steps.index(s) for s in route_steps])
+    else:
+        G = one()
     load_into(G, load_weights(d / G_EMA), str(d / G_EMA))
     return unwrap(G).eval()

@@ -56,11 +56,12 @@ def train_stages(cfg: PipelineConfig, splits: Splits, requests: list[StageReques
         return found
     c, h, _ = splits.shape
     # Ray Train runs are named after the artifact keys: a killed run of the same stages resumes
-    # from its last checkpoint, and a changed config never picks up a stale one.
-    names = [f"{cfg.name}-{keyed[i][0].stage}-{stage_key(keyed[i][0].stage, keyed[i][1], keyed[i][0].inputs)}"
+    # from its last checkpoint, and a changed config never picks up a stale one (the pipeline's
+    # name is left out: renaming a config keeps its runs).
+    names = [f"{keyed[i][0].stage}-{stage_key(keyed[i][0].stage, keyed[i][1], keyed[i][0].inputs)}"
              for i in todo]
     run_name = names[0] if len(names) == 1 else \
-        f"{cfg.name}-batch-{hashlib.sha256(' '.join(names).encode()).hexdigest()[:12]}"
+        f"batch-{hashlib.sha256(' '.join(names).encode()).hexdigest()[:12]}"
     jobs = []
     for i in todo:
         r = keyed[i][0]
