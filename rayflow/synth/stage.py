@@ -316,23 +316,13 @@ class _StepsThenWrite:
     Writing inside the last pool instead of a separate task operator saves a worker process per
     round; on a busy 2-core machine each extra process costs seconds of start-up. With
     ``synth.fused`` this one actor runs every step (generate -> score -> label -> write).
-    A ``burnin`` column (``BurninStats`` as JSON, from :class:`_RayExecutor`) hands the steps the
-    burn-in results, so the actors can start, and load their nets, while the driver still computes them.
     """
 
     def __init__(self, steps: list[tuple[type, dict]], write_kwargs: dict):
         self.steps = [cls(**kwargs) for cls, kwargs in steps]
         self.write_kwargs = write_kwargs
-        self._burnin: str | None = None
 
     def __call__(self, batch: dict) -> dict:
-        burnin = batch.pop("burnin", None)
-        if burnin is not None and len(burnin) and str(burnin[0]) != self._burnin:
-            self._burnin = str(burnin[0])
-            stats = json.loads(self._burnin)
-            for step in self.steps:
-                if hasattr(step, "use_burnin"):
-                    step.use_burnin(stats)
         for step in self.steps:
             batch = step(batch)
         out = write_shards(batch, **self.write_kwargs)
@@ -356,36 +346,16 @@ class _LocalExecutor:
             yield from (_record({k: v[i] for k, v in summary.items()}) for i in range(len(summary["shard_id"])))
 
 
-def _feed(queue: Any) -> Callable[[dict], Iterator[dict]]:
-    """Ray Data source of the long-lived pipeline: yields the work items the driver puts into
-    ``queue`` (a ``ray.util.queue.Queue``), one block per shard, until it puts ``None``."""
-
-    def feed(_: dict) -> Iterator[dict]:
-        while True:
-            item = queue.get()
-            if item is None:
-                return
-            yield {k: np.array([v]) for k, v in item.items()}
-
-    return feed
-
-
 class _RayExecutor:
-    """One long-lived Ray Data pipeline for all rounds: a queue-fed source -> actor pool(s) of up to
+    """One Ray Data pipeline per round over ``from_items(shards)``, actor pools of up to
     ``cfg.gen_actors`` actors with fractional CPUs (all started at once when they fit with a CPU to
-    spare, else autoscaling from 1); the driver receives one small summary row per written shard.
-
-    Why a queue rather than one ``from_items`` dataset per round: actor start-up (a fresh process
-    importing torch and ray.data, ≈ 11 s on 2 busy cores) is then paid once, and :meth:`start`
-    begins it before the burn-in, which the driver computes meanwhile; the burn-in results reach the
-    actors with the work items (``burnin`` column, see :class:`_StepsThenWrite`).
+    spare, else autoscaling from 1); the driver only receives one small summary row per written shard.
 
     ``synth.fused`` (default): one pool whose actors run Generate -> Score -> Label -> write on a
     whole shard. Every step is model inference on the same device, so splitting them buys no
     placement freedom but costs a process per step and an object-store copy of every image between
     steps; fused actors scale by running more shards at once. ``fused: false``: one pool per step
-    (Generate -> Score -> Label+write), for clusters where the steps want different resources;
-    their constructors take the burn-in results, so that layout starts after the burn-in.
+    (Generate -> Score -> Label+write), for clusters where the steps want different resources.
     """
 
     def __init__(self, kw: dict[str, dict | None], cfg: SynthConfig, opts: SynthOptions):
@@ -404,7 +374,7 @@ class _RayExecutor:
                       if kw[name] is not None]
         self.write_kwargs = kw["write"]
         self.cfg, self.opts = cfg, opts
-        # every pool holds at least one actor for the whole run: if their minimum does not fit
+        # every pool holds at least one actor for the whole round: if their minimum does not fit
         # the cluster, Ray Data waits forever (the 2-CPU actor-pool deadlock)
         have = ray.cluster_resources()
         pools = 1 if cfg.fused else len(self.steps)
@@ -415,21 +385,18 @@ class _RayExecutor:
                                  f"({per_actor:g} per actor, at least one actor each) but the Ray cluster has "
                                  f"{have.get(res, 0.0):g}; lower {'cpus_per_actor' if res == 'CPU' else 'synth.num_gpus_per_actor'}")
         # start every actor at once when they fit with a CPU to spare for Ray Data's own tasks: the
-        # autoscaler adds the 2nd actor only after the 1st is busy, seconds of one idle core
+        # autoscaler adds the 2nd actor only after the 1st is busy, seconds of one idle core per round
         # (a pool that takes *all* CPUs is the deadlock above, so the spare CPU is not optional)
         fits = int((have.get("CPU", 0.0) - 1.0) / (opts.cpus_per_actor * pools) + 1e-9)
         if cfg.num_gpus_per_actor > 0:
             fits = min(fits, int(have.get("GPU", 0.0) / (cfg.num_gpus_per_actor * pools) + 1e-9))
         self.min_actors = max(1, min(cfg.gen_actors, fits))
-        self._queue: Any = None
-        self._records: Any = None
-        self._thread: Any = None
-        self.burnin: dict | None = None
 
-    def _pools(self, ds: Any) -> Any:
-        """``ds`` (work items) through the actor pool(s), ending in one summary row per shard."""
+    def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
+        import ray
         from ray.data import ActorPoolStrategy
 
+        ds = ray.data.from_items([s.item() for s in specs], override_num_blocks=len(specs))
         # Generate gets one work item (one shard) per call; later steps a whole block (whole shards)
         pools = [self.steps] if self.cfg.fused else [[step] for step in self.steps]
         for i, steps in enumerate(pools):
@@ -439,76 +406,8 @@ class _RayExecutor:
             ds = ds.map_batches(cls, batch_size=1 if i == 0 else None, fn_constructor_kwargs=kwargs,
                                 compute=ActorPoolStrategy(min_size=self.min_actors, max_size=self.cfg.gen_actors),
                                 num_cpus=self.opts.cpus_per_actor, num_gpus=self.cfg.num_gpus_per_actor)
-        return ds
-
-    @staticmethod
-    def _summaries(ds: Any) -> Iterator[dict]:
-        # whole blocks, no prefetch: iter_rows holds the newest block back until the next one
-        # arrives, and the last shard of a round would wait for the next round forever
-        for b in ds.iter_batches(batch_size=None, prefetch_batches=0, batch_format="numpy"):
-            for i in range(len(b["shard_id"])):
-                yield _record({k: v[i] for k, v in b.items()})
-
-    def start(self) -> None:
-        """Builds the long-lived (fused) pipeline and starts its actors; idempotent, and a no-op
-        for the staged layout (one pipeline per round: its later pools need whole-shard blocks,
-        which the one-item blocks of the queue-fed source would split)."""
-        if self._thread is not None or not self.cfg.fused:
-            return
-        import queue
-        import threading
-
-        import ray
-        from ray.util.queue import Queue
-
-        self._queue = Queue(actor_options={"num_cpus": 0})
-        ds = ray.data.from_items([{"start": 0}]).map_batches(_feed(self._queue), batch_size=1, num_cpus=0)
-        ds.context.target_max_block_size = 1  # every work item its own block: shards spread over the actors
-        ds = self._pools(ds)
-        self._records = queue.Queue()
-
-        def consume() -> None:
-            try:
-                for rec in self._summaries(ds):
-                    self._records.put(rec)
-            except BaseException as e:  # handed to the driver's thread
-                self._records.put(e)
-            self._records.put(None)
-
-        self._thread = threading.Thread(target=consume, name="rayflow-synth-pipeline", daemon=True)
-        self._thread.start()
-
-    def __call__(self, specs: list[ShardSpec]) -> Iterator[dict]:
-        if self.burnin is None:
-            raise SynthError("internal: the Ray synth executor got work before the burn-in results")
-        burnin = json.dumps(self.burnin, sort_keys=True)
-        items = [{**s.item(), "burnin": burnin} for s in specs]
-        if not self.cfg.fused:
-            import ray
-
-            yield from self._summaries(self._pools(ray.data.from_items(items, override_num_blocks=len(items))))
-            return
-        self.start()
-        for item in items:
-            self._queue.put(item)
-        for _ in specs:
-            rec = self._records.get()
-            if isinstance(rec, BaseException):
-                raise SynthError(f"the Ray Data synth pipeline failed: {rec}") from rec
-            if rec is None:
-                return  # ended early: the driver reports the shards left without a summary
-            yield rec
-
-    def close(self) -> None:
-        """Ends the pipeline (its source returns) and waits for it to drain."""
-        if self._thread is None:
-            return
-        try:
-            self._queue.put(None)
-        except Exception:  # the queue actor is already gone (Ray shut down): nothing to end
-            pass
-        self._thread.join(timeout=60)
-        self._thread = None
+        for row in ds.iter_rows():
+            yield _record(row)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,20 +456,16 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     prev_threads = torch.get_num_threads()
     if opts.local_threads:
         torch.set_num_threads(opts.local_threads)
-    runs: dict[str, _RayExecutor | _LocalExecutor] = {}
     try:
         t0 = time.perf_counter()
         if man.burnin is None:
-            if executor == "ray" and cfg.fused:  # its actors start while this process does the burn-in
-                runs["ray"] = _RayExecutor(_step_kwargs(inputs, cfg, BurninStats(), out, image_shape, header),
-                                           cfg, opts)
-                runs["ray"].start()
             man.burnin = (inputs.burnin or compute_burnin(inputs, cfg, device=local_device)).to_dict()
             man.save()
         burnin = BurninStats.from_dict(man.burnin)
         release_freed_memory()  # the burn-in's nets and batches are gone; keep the driver small
         burnin_s = time.perf_counter() - t0
         kw = _step_kwargs(inputs, cfg, burnin, out, image_shape, header)
+        runs: dict[str, _RayExecutor | _LocalExecutor] = {}
         t_main = time.perf_counter()
         skipped = len(man.records)
         done = draws = kept_now = in_driver = 0
@@ -598,8 +493,6 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
             if name not in runs:
                 runs[name] = _RayExecutor(kw, cfg, opts) if name == "ray" else _LocalExecutor(kw, local_device)
             run = runs[name]
-            if isinstance(run, _RayExecutor):
-                run.burnin = burnin.to_dict()
             t_round = time.perf_counter()
             for rec in run(pending):
                 man.mark_done(rec)
@@ -625,9 +518,6 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
                       f"draws/s ({'top-up in the driver' if small else executor})", flush=True)
     finally:
         torch.set_num_threads(prev_threads)
-        for run in runs.values():
-            if isinstance(run, _RayExecutor):
-                run.close()
     wall = time.perf_counter() - t_start
     drawn, accepted, kept = (man.per_class(f) for f in ("n_draws", "n_accepted", "n_kept"))
     return {

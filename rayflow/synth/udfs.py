@@ -146,11 +146,6 @@ class Score(_Step):
     def set_max_ratio(self, max_ratio: Sequence[float]) -> None:
         self.sampler = RejectionSampler(burnin_max=dict(enumerate(float(m) for m in max_ratio)), seed=self.seed)
 
-    def use_burnin(self, stats: dict) -> None:
-        """Takes M̄ from burn-in results that arrived after construction (``BurninStats.to_dict()``)."""
-        if stats.get("max_ratio") is not None:
-            self.set_max_ratio(stats["max_ratio"])
-
     def ratios(self, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
         """Density ratios (float32) of uint8 ``images`` under ``labels``, in sub-batches of ``batch_size``."""
         out = []
@@ -196,11 +191,6 @@ class Label(_Step):
         self.num_classes = int(num_classes)
         self.cutoffs = None if cutoffs is None else np.asarray(cutoffs, np.float64)
         self.relabel = bool(relabel)
-
-    def use_burnin(self, stats: dict) -> None:
-        """Takes the filter cutoffs from burn-in results that arrived after construction (None: no filter)."""
-        cutoffs = stats.get("cutoffs")
-        self.cutoffs = None if cutoffs is None else np.asarray(cutoffs, np.float64)
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> np.ndarray:
