@@ -101,8 +101,18 @@ def write_report(results: dict, path: str | Path) -> Path:
                                   ("fake_label_consistency", "fake labels agree with teacher %"), ("m", "M")]))
     gan = results.get("gan") or {}
     if gan:
-        parts.append("<h2>cGAN</h2>" + _table([gan], [("steps", "steps"), ("label_consistency", "label consistency %"),
+        parts.append("<h2>cGAN</h2>" + _table([gan], [("steps", "steps"), ("selected_step", "checkpoint used"),
+                     ("label_consistency", "label consistency %"),
                      ("fid_teacher_features", "FID (teacher features)"), ("wall_s", "wall s")]))
+        per_class = gan.get("label_consistency_per_class") or []
+        routes = gan.get("route_steps") or []
+        if per_class:
+            rows = [{"class": c, "label consistency %": v, **({"checkpoint": routes[c]} if c < len(routes) else {})}
+                    for c, v in enumerate(per_class)]
+            cols = [("class", "class"), ("label consistency %", "label consistency %")]
+            if routes:
+                cols.append(("checkpoint", "checkpoint (gan.select: per_class)"))
+            parts.append("<h3>Per class</h3>" + _table(rows, cols))
         parts.append(_curve_plot(gan.get("curve", [])))
     if results.get("synth"):
         parts.append("<h2>Synthetic data</h2>" + _acceptance_plot(results["synth"]))

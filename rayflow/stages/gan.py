@@ -225,7 +225,7 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
     log.info("[gan] using the EMA generator of step %d (select=%s, label consistency %s, FID %s)", chosen["step"],
              pcfg.gan.select, chosen.get("label_consistency"), chosen.get("fid_teacher_features"))
     G = for_sampling(ema_generator(state, pcfg.gan, train), pcfg.gan, train.num_classes)
-    if pcfg.gan.select == "per_class" and train.num_classes:
+    if pcfg.gan.select == "per_class" and any("label_consistency_per_class" in m for m, _ in candidates):
         picks = select_per_class(candidates, pcfg.gan.min_consistency, train.num_classes)
         metrics["route_steps"] = [int(m["step"]) for m, _ in picks]
         G = routed_generator(picks, pcfg.gan, train)
