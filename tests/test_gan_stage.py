@@ -1,6 +1,7 @@
 """cGAN stage: Ray Train (DDP-ready) driver checkpoints, and a restarted run resumes."""
 
 import pytest
+import torch
 
 from rayflow.config import load_config
 from rayflow.stages.gan import run_gan_training
@@ -24,6 +25,18 @@ def test_gan_training_checkpoints_and_resumes(executor, tmp_path, digits, reques
     second = run_gan_training(_cfg(tmp_path, executor, 30), digits.train, None, "gan-resume", out2)
     assert second["step"] == 30
     assert [c["step"] for c in second["curve"]] == [30]
+
+
+def test_same_config_trains_the_same_gan(tmp_path, digits):
+    from safetensors.torch import load_file
+
+    outs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        out.mkdir()
+        run_gan_training(_cfg(tmp_path, "local", 10), digits.train, None, f"gan-same-{run}", out)
+        outs.append(load_file(out / "g_ema.safetensors"))
+    assert outs[0].keys() == outs[1].keys() and all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
 
 def test_select_checkpoint_prefers_label_consistency():

@@ -83,6 +83,9 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
         log.info("[%s] resuming GAN from step %d", name, state.step)
     state.G, state.D = prepare(state.G), prepare(state.D)
     rng = np.random.default_rng((cfg.seed, rank, state.step))
+    # z and DiffAugment draw from the global torch RNG: seeded the same way, so the same config
+    # trains the same GAN (a resumed run continues from a seed of its resume step)
+    torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rank, state.step]).generate_state(1)[0]))
     per_worker = max(1, cfg.batch_size // world)
 
     def sample_real(n: int):
