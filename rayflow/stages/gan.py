@@ -227,13 +227,14 @@ def run_gan_training(pcfg: PipelineConfig, train: ImageSet, teacher_dir: str | N
                "selected_fid": chosen.get("fid_teacher_features")}
     log.info("[gan] using the EMA generator of step %d (select=%s, label consistency %s, FID %s)", chosen["step"],
              pcfg.gan.select, chosen.get("label_consistency"), chosen.get("fid_teacher_features"))
-    G = for_sampling(ema_generator(state, pcfg.gan, train), pcfg.gan, train.num_classes)
     if pcfg.gan.select == "per_class" and any("label_consistency_per_class" in m for m, _ in candidates):
         picks = select_per_class(candidates, pcfg.gan.min_consistency, train.num_classes)
         metrics["route_steps"] = [int(m["step"]) for m, _ in picks]
         G = routed_generator(picks, pcfg.gan, train)
         log.info("[gan] per-class checkpoints (class: step): %s",
                  ", ".join(f"{c}: {s}" for c, s in enumerate(metrics["route_steps"])))
+    else:
+        G = for_sampling(ema_generator(state, pcfg.gan, train), pcfg.gan, train.num_classes)
     save_weights(G.state_dict(), out / G_EMA)
     save_state(state, out / "gan_state.pt")
     for g in grids:
@@ -256,8 +257,8 @@ def probe_checkpoints(dirs: list[Path], cfg: GANConfig, train: ImageSet,
             G = for_sampling(ema_generator(st, cfg, train), cfg, train.num_classes)
             q = consistency_probe(G, teacher, train.num_classes, real_u8=reals)
             m.update(q)
-            per = [v if v is not None else float("nan") for v in m.get("label_consistency_per_class") or [0.0]]
-            worst = int(np.nanargmin(per)) if per else 0
+            per = [np.nan if v is None else v for v in m["label_consistency_per_class"]]
+            worst = int(np.nanargmin(per))
             log.info("[gan] checkpoint step %5d: label consistency %5.1f %% (class %d worst: %.0f %%), "
                      "FID (teacher features) %.2f", m["step"], m["label_consistency"], worst, per[worst],
                      m["fid_teacher_features"])
@@ -324,13 +325,18 @@ def routed_generator(picks: list[tuple[dict, object]], cfg: GANConfig, train: Im
     plain generator when every class picked the same checkpoint)."""
     from rayflow.gan import ClassRoutedGenerator
 
-    steps = sorted({int(m["step"]) for m, _ in picks})
+    steps, routes = _route_plan([int(m["step"]) for m, _ in picks])
     dirs = {int(m["step"]): d for m, d in picks}
     gens = [for_sampling(ema_generator(load_state(Path(dirs[s]) / "state.pt"), cfg, train), cfg, train.num_classes)
             for s in steps]
-    if len(gens) == 1:
-        return gens[0]
-    return ClassRoutedGenerator(gens, [steps.index(int(m["step"])) for m, _ in picks])
+    return gens[0] if len(gens) == 1 else ClassRoutedGenerator(gens, routes)
+
+
+def _route_plan(route_steps: list[int]) -> tuple[list[int], list[int]]:
+    """(distinct checkpoint steps, ascending; per class the index of its step among them): the
+    layout of a ClassRoutedGenerator's ``generators``, shared by building and loading one."""
+    steps = sorted(set(route_steps))
+    return steps, [steps.index(s) for s in route_steps]
 
 
 def gan_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact) -> Artifact:
@@ -381,11 +387,7 @@ def load_generator(gan_dir: str | Path) -> torch.nn.Module:
         return CondGenerator(arch["num_classes"], z_dim=arch["z_dim"], out_channels=arch["in_channels"],
                              image_size=arch["image_size"], base_channels=arch["g_channels"])
 
-    route_steps = arch.get("route_steps")
-    if route_steps and len(set(route_steps)) > 1:
-        steps = sorted(set(route_steps))
-        G = ClassRoutedGenerator([one() for _ in steps], [steps.index(s) for s in route_steps])
-    else:
-        G = one()
+    steps, routes = _route_plan(arch.get("route_steps") or [])
+    G = ClassRoutedGenerator([one() for _ in steps], routes) if len(steps) > 1 else one()
     load_into(G, load_weights(d / G_EMA), str(d / G_EMA))
     return unwrap(G).eval()
