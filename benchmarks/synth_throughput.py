@@ -39,7 +39,7 @@ def make_nets(root: Path) -> None:
     from rayflow.config import ModelConfig
     from rayflow.dre import RatioMLP
     from rayflow.models import build_model
-    from rayflow.stages.models_io import save_model
+    from rayflow.models.io import save_model
     from rayflow.synth import GeneratorSpec
 
     torch.manual_seed(0)

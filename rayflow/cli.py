@@ -11,6 +11,8 @@ from pathlib import Path
 from rayflow.checkpoint import CheckpointError
 from rayflow.config import ConfigError, PipelineConfig, load_config
 from rayflow.data.imageset import DataError
+from rayflow.executors.base import PoolError
+from rayflow.store import StoreError
 from rayflow.synth.manifest import SynthError
 
 PACKAGED = Path(__file__).parent / "configs"
@@ -47,13 +49,13 @@ def cmd_train(args, which: str) -> int:
 
     p = Pipeline(_cfg(args))
     art = p.teacher() if which == "teacher" else p.nokd(seed=p.cfg.seeds[0])
-    _print_metrics(f"{which} ({art.path}{', cached' if art.reused else ''})", art.metrics)
+    _print_metrics(f"{which} ({art.uri}{', cached' if art.reused else ''})", art.metrics)
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from rayflow.data import load_splits
-    from rayflow.stages.models_io import load_model
+    from rayflow.models.io import load_model
     from rayflow.train.loop import evaluate
     from rayflow.train.tasks import Task
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 "evaluate": cmd_evaluate, "run": cmd_run, "demo": cmd_demo, "diagnose": cmd_diagnose}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DataError, CheckpointError, SynthError) as e:
+    except (ConfigError, DataError, CheckpointError, SynthError, PoolError, StoreError) as e:
         print(f"rayflow: error: {e}", file=sys.stderr)
         return 2
 

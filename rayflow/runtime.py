@@ -83,6 +83,28 @@ def quiet_ray_data() -> None:
     ctx.enable_auto_log_stats = False
 
 
+def quiet_train_reports() -> None:
+    """Train V2 logs every ``ray.train.report`` at INFO with its whole metrics dict (our GAN
+    metrics carry the training curve, so the line grows with every checkpoint) under a logger
+    named by file path, which ``LoggingConfig(log_level=...)`` does not reach."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def quiet_ray_worker() -> None:
+    """Ray Data and Train V2 noise off in a Train worker (its own process, own DataContext)."""
+    import warnings
+
+    quiet_ray_data()
+    quiet_train_reports()
+    warnings.filterwarnings("ignore", module=r"ray\..*")
+
+
 def _installed() -> bool:
     from importlib.metadata import PackageNotFoundError, distribution
 

@@ -7,52 +7,26 @@ import textwrap
 import pytest
 import torch
 
-from rayflow.artifacts import run_stage, stage_key
+from rayflow.store import ArtifactStore
 from rayflow.checkpoint import CheckpointError, load_state, load_weights, save_state, save_weights
-
-
-def test_rerun_reuses_cached_artifact(tmp_path):
-    calls = []
-
-    def build(d):
-        calls.append(d)
-        (d / "x.txt").write_text("hi")
-        return {"acc": 1.0}
-
-    a = run_stage(tmp_path, "s", {"lr": 1}, [], build)
-    b = run_stage(tmp_path, "s", {"lr": 1}, [], build)
-    assert len(calls) == 1 and b.reused and b.path == a.path and b.metrics == {"acc": 1.0}
-    c = run_stage(tmp_path, "s", {"lr": 2}, [], build)
-    assert len(calls) == 2 and c.path != a.path
-    d = run_stage(tmp_path, "t", {"lr": 1}, [a], build)
-    assert d.key == stage_key("t", {"lr": 1}, [a]) != stage_key("t", {"lr": 1}, [c])
-
-
-def test_failed_build_leaves_nothing(tmp_path):
-    def build(d):
-        (d / "half.bin").write_bytes(b"x")
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        run_stage(tmp_path, "s", {}, [], build)
-    assert list((tmp_path / "s").iterdir()) == []
 
 
 def test_killed_writer_leaves_no_half_artifact(tmp_path):
     script = textwrap.dedent(f"""
-        import os, signal, pathlib
-        from rayflow.artifacts import run_stage
+        import os, signal
+        from rayflow.store import ArtifactStore
         def build(d):
             (d / "half.bin").write_bytes(b"x" * 1000)
             os.kill(os.getpid(), signal.SIGKILL)
-        run_stage({str(tmp_path)!r}, "s", {{}}, [], build)
+        ArtifactStore({str(tmp_path)!r}).build("s", "k1", build)
     """)
     r = subprocess.run([sys.executable, "-c", script])
     assert r.returncode == -9
-    leftovers = list((tmp_path / "s").iterdir())
-    assert all(p.name.startswith(".tmp-") for p in leftovers)  # never a final-looking dir
-    art = run_stage(tmp_path, "s", {}, [], lambda d: {"ok": 1})
-    assert not art.reused and not any(p.name.startswith(".tmp-") for p in (tmp_path / "s").iterdir())
+    store = ArtifactStore(str(tmp_path))
+    assert store.lookup("s", "k1") is None  # what the killed run left is never taken for a result
+    art = store.build("s", "k1", lambda d: {"ok": 1})
+    assert not art.reused and art.metrics == {"ok": 1}
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "artifacts" / "s").iterdir())
 
 
 def test_corrupt_checkpoints_give_clear_errors(tmp_path):
@@ -73,7 +47,7 @@ def test_corrupt_checkpoints_give_clear_errors(tmp_path):
 def test_model_artifact_mismatch_is_clear(tmp_path):
     from rayflow.config import ModelConfig
     from rayflow.models import build_model
-    from rayflow.stages.models_io import load_model, save_model
+    from rayflow.models.io import load_model, save_model
 
     m = build_model("mlp", in_channels=1, image_size=8, num_outputs=3)
     save_model(tmp_path, m.state_dict(), ModelConfig(name="mlp"), 1, 8, 3)

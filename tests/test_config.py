@@ -63,20 +63,23 @@ def test_unknown_model_named_before_any_compute():
         load_config(None, ["student.model.name=resnet9000"])
 
 
-def test_baseline_steps_apply_to_nokd_and_blkd_only(tmp_path):
+def test_baseline_steps_apply_to_nokd_and_blkd_only():
     """The baselines stop at their own step count; students that see extra images keep the shared one."""
-    from rayflow.artifacts import Artifact
-    from rayflow.pipeline import Pipeline
+    from rayflow.ablation import CGAN_KD
+    from rayflow.stages.graph import Node, node_key, view
+    from rayflow.stages.supervised import spec_of
 
-    teacher = Artifact("teacher", "k", tmp_path)
+    def spec(cfg, node):
+        return spec_of(node, view(cfg, node)).train
+
     cfg = load_config("rayflow/configs/tiny.yaml", ["baseline_steps=7", "student.train.steps=50"])
-    p = Pipeline(cfg)
-    assert p._nokd(1).spec.train.steps == 7 and p._nokd(1).spec.train.seed == 1
-    assert p._blkd(0, teacher).spec.train.steps == 7
-    assert p._cgankd(0, teacher, Artifact("synth", "s", tmp_path), orig_labels=False, kd=True).spec.train.steps == 50
-    default = Pipeline(load_config("rayflow/configs/tiny.yaml", ["student.train.steps=50"]))
-    assert default._nokd(0).spec.train.steps == 50  # None: the students' steps
+    nokd, blkd = Node.of("nokd", seed=1), Node.of("blkd", seed=0)
+    assert spec(cfg, nokd).steps == 7 and spec(cfg, nokd).seed == 1
+    assert spec(cfg, blkd).steps == 7
+    assert spec(cfg, CGAN_KD.student(0)).steps == 50
+    default = load_config("rayflow/configs/tiny.yaml", ["student.train.steps=50"])
+    assert spec(default, nokd).steps == 50  # None: the students' steps
     # a baseline-steps change is a different NOKD artifact, not a stale cache hit
-    assert p._nokd(0).key_config(cfg) != default._nokd(0).key_config(default.cfg)
+    assert node_key(cfg, nokd) != node_key(default, nokd)
     with pytest.raises(ConfigError, match="baseline_steps"):
         load_config("rayflow/configs/tiny.yaml", ["baseline_steps=0"])

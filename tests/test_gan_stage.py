@@ -1,10 +1,11 @@
-"""cGAN stage: Ray Train (DDP-ready) driver checkpoints, and a restarted run resumes."""
+"""cGAN training on both executors: checkpoints, resume from the committed record, selection."""
 
 import pytest
 import torch
 
-from rayflow.config import load_config
-from rayflow.stages.gan import run_gan_training
+from rayflow.config import ScalingConfig, load_config
+from rayflow.executors import get_executor
+from rayflow.gan.training import gan_worker
 
 
 def _cfg(tmp_path, executor, steps):
@@ -12,35 +13,61 @@ def _cfg(tmp_path, executor, steps):
                                                       f"gan.steps={steps}", "gan.checkpoint_every=10"])
 
 
+def _train(cfg, train, name):
+    """One GAN training run on the config's executor: the FitResult (committed checkpoints)."""
+    return get_executor(cfg.runtime).fit(gan_worker, {"gan": cfg.gan, "train": train, "teacher_dir": None,
+                                                      "name": name}, name=name, scaling=ScalingConfig(),
+                                         storage=(str(cfg.output_dir), None), keep=None)
+
+
+def _steps(res):
+    out = []
+    for ck in res.checkpoints:
+        with ck.open() as d:
+            out.append((int(torch.load(d / "state.pt", weights_only=True)["step"]),
+                        sorted(p.name for p in d.glob("samples_*.png"))))
+    return out
+
+
 @pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
 def test_gan_training_checkpoints_and_resumes(executor, tmp_path, digits, request):
     if executor == "ray":
         request.getfixturevalue("ray_session")
-    out1, out2 = tmp_path / "a", tmp_path / "b"
-    out1.mkdir(), out2.mkdir()
-    first = run_gan_training(_cfg(tmp_path, executor, 20), digits.train, None, "gan-resume", out1)
-    assert first["step"] == 20 and (out1 / "g_ema.safetensors").is_file()
-    assert sorted(p.name for p in out1.glob("samples_*.png"))[-1] == "samples_step000020.png"
+    first = _train(_cfg(tmp_path, executor, 20), digits.train, "gan-resume")
+    assert first.return_value["step"] == 20
+    assert _steps(first) == [(10, ["samples_step000010.png"]), (20, ["samples_step000020.png"])]
     # Same run name, longer schedule: picks up the step-20 checkpoint and runs only 10 more steps.
-    second = run_gan_training(_cfg(tmp_path, executor, 30), digits.train, None, "gan-resume", out2)
-    assert second["step"] == 30
-    assert [c["step"] for c in second["curve"]] == [30]
+    second = _train(_cfg(tmp_path, executor, 30), digits.train, "gan-resume")
+    assert second.return_value["step"] == 30
+    assert [c["step"] for c in second.return_value["curve"]] == [30]
+    assert [s for s, _ in _steps(second)] == [10, 20, 30]
+
+
+def test_local_resume_ignores_checkpoints_outside_the_record(tmp_path, digits):
+    """A checkpoint directory a killed run wrote after its last record update is never resumed
+    from nor offered to the selection (the reliability issue's orphaned step-60 case)."""
+    import shutil
+
+    cfg = _cfg(tmp_path, "local", 20)
+    first = _train(cfg, digits.train, "gan-orphan")
+    run = tmp_path / "gan-orphan"
+    shutil.copytree(run / "checkpoint_000000", run / "checkpoint_000002")  # step 10 again, not in the record
+    second = _train(_cfg(tmp_path, "local", 30), digits.train, "gan-orphan")
+    assert [c["step"] for c in second.return_value["curve"]] == [30]  # resumed from 20, the record's newest
+    assert [s for s, _ in _steps(second)] == [10, 20, 30] and len(first.checkpoints) == 2
 
 
 def test_same_config_trains_the_same_gan(tmp_path, digits):
-    from safetensors.torch import load_file
-
     outs = []
     for run in ("a", "b"):
-        out = tmp_path / run
-        out.mkdir()
-        run_gan_training(_cfg(tmp_path, "local", 10), digits.train, None, f"gan-same-{run}", out)
-        outs.append(load_file(out / "g_ema.safetensors"))
+        res = _train(_cfg(tmp_path, "local", 10), digits.train, f"gan-same-{run}")
+        with res.checkpoints[-1].open() as d:
+            outs.append(torch.load(d / "state.pt", weights_only=True)["G_ema"]["model"])
     assert outs[0].keys() == outs[1].keys() and all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
 
 def test_select_checkpoint_prefers_label_consistency():
-    from rayflow.stages.gan import select_checkpoint
+    from rayflow.gan.selection import select_checkpoint
 
     cands = [({"step": 1000, "label_consistency": 77.0}, "a"), ({"step": 4000, "label_consistency": 98.9}, "b"),
              ({"step": 5000, "label_consistency": 81.4}, "c")]
@@ -50,7 +77,7 @@ def test_select_checkpoint_prefers_label_consistency():
 
 
 def test_select_checkpoint_best_fid_respects_the_consistency_floor():
-    from rayflow.stages.gan import select_checkpoint
+    from rayflow.gan.selection import select_checkpoint
 
     cands = [({"step": 1000, "label_consistency": 70.0, "fid_teacher_features": 3.0}, "a"),
              ({"step": 2000, "label_consistency": 90.0, "fid_teacher_features": 6.0}, "b"),
@@ -65,7 +92,7 @@ def test_for_sampling_recalibrates_a_copy():
 
     from rayflow.config import GANConfig
     from rayflow.gan import build_gan
-    from rayflow.stages.gan import for_sampling
+    from rayflow.gan.sampling import for_sampling
 
     cfg = GANConfig(g_channels=8, d_channels=8, z_dim=8)
     G = build_gan(cfg, 3, 1, 16).G
@@ -79,7 +106,7 @@ def test_for_sampling_recalibrates_a_copy():
 
 
 def test_select_per_class_routes_a_collapsed_class_to_another_checkpoint():
-    from rayflow.stages.gan import select_checkpoint, select_per_class
+    from rayflow.gan.selection import select_checkpoint, select_per_class
 
     # step 2000 has the best FID but class 1 collapsed there; step 3000 has class 1 right.
     cands = [({"step": 1000, "label_consistency": 60.0, "label_consistency_per_class": [40.0, 80.0],
@@ -99,7 +126,6 @@ def test_select_per_class_routes_a_collapsed_class_to_another_checkpoint():
 def _two_checkpoints(tmp_path):
     import torch
 
-    from rayflow.checkpoint import save_state
     from rayflow.config import GANConfig
     from rayflow.gan import build_gan
 
@@ -113,10 +139,7 @@ def _two_checkpoints(tmp_path):
         for v in state["G_ema"]["model"].values():
             if v.is_floating_point():
                 v.add_(0.05 * torch.randn(v.shape, generator=gen))
-        d = tmp_path / f"ckpt_{step}"
-        d.mkdir()
-        save_state(state, d / "state.pt")
-        picks.append(({"step": step}, d))
+        picks.append((step, state))
     return cfg, picks
 
 
@@ -126,15 +149,16 @@ def test_routed_generator_draws_each_class_from_its_checkpoint_and_reloads(tmp_p
 
     import torch
 
-    from rayflow.checkpoint import load_state, save_weights
+    from rayflow.checkpoint import save_weights
     from rayflow.gan import ClassRoutedGenerator, generate
-    from rayflow.stages.gan import ARCH, G_EMA, ema_generator, load_generator, routed_generator
+    from rayflow.gan.artifact import ARCH, G_EMA, load_generator, routed_generator
+    from rayflow.gan.sampling import ema_generator
 
     cfg, (p10, p20) = _two_checkpoints(tmp_path)
     train = SimpleNamespace(shape=(1, 16, 16), num_classes=3)
     G = routed_generator([p20, p10, p20], cfg, train)  # class 1 from step 10, classes 0 and 2 from step 20
     assert isinstance(G, ClassRoutedGenerator) and G.routes.tolist() == [1, 0, 1]
-    g10, g20 = (ema_generator(load_state(d / "state.pt"), cfg, train).eval() for _, d in (p10, p20))
+    g10, g20 = (ema_generator(st, cfg, train).eval() for _, st in (p10, p20))
     y = torch.tensor([0, 1, 2, 1, 0, 2])
     z = torch.randn(len(y), cfg.z_dim)
     with torch.no_grad():

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from rayflow.config import ModelConfig, ScalingConfig, TrainConfig
-from rayflow.ray.train import run_ray_training
+from rayflow.config import ModelConfig, RuntimeConfig, ScalingConfig, TrainConfig
+from rayflow.executors import get_executor
+from rayflow.train.batched import train_jobs
 from rayflow.train.job import SupervisedJob
 
 pytestmark = pytest.mark.slow
@@ -15,6 +16,12 @@ pytestmark = pytest.mark.slow
 def _job(digits):
     return SupervisedJob(model=ModelConfig(name="mlp"), train_cfg=TrainConfig(steps=120, augment=[], seed=0),
                          train=digits.train, test=digits.test)
+
+
+def run_ray_training(job, scaling, storage, name):
+    """One job on the Ray executor: (weights, metrics)."""
+    return train_jobs(get_executor(RuntimeConfig()), [job], names=[name], run_name=name, scaling=scaling,
+                      storage=(str(storage), None))[0]
 
 
 def test_ray_train_one_and_two_workers_learn_equally(ray_session, digits, tmp_path):
@@ -42,14 +49,6 @@ def test_cli_bad_config_is_one_clear_line(tmp_path):
     assert "filter.rho: must be in (0, 1]" in r.stderr
 
 
-def test_imageset_to_ray_dataset_and_tensors_agree(ray_session, digits):
-    ds = digits.test.to_ray()
-    batch = ds.take_batch(len(digits.test), batch_format="numpy")
-    x, y = digits.test.to_tensors()
-    assert batch["image"].shape == digits.test.images.shape and (batch["label"] == y.numpy()).all()
-    assert x.shape == digits.test.images.shape and float(x.min()) >= -1.0
-
-
 class _FakeShard:
     """Stands in for a Ray DataIterator: counts the passes (each would be a Ray Data execution)."""
 
@@ -69,7 +68,7 @@ class _FakeShard:
 
 @pytest.mark.parametrize("cache_mb,passes", [(512.0, 1), (0.0, 5)])
 def test_shard_source_caches_a_small_shard(cache_mb, passes):
-    from rayflow.ray.train import ShardSource
+    from rayflow.train.sources import ShardSource
 
     shard = _FakeShard(20)
     src = ShardSource(shard, batch_size=5, use_logits=True, use_orig_label=False, seed=0, cache_mb=cache_mb)
@@ -79,13 +78,11 @@ def test_shard_source_caches_a_small_shard(cache_mb, passes):
 
 
 def test_batched_run_trains_each_item_like_its_own_run(ray_session, digits, tmp_path):
-    from rayflow.ray.train import TrainItem, run_ray_training_batch
-
     jobs = [_job(digits), _job(digits)]
     jobs[1].train_cfg = jobs[1].train_cfg.model_copy(update={"seed": 1, "steps": 60})
     _, alone = run_ray_training(jobs[1], ScalingConfig(num_workers=1), tmp_path, "alone")
-    out = run_ray_training_batch([TrainItem(j, f"item{i}") for i, j in enumerate(jobs)],
-                                 ScalingConfig(num_workers=1), tmp_path, "batch")
+    out = train_jobs(get_executor(RuntimeConfig()), jobs, names=["item0", "item1"], run_name="batch",
+                     scaling=ScalingConfig(num_workers=1), storage=(str(tmp_path), None))
     assert [m["step"] for _, m in out] == [120, 60]  # each item ran its own config, in order
     assert all(m["test_acc"] > 80.0 for _, m in out)  # chance is 10 %
     assert out[0][0].keys() == out[1][0].keys() and not all(

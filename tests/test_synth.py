@@ -18,11 +18,21 @@ import torch
 from rayflow.config import ModelConfig, SynthConfig
 from rayflow.dre import RatioMLP
 from rayflow.models import build_model
-from rayflow.stages.models_io import save_model
+from rayflow.models.io import save_model
 from rayflow.synth import (BurninStats, Generate, GeneratorSpec, Label, Manifest, Score, SynthError, SynthInputs,
                            SynthOptions, compute_burnin, plan_round, read_fake_set, read_shard, run_synth)
 from rayflow.synth.io import META_KEY, write_shards
 from rayflow.synth.udfs import derive_seed
+from rayflow.executors import LocalExecutor, PoolError
+
+LOCAL = LocalExecutor()
+
+
+def ray_executor():
+    from rayflow.config import RuntimeConfig
+    from rayflow.executors import get_executor
+
+    return get_executor(RuntimeConfig(executor="ray"))
 
 C, SIZE = 3, 16
 QUIET = SynthOptions(progress=False)
@@ -114,7 +124,7 @@ def test_udfs_refuse_a_split_shard(nets):
 
 def test_local_run_schema_and_exact_balance(nets, tmp_path):
     cfg = cfg_()
-    m = run_synth(nets, cfg, tmp_path, "local", options=QUIET)
+    m = run_synth(nets, cfg, tmp_path, LOCAL, options=QUIET)
     assert all(k >= cfg.m_per_class for k in m["kept_per_class"])
     assert m["shards_run"] == m["shards"] and m["shards_skipped"] == 0
     man = Manifest.load(tmp_path)
@@ -143,7 +153,7 @@ def test_local_run_schema_and_exact_balance(nets, tmp_path):
 
 
 def test_filter_drops_above_cutoff_and_relabels(nets, tmp_path):
-    m = run_synth(nets, cfg_(), tmp_path, "local", options=QUIET)
+    m = run_synth(nets, cfg_(), tmp_path, LOCAL, options=QUIET)
     cutoffs = np.array(m["burnin"]["cutoffs"])
     rows = [read_shard(p) for p in sorted((tmp_path / "shards").glob("*.parquet"))]
     ce = np.concatenate([r["teacher_ce"] for r in rows])
@@ -161,7 +171,7 @@ def test_filter_drops_above_cutoff_and_relabels(nets, tmp_path):
 def test_flags_off_skip_nets(nets, tmp_path):
     plain = dataclasses.replace(nets, subsample=False, filter=False, relabel=False, soft_labels=False,
                                 teacher_dir=None, feature_dir=None, ratio_state=None)
-    m = run_synth(plain, cfg_(m_per_class=20), tmp_path, "local", options=QUIET)
+    m = run_synth(plain, cfg_(m_per_class=20), tmp_path, LOCAL, options=QUIET)
     assert m["drawn_per_class"] == m["kept_per_class"] and m["burnin"]["max_ratio"] is None
     fs = read_fake_set(tmp_path)
     assert np.isnan(fs.ratio).all() and np.isnan(fs.teacher_logits).all()
@@ -197,7 +207,7 @@ def test_resume_skips_finished_shards_and_matches(nets, tmp_path):
     b = compute_burnin(nets, cfg)
     inputs = dataclasses.replace(nets, burnin=BurninStats(max_ratio=b.max_ratio, subsample_rate=[1.0] * C,
                                                           cutoffs=b.cutoffs, filter_rate=[1.0] * C))
-    ref = run_synth(inputs, cfg, tmp_path / "ref", "local", options=QUIET)
+    ref = run_synth(inputs, cfg, tmp_path / "ref", LOCAL, options=QUIET)
     assert ref["rounds"] >= 2
 
     out = tmp_path / "resumed"
@@ -209,7 +219,7 @@ def test_resume_skips_finished_shards_and_matches(nets, tmp_path):
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        run_synth(inputs, cfg, out, "local", options=QUIET, on_shard=kill_after_4)
+        run_synth(inputs, cfg, out, LOCAL, options=QUIET, on_shard=kill_after_4)
     assert sorted(Manifest.load(out).records) == sorted(seen)
     (out / "shards" / ".shard-000009.parquet.xyz.tmp").write_bytes(b"half a shard")  # left by a kill
     # a finished shard whose file is lost is regenerated: delete one file and its manifest entry
@@ -219,7 +229,7 @@ def test_resume_skips_finished_shards_and_matches(nets, tmp_path):
     (out / "manifest.json").write_text(json.dumps(data))
     before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.parquet")}
 
-    m = run_synth(inputs, cfg, out, "local", options=QUIET)
+    m = run_synth(inputs, cfg, out, LOCAL, options=QUIET)
     assert m["shards_skipped"] == 3 and m["shards_run"] == ref["shards"] - 3
     after = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.parquet")}
     assert all(after[name] == t for name, t in before.items())  # finished shards were not rewritten
@@ -230,9 +240,9 @@ def test_resume_skips_finished_shards_and_matches(nets, tmp_path):
     for a, b_ in zip(read_fake_set(out), read_fake_set(tmp_path / "ref")):
         np.testing.assert_array_equal(a, b_)
     # a finished run is not redone, and a directory of another run is refused
-    assert run_synth(inputs, cfg, out, "local", options=QUIET)["shards_run"] == 0
+    assert run_synth(inputs, cfg, out, LOCAL, options=QUIET)["shards_run"] == 0
     with pytest.raises(SynthError, match="different synthetic-data run"):
-        run_synth(inputs, cfg_(seed=4), out, "local", options=QUIET)
+        run_synth(inputs, cfg_(seed=4), out, LOCAL, options=QUIET)
 
 
 # ------------------------------------------------------------------------------- Ray
@@ -241,17 +251,18 @@ def test_resume_skips_finished_shards_and_matches(nets, tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_data_matches_local(ray_session, nets, tmp_path):
-    from rayflow.synth import fake_dataset
+    from rayflow.executors import ray_fake_dataset as fake_dataset
 
     cfg = cfg_(m_per_class=50, shard_size=64)
-    staged = cfg.model_copy(update={"fused": False, "gen_actors": 2})
+    staged = dataclasses.replace(QUIET, fused=False, gen_actors=2)
     # 3 pools x 1 CPU cannot all hold an actor on 2 CPUs: refused up front instead of hanging
-    with pytest.raises(SynthError, match="needs 3 CPU"):
-        run_synth(nets, staged, tmp_path / "toobig", "ray", options=SynthOptions(cpus_per_actor=1.0, progress=False))
-    local = run_synth(nets, cfg, tmp_path / "local", "local", options=QUIET)
+    with pytest.raises(PoolError, match="needs 3 CPU"):
+        run_synth(nets, cfg, tmp_path / "toobig", ray_executor(),
+                  options=dataclasses.replace(staged, cpus_per_actor=1.0))
+    local = run_synth(nets, cfg, tmp_path / "local", LOCAL, options=QUIET)
     # fused (one pool, default) and staged (a pool per step) pipelines write the local executor's shards
-    for name, c in (("ray", cfg.model_copy(update={"gen_actors": 2})), ("ray-staged", staged)):
-        ray_m = run_synth(nets, c, tmp_path / name, "ray", options=QUIET)
+    for name, opts in (("ray", dataclasses.replace(QUIET, gen_actors=2)), ("ray-staged", staged)):
+        ray_m = run_synth(nets, cfg, tmp_path / name, ray_executor(), options=opts)
         assert ray_m["executor"] == "ray" and ray_m["kept_per_class"] == local["kept_per_class"]
         a, b = shard_tables(tmp_path / "local"), shard_tables(tmp_path / name)
         assert a.keys() == b.keys() and all(a[k].equals(b[k]) for k in a)
@@ -269,20 +280,21 @@ def test_ray_data_matches_local(ray_session, nets, tmp_path):
 def test_students_on_fake_sets_train_in_one_ray_run(ray_session, nets, digits, tmp_path):
     """The pipeline's batched student step on Ray: Parquet fake sets ingested through Ray Data
     while the Train worker holds every CPU of the 2-CPU cluster (lazy reads deadlocked there)."""
-    from rayflow.config import RuntimeConfig, ScalingConfig, TrainConfig
-    from rayflow.executors import FakeSpec, TrainRequest, run_trainings
+    from rayflow.config import ScalingConfig, TrainConfig
+    from rayflow.executors import FakeSpec
+    from rayflow.train.batched import train_jobs
     from rayflow.train.job import SupervisedJob
 
-    run_synth(nets, cfg_(), tmp_path / "fakes", "local", options=QUIET)
+    run_synth(nets, cfg_(), tmp_path / "fakes", LOCAL, options=QUIET)
 
-    def req(seed, fake):
-        job = SupervisedJob(model=ModelConfig(name="mlp"), train_cfg=TrainConfig(steps=100, augment=[], seed=seed),
-                            train=digits.train, test=digits.test)
-        return TrainRequest(job, f"student{seed}", fake)
+    def job(seed):
+        return SupervisedJob(model=ModelConfig(name="mlp"), train_cfg=TrainConfig(steps=100, augment=[], seed=seed),
+                             train=digits.train, test=digits.test)
 
     spec = FakeSpec(str(tmp_path / "fakes"), 40, real_fraction=0.5, orig_labels=True, use_logits=False)
-    out = run_trainings([req(0, spec), req(1, None), req(2, spec)], ScalingConfig(num_workers=1, cpus_per_worker=2),
-                        RuntimeConfig(executor="ray"), tmp_path / "ray_storage", "batch")
+    out = train_jobs(ray_executor(), [job(0), job(1), job(2)], names=["s0", "s1", "s2"], run_name="batch",
+                     scaling=ScalingConfig(num_workers=1, cpus_per_worker=2),
+                     storage=(str(tmp_path / "ray_storage"), None), fakes=[spec, None, spec])
     assert [m["step"] for _, m in out] == [100, 100, 100]
     assert all(m["test_acc"] > 50.0 for _, m in out)  # chance is 10 %; half of each batch is real
     assert all(m["wall_s"] > 0 for _, m in out)
@@ -295,8 +307,8 @@ def test_small_topup_round_runs_in_the_driver(ray_session, nets, tmp_path):
     optimistic = dataclasses.replace(nets, burnin=dataclasses.replace(
         burnin, subsample_rate=[1.0] * C, filter_rate=[1.0] * C))
     cfg = cfg_(shard_size=256)
-    local = run_synth(optimistic, cfg, tmp_path / "local", "local", options=QUIET)
-    ray_m = run_synth(optimistic, cfg, tmp_path / "ray", "ray", options=QUIET)
+    local = run_synth(optimistic, cfg, tmp_path / "local", LOCAL, options=QUIET)
+    ray_m = run_synth(optimistic, cfg, tmp_path / "ray", ray_executor(), options=QUIET)
     assert ray_m["rounds"] >= 2 and ray_m["shards_in_driver"] >= 1
     assert ray_m["shards_in_driver"] < ray_m["shards"]  # round 1 ran on Ray
     assert local["shards_in_driver"] == 0

@@ -74,14 +74,6 @@ class ImageSet:
 
         return to_float(torch.from_numpy(self.images.copy())), torch.from_numpy(self.labels.copy())
 
-    def to_ray(self):
-        """A ray.data.Dataset with columns `image` (uint8 C,H,W) and `label`, for Ray Data / Train."""
-        import pyarrow as pa
-        import ray.data
-        from ray.data.extensions import ArrowTensorArray
-
-        return ray.data.from_arrow(pa.table({"image": ArrowTensorArray.from_numpy(self.images), "label": self.labels}))
-
     def class_counts(self) -> np.ndarray:
         assert self.num_classes is not None
         return np.bincount(self.labels, minlength=self.num_classes)

@@ -9,6 +9,8 @@ swap in its own embedding (any module mapping `y` to `(N, cond_dim)`) without to
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -115,3 +117,27 @@ class CondGenerator(nn.Module):
         for block in self.blocks:
             h = block(h, c)
         return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """The one factory of generators: constructor arguments of :class:`CondGenerator` (calling it
+    builds one). Training, checkpoint probing, the artifact loader and synth actors all build from
+    it, so a label-embedding variant is one field here, not four call sites."""
+
+    num_classes: int
+    z_dim: int = 64
+    base_channels: int = 64
+    out_channels: int = 1
+    image_size: int = 28
+
+    @classmethod
+    def of(cls, cfg, num_classes: int, in_channels: int, image_size: int) -> "GeneratorSpec":
+        """From a GANConfig and the data's shape."""
+        return cls(num_classes, z_dim=cfg.z_dim, base_channels=cfg.g_channels, out_channels=in_channels,
+                   image_size=image_size)
+
+    def __call__(self) -> CondGenerator:
+        return CondGenerator(self.num_classes, z_dim=self.z_dim, out_channels=self.out_channels,
+                             image_size=self.image_size, base_channels=self.base_channels)
+

@@ -20,7 +20,7 @@ from ..data.transforms import to_float, to_uint8
 from .diffaugment import diff_augment
 from .discriminator import ProjectionDiscriminator
 from .ema import EMA, unwrap
-from .generator import CondGenerator
+from .generator import GeneratorSpec
 from .losses import LeCam, d_loss, g_loss
 
 SampleReal = Callable[[int], tuple[Tensor, Tensor]]
@@ -64,8 +64,7 @@ def build_gan(cfg: GANConfig, num_classes: int, in_channels: int, image_size: in
     """Fresh G, D, EMA(G) and Adam optimisers; weights depend only on cfg.seed (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        G = CondGenerator(num_classes, z_dim=cfg.z_dim, out_channels=in_channels,
-                          image_size=image_size, base_channels=cfg.g_channels)
+        G = GeneratorSpec.of(cfg, num_classes, in_channels, image_size)()
         D = ProjectionDiscriminator(num_classes, in_channels=in_channels, image_size=image_size,
                                     base_channels=cfg.d_channels)
     if device is not None:

@@ -1,8 +1,8 @@
-"""cDR-RS, part 1: the conditional density-ratio net r(x|y) on frozen features.
+"""cDR-RS, part 1: the conditional density-ratio net r(x|y) on frozen features, as a graph stage.
 
 The feature extractor is a classifier trained on the real data. `dre.feature_net.name: teacher`
 reuses the teacher (no extra training, the cheap choice on CPUs); any registry name trains a
-dedicated extractor as its own cached stage, as the paper does (ResNet-34 there).
+dedicated extractor as its own cached stage (`dre_features`), as the paper does (ResNet-34 there).
 """
 
 from __future__ import annotations
@@ -11,28 +11,29 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from rayflow.artifacts import Artifact, run_stage
-from rayflow.checkpoint import load_into, load_weights, save_weights
-from rayflow.config import DREConfig, PipelineConfig, StageSpec
-from rayflow.data.imageset import ImageSet, Splits
-from rayflow.dre import build_ratio_net, train_ratio_net
-from rayflow.dre.features import embed
-from rayflow.gan import generate
-from rayflow.stages.models_io import load_model
+from rayflow.config import DREConfig, PipelineConfig
+from rayflow.data.imageset import ImageSet
+from rayflow.stages.graph import Node, StageDef, View, register
 
 log = logging.getLogger("rayflow")
 
 RATIO = "ratio_net.safetensors"
 META = "dre.json"
+FIELDS = ("hidden", "steps", "batch_size", "lr", "penalty", "seed")  # what training the ratio net reads
 
 
 def fit_ratio_net(cfg: DREConfig, feature_dir: str, gan_dir: str, train: ImageSet) -> tuple[dict, dict]:
-    """Plain torch: returns (ratio-net state_dict, metrics). Runs in-process or as a Ray task."""
-    from rayflow.stages.gan import load_generator
+    """Plain torch: returns (ratio-net state_dict, metrics). Runs in-process or as a remote task."""
+    from rayflow.dre import build_ratio_net, train_ratio_net
+    from rayflow.dre.features import embed
+    from rayflow.gan import generate
+    from rayflow.gan.artifact import load_generator
+    from rayflow.models.io import load_model
 
     torch.manual_seed(cfg.seed)
     fnet, G = load_model(feature_dir), load_generator(gan_dir)
@@ -57,38 +58,27 @@ def fit_ratio_net(cfg: DREConfig, feature_dir: str, gan_dir: str, train: ImageSe
         "feature_dim": feature_dim, "train_s": time.perf_counter() - t0}
 
 
-def dre_stage(pcfg: PipelineConfig, splits: Splits, teacher: Artifact, gan: Artifact,
-              feature_stage=None) -> Artifact:
-    cfg = pcfg.dre
-    if cfg.feature_net.name == "teacher":
-        features = teacher
-    else:
-        features = feature_stage(pcfg, splits, "dre_features", StageSpec(model=cfg.feature_net, train=cfg.feature_train))
-
-    def build(out: Path) -> dict:
-        log.info("[dre] training the density-ratio net for %d steps on %s features", cfg.steps, features.stage)
-        if pcfg.runtime.executor == "ray":
-            import ray
-
-            from rayflow.runtime import init_ray
-
-            init_ray(pcfg.runtime)
-            task = ray.remote(num_cpus=pcfg.scaling.cpus_per_worker, num_gpus=0)(fit_ratio_net)
-            state, m = ray.get(task.remote(cfg, str(features.path), str(gan.path), splits.train))
-        else:
-            state, m = fit_ratio_net(cfg, str(features.path), str(gan.path), splits.train)
-        save_weights(state, out / RATIO)
-        (out / META).write_text(json.dumps({"feature_dir": str(features.path), "feature_dim": m["feature_dim"],
-                                            "num_classes": splits.num_classes}))
-        return m
-
-    return run_stage(Path(pcfg.output_dir) / "artifacts", "dre", cfg.model_dump(mode="json"),
-                     [features, gan], build)
+def dre_config(v: View) -> DREConfig:
+    return DREConfig(**{f: v[f"dre.{f}"] for f in FIELDS})
 
 
-def load_ratio_net(cfg: DREConfig, dre_dir: str | Path) -> tuple[torch.nn.Module, dict]:
-    d = Path(dre_dir)
-    meta = json.loads((d / META).read_text())
-    net = build_ratio_net(cfg, meta["feature_dim"], meta["num_classes"])
-    load_into(net, load_weights(d / RATIO), str(d / RATIO))
-    return net.eval(), meta
+def features_node(cfg: PipelineConfig) -> Node:
+    """The frozen feature extractor: the teacher, or a dedicated `dre_features` stage."""
+    return Node.of("teacher") if cfg.dre.feature_net.name == "teacher" else Node.of("dre_features")
+
+
+def build_dre(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: str) -> dict:
+    from rayflow.checkpoint import save_weights
+
+    cfg, features, gan = dre_config(v), inputs["features"], inputs["gan"]
+    log.info("[dre] training the density-ratio net for %d steps on %s features", cfg.steps, features.stage)
+    state, m = runner.executor.remote(fit_ratio_net, cfg, str(features.path), str(gan.path), runner.splits.train,
+                                      num_cpus=runner.cfg.scaling.cpus_per_worker)
+    save_weights(state, out / RATIO)
+    (out / META).write_text(json.dumps({"feature_dim": m["feature_dim"], "num_classes": runner.splits.num_classes}))
+    return m
+
+
+register(StageDef("dre", reads=lambda p: ("data", *(f"dre.{f}" for f in FIELDS)),
+                  inputs=lambda cfg, p: {"features": features_node(cfg), "gan": Node.of("gan")},
+                  build=build_dre, doc="the density-ratio net r(x|y) = p_real / p_fake (SP loss)"))

@@ -1,85 +1,113 @@
-"""Teacher and student stages: SupervisedJobs run as cached artifacts, several per Ray Train run."""
+"""Supervised model stages (teacher, NOKD, BLKD, perfect generator, DRE features, cGAN-KD
+students): each declares what it reads and consumes; the runner trains the missing ones of a
+pipeline step together in one executor run (`train/batched.py`)."""
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from rayflow.artifacts import Artifact, cached_artifact, run_stage, stage_key
-from rayflow.config import PipelineConfig, StageSpec
-from rayflow.data.imageset import Splits
-from rayflow.executors import TrainRequest, run_trainings
-from rayflow.stages.models_io import save_model
-from rayflow.train.job import SupervisedJob
+from rayflow.config import ConfigError, PipelineConfig, StageSpec
+from rayflow.stages.graph import Node, StageDef, View, register
 
-log = logging.getLogger("rayflow")
+SPEC_READS = ("data", "student")
 
 
-@dataclass
-class StageRequest:
-    """A model stage to build unless cached.
-
-    `job_fields` may be a callable, so costly inputs (teacher predictions) are only computed when
-    the stage actually runs, not when it is found in the cache."""
-
-    stage: str
-    spec: StageSpec
-    inputs: list[Artifact] = field(default_factory=list)
-    key_extra: dict | None = None
-    job_fields: dict | Callable[[], dict] | None = None
-    fake: Any = None  # executors.FakeSpec
-
-    def key_config(self, cfg: PipelineConfig) -> dict:
-        return {"data": cfg.data.model_dump(mode="json"), "spec": self.spec.model_dump(mode="json"),
-                **(self.key_extra or {})}
+def seeded(spec: StageSpec, seed: int, steps: int | None = None) -> StageSpec:
+    train = {"seed": seed} if steps is None else {"seed": seed, "steps": steps}
+    return spec.model_copy(update={"train": spec.train.model_copy(update=train)}, deep=True)
 
 
-def train_stage(cfg: PipelineConfig, splits: Splits, stage: str, spec: StageSpec, *,
-                inputs: list[Artifact] = (), key_extra: dict | None = None,
-                job_fields: dict | Callable[[], dict] | None = None, fake=None) -> Artifact:
-    """Trains `spec` on the real split (plus whatever `job_fields` adds) unless cached."""
-    return train_stages(cfg, splits, [StageRequest(stage, spec, list(inputs), key_extra, job_fields, fake)])[0]
+def _teacher(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
+    return {"teacher": Node.of("teacher")}
 
 
-def train_stages(cfg: PipelineConfig, splits: Splits, requests: list[StageRequest]) -> list[Artifact]:
-    """The artifacts of `requests`, in order; the missing ones are trained together in one Ray
-    Train run (on a 2-core machine each separate fit() costs ~15-20 s of actor start-up, more
-    than an MLP student's training)."""
-    root = Path(cfg.output_dir) / "artifacts"
-    keyed = [(r, r.key_config(cfg)) for r in requests]
-    found = [cached_artifact(root, r.stage, k, r.inputs) for r, k in keyed]
-    todo = [i for i, a in enumerate(found) if a is None]
-    if not todo:
-        return found
-    c, h, _ = splits.shape
-    # Ray Train runs are named after the artifact keys: a killed run of the same stages resumes
-    # from its last checkpoint, and a changed config never picks up a stale one (the pipeline's
-    # name is left out: renaming a config keeps its runs).
-    names = [f"{keyed[i][0].stage}-{stage_key(keyed[i][0].stage, keyed[i][1], keyed[i][0].inputs)}"
-             for i in todo]
-    run_name = names[0] if len(names) == 1 else \
-        f"batch-{hashlib.sha256(' '.join(names).encode()).hexdigest()[:12]}"
-    jobs = []
-    for i in todo:
-        r = keyed[i][0]
-        fields = r.job_fields() if callable(r.job_fields) else (r.job_fields or {})
-        jobs.append(SupervisedJob(model=r.spec.model, train_cfg=r.spec.train, train=splits.train, val=splits.val,
-                                  test=splits.test, **fields))
-        log.info("[%s] training %s for %d steps on %s", r.stage, r.spec.model.name, r.spec.train.steps,
-                 splits.summary())
-    if len(todo) > 1:
-        log.info("training %d models in one %s run (%s)", len(todo), cfg.runtime.executor, run_name)
-    outs = run_trainings([TrainRequest(j, n, keyed[i][0].fake) for j, n, i in zip(jobs, names, todo)],
-                         cfg.scaling, cfg.runtime, Path(cfg.output_dir) / "ray_storage", run_name)
-    for i, job, (state, metrics) in zip(todo, jobs, outs):
-        r, key_cfg = keyed[i]
+def _kd_fields(runner: Any, v: View, teacher: Any) -> dict:
+    """Online-teacher Hinton KD (BLKD, perfect generator)."""
+    from rayflow.checkpoint import load_weights
+    from rayflow.models.io import WEIGHTS
 
-        def build(out: Path, state=state, metrics=metrics, r=r, job=job) -> dict:
-            save_model(out, state, r.spec.model, c, h, job.task.num_outputs)
-            return metrics
+    return {"teacher": v["teacher.model"], "teacher_state": load_weights(teacher.file(WEIGHTS)),
+            "kd_alpha": v["fake.kd_weight"], "temperature": v["fake.temperature"]}
 
-        found[i] = run_stage(root, r.stage, key_cfg, r.inputs, build)
-    return found
+
+def spec_of(node: Node, v: View) -> StageSpec:
+    """The model + training schedule a supervised node trains."""
+    p = node.p
+    if node.stage == "teacher":
+        return v["teacher"]
+    if node.stage == "dre_features":
+        return StageSpec(model=v["dre.feature_net"], train=v["dre.feature_train"])
+    steps = v["baseline_steps"] if node.stage in ("nokd", "blkd") else None
+    return seeded(v["student"], p["seed"], steps)
+
+
+def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, Any]:
+    """(extra SupervisedJob fields, FakeSpec or None): computed only when the node is trained."""
+    from rayflow.executors import FakeSpec
+
+    p = node.p
+    if node.stage == "blkd":
+        return _kd_fields(runner, v, inputs["teacher"]), None
+    if node.stage == "oracle":
+        from rayflow.train.job import FakeData
+
+        check_heldout(runner)
+        held = runner.splits.heldout
+        logits = runner.teacher_logits(inputs["teacher"], "heldout")
+        fake = FakeData(held.images, logits.argmax(1), logits, real_fraction=v["fake.real_fraction"])
+        return {**_kd_fields(runner, v, inputs["teacher"]), "fake": fake}, None
+    if node.stage == "cgankd":
+        out: dict = {}
+        if p["kd"]:  # fakes and reals carry stored teacher logits: no online teacher needed
+            out = {"kd_alpha": v["fake.kd_weight"], "temperature": v["fake.temperature"],
+                   "real_logits": runner.teacher_logits(inputs["teacher"], "train")}
+        if "init" in inputs:
+            from rayflow.checkpoint import load_weights
+            from rayflow.models.io import WEIGHTS
+
+            out["init_state"] = load_weights(inputs["init"].file(WEIGHTS))
+        fake_set = inputs["fake"]
+        spec = FakeSpec(str(fake_set.file("shards")), int(fake_set.metrics["m_per_class"]),
+                        v["fake.real_fraction"], orig_labels=p["orig_labels"], use_logits=p["kd"])
+        return out, spec
+    return {}, None
+
+
+def check_heldout(runner: Any) -> None:
+    held = runner.splits.heldout
+    if held is None or not len(held):
+        raise ConfigError("the headroom diagnostic needs held-out real images: set data.heldout_per_class "
+                          "(e.g. 1000)")
+
+
+register(StageDef("teacher", reads=lambda p: ("data", "teacher"), kind="train",
+                  doc="the teacher on the real (limited-label) train split"))
+register(StageDef("nokd", reads=lambda p: (*SPEC_READS, "baseline_steps"), kind="train",
+                  doc="the student on real images alone"))
+register(StageDef("blkd", reads=lambda p: (*SPEC_READS, "baseline_steps", "teacher.model", "fake.kd_weight",
+                                           "fake.temperature"),
+                  inputs=_teacher, kind="train", doc="plain KD (Hinton) with the online teacher: the bar to clear"))
+register(StageDef("oracle", reads=lambda p: (*SPEC_READS, "teacher.model", "fake.real_fraction", "fake.kd_weight",
+                                             "fake.temperature"),
+                  inputs=_teacher, kind="train",
+                  doc="'perfect generator': held-out real images labelled by the teacher, mixed in like fakes"))
+register(StageDef("dre_features", reads=lambda p: ("data", "dre.feature_net", "dre.feature_train"), kind="train",
+                  doc="a dedicated feature extractor for the density-ratio net"))
+
+
+def _cgankd_reads(p: dict) -> tuple[str, ...]:
+    return (*SPEC_READS, "fake.real_fraction", "fake.init") + (("fake.kd_weight", "fake.temperature") if p["kd"]
+                                                                else ())
+
+
+def _cgankd_inputs(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
+    ins = {"fake": Node.of("synth", subsample=p["subsample"], filter=p["filter"], relabel=p["relabel"])}
+    if p["kd"]:
+        ins["teacher"] = Node.of("teacher")
+    if cfg.fake.init == "nokd":
+        ins["init"] = Node.of("nokd", seed=p["seed"])
+    return ins
+
+
+register(StageDef("cgankd", reads=_cgankd_reads, inputs=_cgankd_inputs, kind="train",
+                  doc="a student on real + fake images (fixed real share per batch), hard labels, optionally + KD"))

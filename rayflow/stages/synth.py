@@ -1,68 +1,81 @@
-"""The synthetic-data stage as a cached artifact, and the cGAN-KD student trained on it.
+"""The synthetic-data stage as graph nodes: one fake set per (subsample, filter, relabel) setting.
 
-run_synth resumes from its own manifest, so it works in a stable `.work-<key>` directory (which
-survives a kill) and is moved into the artifact only when complete.
+`run_synth` resumes from its own shard manifest, so it works in a stable local work directory
+(which survives a kill) that moves into the artifact only when complete.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
-import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from rayflow.artifacts import Artifact, run_stage, stage_key
-from rayflow.config import PipelineConfig
-from rayflow.stages.dre import RATIO, load_ratio_net
-from rayflow.stages.gan import load_generator
-from rayflow.synth.stage import SynthInputs, SynthOptions, run_synth
+from rayflow.config import PipelineConfig, SynthConfig
+from rayflow.stages.dre import RATIO, features_node
+from rayflow.stages.graph import Node, StageDef, View, register
 
 log = logging.getLogger("rayflow")
 
 SHARDS = "shards"
+# actor counts and pool layout change how fast, not what: shards are identical either way
+CONTENT = ("m_per_class", "batch_size", "shard_size", "num_gpus_per_actor", "soft_labels", "seed")
 
 
-def synth_stage(pcfg: PipelineConfig, teacher: Artifact, gan: Artifact, dre: Artifact | None, *,
-                subsample: bool, filter: bool, relabel: bool) -> Artifact:
-    """Fake set for one ablation variant (`subsample` needs the DRE artifact)."""
-    import functools
-
-    cfg = pcfg.synth
-    variant = {"subsample": subsample, "filter": filter, "relabel": relabel, "rho": pcfg.filter.rho,
-               "filter_burnin": pcfg.filter.burnin, "dre_burnin": pcfg.dre.burnin}
-    inputs = [teacher, gan] + ([dre] if subsample else [])
-    # actor counts and pool layout change how fast, not what: shards are identical either way
-    key_cfg = {"synth": cfg.model_dump(mode="json", exclude={"gen_actors", "fused"}), "variant": variant}
-    key = stage_key("synth", key_cfg, inputs)
-    root = Path(pcfg.output_dir) / "artifacts"
-    work = root / "synth" / f".work-{key}"
-
-    def build(out: Path) -> dict:
-        feature_dir = ratio_state = None
-        hidden = tuple(pcfg.dre.hidden)
-        if subsample:
-            _, meta = load_ratio_net(pcfg.dre, dre.path)
-            feature_dir, ratio_state = meta["feature_dir"], str(dre.file(RATIO))
-        # paths, not tensors: the actors load the nets themselves (small constructor arguments)
-        si = SynthInputs(num_classes=_num_classes(gan), generator=functools.partial(load_generator, str(gan.path)),
-                         teacher_dir=str(teacher.path),
-                         feature_dir=feature_dir, ratio_state=ratio_state, ratio_hidden=hidden,
-                         subsample=subsample, filter=filter, rho=pcfg.filter.rho, relabel=relabel,
-                         dre_burnin=pcfg.dre.burnin, filter_burnin=pcfg.filter.burnin)
-        log.info("[synth] %d per class, subsample=%s filter=%s relabel=%s (%s executor)", cfg.m_per_class,
-                 subsample, filter, relabel, pcfg.runtime.executor)
-        opts = SynthOptions(runtime=pcfg.runtime,
-                            local_threads=int(pcfg.scaling.cpus_per_worker * pcfg.scaling.num_workers))
-        metrics = run_synth(si, cfg, work, pcfg.runtime.executor, options=opts)
-        os.replace(work, out / SHARDS)
-        return metrics
-
-    art = run_stage(root, "synth", key_cfg, inputs, build)
-    shutil.rmtree(work, ignore_errors=True)
-    return art
+def _reads(p: dict) -> tuple[str, ...]:
+    out = tuple(f"synth.{f}" for f in CONTENT)
+    if p["subsample"]:
+        out += ("dre.hidden", "dre.burnin")
+    if p["filter"]:
+        out += ("filter.rho", "filter.burnin")
+    return out
 
 
-def _num_classes(gan: Artifact) -> int:
-    import json
+def _inputs(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
+    ins = {"teacher": Node.of("teacher"), "gan": Node.of("gan")}
+    if p["subsample"]:
+        ins.update(dre=Node.of("dre"), features=features_node(cfg))
+    return ins
 
-    return json.loads(gan.file("gan.json").read_text())["num_classes"]
+
+def work_dir(runner: Any, key: str) -> Path:
+    """Where an unfinished fake set keeps its shards and manifest between attempts (a kill resumes)."""
+    store = runner.store
+    if store.is_local:
+        return Path(store.root) / "artifacts" / "synth" / f".work-{key}"
+    tag = hashlib.sha256(store.location.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "rayflow-work" / tag / f"synth-{key}"
+
+
+def build_synth(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: str) -> dict:
+    from rayflow.gan.artifact import arch_of, load_generator
+    from rayflow.synth.driver import SynthInputs, SynthOptions, run_synth
+
+    p, cfg = node.p, SynthConfig(**{f: v[f"synth.{f}"] for f in CONTENT})
+    gan = inputs["gan"]
+    work = work_dir(runner, key)
+    # paths, not tensors: the actors load the nets themselves (small constructor arguments)
+    si = SynthInputs(num_classes=arch_of(gan.path)["num_classes"],
+                     generator=functools.partial(load_generator, str(gan.path)),
+                     teacher_dir=str(inputs["teacher"].path),
+                     feature_dir=str(inputs["features"].path) if p["subsample"] else None,
+                     ratio_state=str(inputs["dre"].file(RATIO)) if p["subsample"] else None,
+                     ratio_hidden=tuple(v["dre.hidden"]) if p["subsample"] else (512, 256, 128),
+                     subsample=p["subsample"], filter=p["filter"], relabel=p["relabel"],
+                     rho=v.get("filter.rho", 0.9), filter_burnin=v.get("filter.burnin", 500),
+                     dre_burnin=v.get("dre.burnin", 1000))
+    log.info("[synth] %d per class, subsample=%s filter=%s relabel=%s (%s executor)", cfg.m_per_class,
+             p["subsample"], p["filter"], p["relabel"], runner.executor.name)
+    sc, full = runner.cfg.scaling, runner.cfg.synth
+    opts = SynthOptions(local_threads=int(sc.cpus_per_worker * sc.num_workers), gen_actors=full.gen_actors,
+                        fused=full.fused)
+    metrics = run_synth(si, cfg, work, runner.executor, options=opts)
+    shutil.move(str(work), str(out / SHARDS))
+    return metrics
+
+
+register(StageDef("synth", reads=_reads, inputs=_inputs, build=build_synth,
+                  doc="generate -> cDR-RS subsample -> teacher label/filter -> Parquet shards"))

@@ -1,19 +1,18 @@
 """Synthetic-data stage of cGAN-KD: generate -> cDR-RS subsampling -> teacher label/filter -> Parquet.
 
-``run_synth(inputs, cfg, out_dir, executor="ray" | "local")`` writes one Parquet file per shard plus
+``run_synth(inputs, cfg, out_dir, executor)`` writes one Parquet file per shard plus
 ``manifest.json`` (resumable); ``read_fake_set`` / ``fake_dataset`` read the class-balanced result
-back (numpy without Ray, or a Ray Dataset). Ray is imported only by the ``ray`` executor and
-``fake_dataset``. Names are imported lazily, so a reader (or a Ray worker running the Parquet UDF)
+back (numpy; the executor package streams it as a Ray Dataset). No Ray import here. Names are imported lazily, so a reader (or a Ray worker running the Parquet UDF)
 that needs only ``rayflow.synth.io`` does not pay for importing torch.
 """
 
 from importlib import import_module
 
 _WHERE = {
-    "FakeSet": "io", "fake_dataset": "io", "read_fake_set": "io", "read_shard": "io",
+    "FakeSet": "io", "read_fake_set": "io", "read_shard": "io",
     "Manifest": "manifest", "ShardSpec": "manifest", "SynthError": "manifest",
-    "BurninStats": "stage", "SynthInputs": "stage", "SynthOptions": "stage", "compute_burnin": "stage",
-    "plan_round": "stage", "run_synth": "stage",
+    "BurninStats": "inputs", "SynthInputs": "inputs", "SynthOptions": "driver", "compute_burnin": "burnin",
+    "plan_round": "burnin", "run_synth": "driver",
     "Generate": "udfs", "GeneratorSpec": "udfs", "Label": "udfs", "Score": "udfs",
 }
 __all__ = sorted(_WHERE)

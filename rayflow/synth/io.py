@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from rayflow.synth.manifest import Manifest, SynthError, shard_file
 
 __all__ = ["META_KEY", "FakeSet", "by_shard", "shard_schema", "shard_table", "write_shards", "read_shard",
-           "read_fake_set", "fake_dataset"]
+           "read_fake_set"]
 
 META_KEY = b"rayflow.synth"
 
@@ -207,23 +207,9 @@ def read_fake_set(out_dir: str | Path, m_per_class: int | None = None) -> FakeSe
     return res
 
 
-def _select_rows(table: pa.Table, *, take: dict[int, int], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Ray Data UDF of :func:`fake_dataset`: keep ``row < take[shard_id]``, decode the list columns."""
+def select_rows(table: pa.Table, *, take: dict[int, int], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Ray Data UDF of the executor's ``fake_dataset``: keep ``row < take[shard_id]``, decode the list columns."""
     cols = _decode(table, image_shape)
     limit = np.array([take.get(int(s), 0) for s in cols["shard_id"]], np.int64)
     keep = cols["row"] < limit
     return {k: v[keep] for k, v in cols.items()}
-
-
-def fake_dataset(out_dir: str | Path, m_per_class: int | None = None, **read_kwargs):
-    """The same rows as :func:`read_fake_set` as a ``ray.data.Dataset`` (for Ray Train ingestion):
-    ``image`` uint8 ``(C, H, W)``, ``teacher_logits`` float32 ``(K,)``, the scalar columns as stored."""
-    import ray
-
-    man = Manifest.load(out_dir)
-    sel = man.selection(m_per_class)
-    files = [str(Path(out_dir) / rel) for _, rel, _ in sel]
-    take = {sid: n for sid, _, n in sel}
-    return ray.data.read_parquet(files, **read_kwargs).map_batches(
-        _select_rows, batch_format="pyarrow", batch_size=None,
-        fn_kwargs={"take": take, "image_shape": man.image_shape})

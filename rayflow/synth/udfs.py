@@ -30,9 +30,9 @@ from rayflow.data.transforms import to_float
 from rayflow.dre import RatioMLP, RejectionSampler, ratio_scores
 from rayflow.dre.features import embed
 from rayflow.filtering import keep_mask, relabel, teacher_ce
-from rayflow.gan.generator import CondGenerator
+from rayflow.gan.generator import GeneratorSpec  # noqa: F401  (re-exported)
 from rayflow.gan.loop import generate
-from rayflow.stages.models_io import load_model
+from rayflow.models.io import load_model
 from rayflow.synth.io import by_shard
 from rayflow.synth.manifest import SynthError
 
@@ -45,21 +45,6 @@ def derive_seed(*key: int) -> int:
     """A 62-bit seed from a tuple of non-negative ints (``np.random.SeedSequence`` mixing)."""
     a, b = np.random.SeedSequence([int(k) for k in key]).generate_state(2, np.uint32)
     return (int(a) << 30) ^ int(b)
-
-
-@dataclass(frozen=True)
-class GeneratorSpec:
-    """Constructor arguments of :class:`~rayflow.gan.generator.CondGenerator`; calling it builds one."""
-
-    num_classes: int
-    z_dim: int = 64
-    base_channels: int = 64
-    out_channels: int = 1
-    image_size: int = 28
-
-    def __call__(self) -> CondGenerator:
-        return CondGenerator(self.num_classes, z_dim=self.z_dim, out_channels=self.out_channels,
-                             image_size=self.image_size, base_channels=self.base_channels)
 
 
 def build_generator(factory: Callable[[], nn.Module], state: dict[str, torch.Tensor] | None = None) -> nn.Module:

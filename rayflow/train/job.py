@@ -6,8 +6,7 @@ from `executor: local` and from Ray Train come from the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,7 +44,6 @@ class SupervisedJob:
     fake: FakeData | None = None
     real_logits: np.ndarray | None = None  # teacher logits on the real train images (no-aug KD)
     log_every: int = 100
-    extra: dict = field(default_factory=dict)
 
     @property
     def task(self) -> Task:
@@ -62,13 +60,16 @@ class SupervisedJob:
                                **cfg.kwargs)
 
 
-def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSource | None = None) -> BatchSource:
+def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSource | None = None,
+                real_fraction: float = 0.75) -> BatchSource:
+    """Real batches, or real + fake at a fixed share (`job.fake`'s own, else `real_fraction` for a
+    streamed `fake_source`)."""
     tc, task = job.train_cfg, job.task
     if job.fake is None and fake_source is None:
         return ArraySource(job.train.images, job.train.labels, tc.batch_size, augment_ops=tc.augment,
                            teacher_logits=job.real_logits, seed=tc.seed, rank=rank, world_size=world,
                            label_dtype=task.label_dtype)
-    frac = job.fake.real_fraction if job.fake is not None else job.extra.get("real_fraction", 0.75)
+    frac = job.fake.real_fraction if job.fake is not None else real_fraction
     n_real = max(1, round(tc.batch_size * frac))
     real = ArraySource(job.train.images, job.train.labels, n_real, augment_ops=tc.augment, seed=tc.seed,
                        teacher_logits=job.real_logits, rank=rank, world_size=world, label_dtype=task.label_dtype)
@@ -83,7 +84,7 @@ def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSou
 def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world: int = 1,
             device: torch.device | str = "cpu", reporter: Reporter | None = None,
             start_state: dict | None = None, fake_source: BatchSource | None = None,
-            eval_on: Callable | None = None) -> dict:
+            real_fraction: float = 0.75) -> dict:
     """Trains `model` (already moved/wrapped by the caller) and returns final metrics."""
     torch.manual_seed(job.train_cfg.seed * 1000 + rank)
     kd = None
@@ -107,7 +108,7 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
             out.update(evaluate(m, job.test, task, device, prefix="test_"))
         return out
 
-    source = make_source(job, rank, world, fake_source)
+    source = make_source(job, rank, world, fake_source, real_fraction)
     return train_steps(model, source, job.train_cfg, task, kd=kd, device=device, evaluate_fn=evaluate_fn,
                        reporter=reporter, start_state=start_state, log_every=job.log_every,
                        is_main=rank == 0)

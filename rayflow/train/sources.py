@@ -73,3 +73,66 @@ class MixedSource:
             parts = [b["t"] if "t" in b else torch.full((len(b["y"]), k), float("nan")) for b in (r, f)]
             out["t"] = torch.cat(parts)
         return out
+
+
+class ShardSource:
+    """Fake batches streamed from this worker's Ray Data shard of the synthetic Parquet set.
+
+    The first epoch streams from Ray Data. If the shard turns out small (< `cache_mb`), its rows
+    are kept and later epochs reshuffle them in memory: every `iter_batches` pass is a new Ray
+    Data execution with its own start-up, and a small fake set with 75 % fakes per batch is
+    re-read dozens of times per student (the demo's 3,000 fakes: 24 epochs in 1,500 steps).
+    Larger shards keep streaming every epoch, so memory stays bounded by `cache_mb`.
+    """
+
+    def __init__(self, shard, batch_size: int, use_logits: bool, use_orig_label: bool, seed: int,
+                 augment_ops=(), cache_mb: float = 512.0):
+        self.shard, self.bs, self.use_logits, self.orig = shard, batch_size, use_logits, use_orig_label
+        self.ops, self.seed = list(augment_ops), seed
+        self.cache_bytes = cache_mb * 2**20
+        self.g = torch.Generator().manual_seed(seed)
+        self._it = self._batches()
+
+    def _stream(self, epoch: int):
+        yield from self.shard.iter_batches(batch_size=self.bs, batch_format="numpy", drop_last=True,
+                                           local_shuffle_buffer_size=4 * self.bs, local_shuffle_seed=self.seed + epoch)
+
+    def _batches(self):
+        cached: list[dict] | None = []
+        size, n = 0, 0
+        for b in self._stream(0):
+            n += 1
+            if cached is not None:
+                size += sum(v.nbytes for v in b.values())
+                if size <= self.cache_bytes:
+                    cached.append(b)
+                else:
+                    cached = None
+            yield b
+        if n == 0:
+            raise ValueError(f"the fake-data shard holds fewer than one batch ({self.bs} rows)")
+        epoch = 1
+        if cached is None:
+            while True:
+                yield from self._stream(epoch)
+                epoch += 1
+        rows = {k: np.concatenate([b[k] for b in cached]) for k in cached[0]}
+        del cached
+        total = len(next(iter(rows.values())))
+        rng = np.random.default_rng(self.seed)
+        while True:
+            order = rng.permutation(total)
+            for i in range(0, total - self.bs + 1, self.bs):
+                idx = order[i:i + self.bs]
+                yield {k: v[idx] for k, v in rows.items()}
+            epoch += 1
+
+    def next_batch(self) -> Batch:
+        b = next(self._it)
+        x = to_float(torch.tensor(b["image"]))
+        if self.ops:
+            x = augment(x, self.ops, self.g)
+        out = Batch(x=x, y=torch.tensor(b["orig_label" if self.orig else "label"]).long())
+        if self.use_logits:
+            out["t"] = torch.tensor(b["teacher_logits"]).float()
+        return out

@@ -73,8 +73,8 @@ def _acceptance_plot(synth: dict) -> str:
     return _img_tag(_png(fig), "acceptance per class")
 
 
-def write_report(results: dict, path: str | Path) -> Path:
-    path = Path(path)
+def render_report(results: dict) -> str:
+    """report.html as one self-contained page (images inlined), so it can live in any store."""
     metric = results.get("metric", "test_acc")
     parts = ["<!doctype html><meta charset='utf-8'><title>rayflow report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
@@ -119,7 +119,12 @@ def write_report(results: dict, path: str | Path) -> Path:
     for title, p in (results.get("grids") or {}).items():
         parts.append(f"<h3>{html.escape(title)}</h3>{_file_img(p, title)}")
     parts.append(f"<p>total wall time {results.get('wall_s', 0):.0f} s</p>")
+    return "\n".join(parts)
+
+
+def write_report(results: dict, path: str | Path) -> Path:
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts))
+    tmp.write_text(render_report(results))
     os.replace(tmp, path)
     return path

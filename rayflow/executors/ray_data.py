@@ -1,0 +1,63 @@
+"""Ray Data behind `Executor.map_batches` (actor pools over work items) and the fake-set reader
+that streams a synth artifact's Parquet shards into Ray Train workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import ray
+from ray.data import ActorPoolStrategy
+
+from rayflow.executors.base import PoolError, PoolSpec, StepSpec
+
+
+def min_actors(pool: PoolSpec, pools: int) -> int:
+    """Actors each pool starts with. Every pool holds at least one actor for the whole pipeline: if
+    their minimum does not fit the cluster, Ray Data waits forever (the 2-CPU actor-pool deadlock).
+    All start at once when they fit with a CPU to spare for Ray Data's own tasks: the autoscaler
+    adds the 2nd actor only after the 1st is busy, seconds of one idle core per pipeline."""
+    have = ray.cluster_resources()
+    for res, per_actor in (("CPU", pool.cpus_per_actor), ("GPU", pool.gpus_per_actor)):
+        need = per_actor * pools
+        if need > have.get(res, 0.0) + 1e-9:
+            raise PoolError(f"the pipeline needs {need:g} {res} for its {pools} actor pool(s) ({per_actor:g} per "
+                            f"actor, at least one actor each) but the Ray cluster has {have.get(res, 0.0):g}; lower "
+                            f"{'synth.cpus_per_actor' if res == 'CPU' else 'synth.num_gpus_per_actor'}")
+    fits = int((have.get("CPU", 0.0) - 1.0) / (pool.cpus_per_actor * pools) + 1e-9)
+    if pool.gpus_per_actor > 0:
+        fits = min(fits, int(have.get("GPU", 0.0) / (pool.gpus_per_actor * pools) + 1e-9))
+    return max(1, min(pool.max_actors, fits))
+
+
+def ray_map_batches(items: list[dict], steps: Callable[[str, int | None], list[StepSpec]],
+                    pool: PoolSpec) -> Iterator[dict]:
+    """One Ray Data pipeline over `items` (one block each), one actor pool per step; the first step
+    gets one item per call, later steps whole blocks; the driver receives only the last step's rows."""
+    ctx = ray.data.DataContext.get_current()
+    if not ctx.execution_no_progress_timeout_s or ctx.execution_no_progress_timeout_s > 600:
+        ctx.execution_no_progress_timeout_s = 600  # fail a stuck pipeline in minutes, not 30
+    device = "cuda" if pool.gpus_per_actor > 0 else "cpu"
+    chain = steps(device, pool.threads_per_actor or max(1, int(pool.cpus_per_actor)))
+    start = min_actors(pool, len(chain))
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    for i, step in enumerate(chain):
+        ds = ds.map_batches(step.cls, batch_size=1 if i == 0 else None, fn_constructor_kwargs=step.kwargs,
+                            compute=ActorPoolStrategy(min_size=start, max_size=pool.max_actors),
+                            num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor)
+    yield from ds.iter_rows()
+
+
+def fake_dataset(out_dir: str | Path, m_per_class: int | None = None, **read_kwargs) -> ray.data.Dataset:
+    """The rows of `synth.io.read_fake_set` as a Ray Dataset (for Ray Train ingestion): ``image``
+    uint8 ``(C, H, W)``, ``teacher_logits`` float32 ``(K,)``, the scalar columns as stored."""
+    from rayflow.synth.io import select_rows
+    from rayflow.synth.manifest import Manifest
+
+    man = Manifest.load(out_dir)
+    sel = man.selection(m_per_class)
+    files = [str(Path(out_dir) / rel) for _, rel, _ in sel]
+    take = {sid: n for sid, _, n in sel}
+    return ray.data.read_parquet(files, **read_kwargs).map_batches(
+        select_rows, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"take": take, "image_shape": man.image_shape})

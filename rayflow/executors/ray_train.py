@@ -1,0 +1,81 @@
+"""Ray Train behind `Executor.fit`: one TorchTrainer setup for every training stage (teacher,
+students, cGAN), and the worker-side TrainContext. Checkpoints go through Ray's Checkpoint API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from ray.train.torch import TorchTrainer
+
+from rayflow.executors.base import Checkpoint, FakeSpec, FitResult, worker_threads
+
+
+class RayTrainContext:
+    """TrainContext of a Ray Train worker."""
+
+    def __init__(self) -> None:
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(model)
+
+    def load_checkpoint(self, read: Callable[[Path], Any]) -> Any:
+        ckpt = ray.train.get_checkpoint()  # the newest in Ray's committed record of this run
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return read(Path(d))
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None = None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    def dataset_shard(self, name: str) -> Any:
+        return ray.train.get_dataset_shard(name)
+
+
+def _worker(config: dict) -> Any:
+    from rayflow.runtime import quiet_ray_worker
+
+    torch.set_num_threads(config["threads"])
+    quiet_ray_worker()
+    return config["fn"](RayTrainContext(), config["config"])
+
+
+def _checkpoint(ckpt: Any, metrics: dict) -> Checkpoint:
+    return Checkpoint(dict(metrics), ckpt.as_directory)
+
+
+def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tuple[str, Any],
+            datasets: dict[str, FakeSpec] | None = None, keep: int | None = None,
+            max_failures: int = 1) -> FitResult:
+    """`fn(ctx, config)` on a TorchTrainer; fake sets become Ray Datasets split across workers."""
+    from rayflow.executors.ray_data import fake_dataset
+
+    path, fs = storage
+    # materialized before fit(): the Train workers hold the CPUs, and read tasks scheduled after
+    # that would wait for them forever (seen on 2 cores)
+    ds = {k: fake_dataset(s.shards_dir, s.m_per_class).materialize() for k, s in (datasets or {}).items()}
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"fn": fn, "config": config, "threads": worker_threads(scaling)},
+        datasets=ds or None,
+        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                               resources_per_worker={"CPU": scaling.cpus_per_worker}),
+        run_config=ray.train.RunConfig(name=name, storage_path=path, storage_filesystem=fs,
+                                       failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep),
+                                       logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    ckpts = sorted(result.best_checkpoints or [], key=lambda cm: str(cm[0].path))
+    return FitResult(result.return_value, [_checkpoint(c, m) for c, m in ckpts], str(result.path))

@@ -1,0 +1,111 @@
+"""cGAN training as one function of a TrainContext: the same body on Ray Train workers and in the
+local executor. Checkpoints (full GAN state + a sample grid + label consistency) go out every
+`gan.checkpoint_every` steps; a restarted run resumes from the newest committed one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+
+from rayflow.checkpoint import load_state, save_state
+from rayflow.config import GANConfig
+from rayflow.data.imageset import ImageSet
+from rayflow.gan.grid import save_grid_png
+from rayflow.gan.loop import build_gan, generate, train_gan
+from rayflow.gan.sampling import consistency_probe, for_sampling, grid_labels, probe_reals
+
+if TYPE_CHECKING:
+    from rayflow.executors.base import TrainContext
+
+log = logging.getLogger("rayflow")
+
+STATE = "state.pt"
+
+
+def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: torch.device,
+             prepare: Callable[[torch.nn.Module], torch.nn.Module],
+             save_checkpoint: Callable[[dict, dict, Path | None], None], start_state: dict | None,
+             teacher: torch.nn.Module | None, name: str) -> dict:
+    """Trains the GAN; `save_checkpoint(metrics, state, grid_png)` persists (rank 0 gives state)."""
+    c, h, _ = train.shape
+    C = train.num_classes
+    state = build_gan(cfg, C, c, h, device=device)
+    if start_state is not None:
+        state.load_state_dict(start_state)
+        log.info("[%s] resuming GAN from step %d", name, state.step)
+    state.G, state.D = prepare(state.G), prepare(state.D)
+    rng = np.random.default_rng((cfg.seed, rank, state.step))
+    # z and DiffAugment draw from the global torch RNG: seeded the same way, so the same config
+    # trains the same GAN (a resumed run continues from a seed of its resume step)
+    torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rank, state.step]).generate_state(1)[0]))
+    per_worker = max(1, cfg.batch_size // world)
+
+    def sample_real(n: int):
+        idx = rng.integers(0, len(train), n)
+        return torch.tensor(train.images[idx]), torch.tensor(train.labels[idx])
+
+    reals = probe_reals(train)
+    t0 = time.perf_counter()
+    window: dict = {}
+
+    def reporter(m: dict, _):
+        window.update(m)
+        if rank == 0:
+            print(f"[{name}] step {m['step']}/{cfg.steps}  d_loss {m['d_loss']:.3f}  g_loss {m['g_loss']:.3f}  "
+                  f"{m['steps_per_s']:.2f} steps/s", flush=True)
+
+    curve: list[dict] = []
+
+    def on_checkpoint(st) -> None:
+        metrics = {"step": st.step, **{k: v for k, v in window.items() if k != "step"}}
+        if rank != 0:
+            save_checkpoint(metrics, None, None)
+            return
+        G = for_sampling(st.G_ema, cfg, C)
+        q = consistency_probe(G, teacher, C, real_u8=reals)
+        metrics.update({k: v for k, v in q.items() if not isinstance(v, list)})
+        curve.append({"step": st.step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        metrics["curve"] = json.dumps(curve)
+        with tempfile.TemporaryDirectory() as d:
+            grid = Path(d) / f"samples_step{st.step:06d}.png"
+            save_grid_png(generate(G, grid_labels(C), seed=1), grid, nrow=10)
+            save_checkpoint(metrics, st.state_dict(), grid)
+        if "label_consistency" in metrics:
+            print(f"[{name}] step {st.step}: label consistency {metrics['label_consistency']:.1f} %", flush=True)
+
+    train_gan(state, sample_real, cfg, reporter=reporter, on_checkpoint=on_checkpoint,
+              log_every=min(100, cfg.checkpoint_every), batch_size=per_worker)
+    return {"step": state.step, "train_s": time.perf_counter() - t0, "curve": curve}
+
+
+def gan_worker(ctx: TrainContext, config: dict) -> dict:
+    """Executor entry point: `config` holds `gan` (GANConfig), `train` (ImageSet), `teacher_dir`
+    (for the probes, rank 0 only) and `name` (progress prefix)."""
+    from rayflow.models.io import load_model
+
+    start = ctx.load_checkpoint(lambda d: load_state(d / STATE))
+
+    def save_checkpoint(metrics: dict, state: dict | None, grid: Path | None) -> None:
+        if state is None:
+            ctx.report({k: v for k, v in metrics.items() if k != "curve"})
+            return
+        with tempfile.TemporaryDirectory() as d:
+            save_state(state, Path(d) / STATE)
+            if grid is not None:
+                os.replace(grid, Path(d) / grid.name)
+            ctx.report(metrics, Path(d))
+
+    teacher = load_model(config["teacher_dir"]) if ctx.rank == 0 and config.get("teacher_dir") else None
+    out = gan_body(config["gan"], config["train"], rank=ctx.rank, world=ctx.world, device=ctx.device,
+                   prepare=ctx.prepare, save_checkpoint=save_checkpoint, start_state=start, teacher=teacher,
+                   name=config["name"])
+    return out if ctx.rank == 0 else {}

@@ -1,0 +1,76 @@
+"""Result statistics over a run's rows: means and spreads over seeds, deltas vs NOKD and BLKD, the
+share of the perfect generator's headroom that cGAN-KD recovers, and the console table."""
+
+from __future__ import annotations
+
+
+def _mean(rows: list[dict], model: str, metric: str) -> float | None:
+    vals = [r[metric] for r in rows if r["model"] == model and metric in r]
+    return sum(vals) / len(vals) if vals else None
+
+
+def summarize(rows: list[dict], metric: str) -> dict:
+    """Mean and spread over seeds per model, deltas vs NOKD and BLKD, and the headroom recovered."""
+    import statistics
+
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    summary = []
+    for n in names:
+        vals = [r[metric] for r in rows if r["model"] == n and metric in r]
+        if vals:
+            summary.append({"model": n, metric: sum(vals) / len(vals), "n": len(vals),
+                            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0})
+    base = {s["model"]: s[metric] for s in summary}
+    for s in summary:
+        if "NOKD student" in base:
+            s["delta_nokd"] = s[metric] - base["NOKD student"]
+        if "BLKD student" in base:
+            s["delta_blkd"] = s[metric] - base["BLKD student"]
+    out: dict = {"summary": summary}
+    kd_rows = [n for n in names if n.startswith(("cGAN-KD", "+ relabelling"))]
+    if kd_rows and "perfect generator (oracle)" in base and "NOKD student" in base:
+        best = max(base[n] for n in kd_rows)
+        span = base["perfect generator (oracle)"] - base["NOKD student"]
+        out["headroom_recovered"] = (best - base["NOKD student"]) / span if span > 0 else None
+    out["ablation"] = [{"variant": s["model"], metric: s[metric], "delta_nokd": s.get("delta_nokd")}
+                       for s in summary if s["model"].startswith(("fake", "+", "cGAN-KD"))]
+    return out
+
+
+def headroom(rows: list[dict], metric: str) -> dict:
+    """Gain of the perfect generator over NOKD and BLKD, and the teacher-student gap (means over seeds)."""
+    t, n, b, o = (_mean(rows, m, metric) for m in ("teacher", "NOKD student", "BLKD student",
+                                                     "perfect generator (oracle)"))
+    out = {"teacher": t, "nokd": n, "blkd": b, "oracle": o}
+    if None in (t, n, b, o):
+        return out
+    out.update(teacher_minus_nokd=t - n, oracle_minus_nokd=o - n, oracle_minus_blkd=o - b)
+    worth = o - n >= 1.0 and o - b > 0.3
+    out["verdict"] = (
+        f"headroom: perfect generator {o - n:+.2f} over NOKD, {o - b:+.2f} over BLKD; teacher {t - n:+.2f} over "
+        f"NOKD -> " + ("cGAN-KD can pay off here (if the GAN follows its condition)." if worth else
+                       "little room: expect cGAN-KD to match BLKD at best."))
+    return out
+
+
+def row(name: str, art, seed: int | None = None) -> dict:
+    """One result row: a model artifact's numeric metrics, named for the table."""
+    out = {"model": name, "artifact": str(art.uri), "reused": art.reused}
+    if seed is not None:
+        out["seed"] = seed
+    out.update({k: v for k, v in art.metrics.items() if isinstance(v, (int, float))})
+    return out
+
+
+def format_results(results: dict) -> str:
+    """The console table of a run's rows."""
+    metric = results.get("metric", "test_acc")
+    lines = [f"{'model':<40} {'seed':>4} {metric:>9} {'wall s':>7} cached"]
+    for r in results["rows"]:
+        lines.append(f"{r['model']:<40} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.2f} "
+                     f"{r.get('wall_s', 0):>7.1f} {'yes' if r.get('reused') else 'no'}")
+    d = results.get("diagnostic")
+    if d:
+        lines.append(d["verdict"])
+    lines.append(f"total wall time {results.get('wall_s', 0):.1f} s; results in {results.get('output_dir', '')}")
+    return "\n".join(lines)

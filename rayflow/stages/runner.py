@@ -1,0 +1,129 @@
+"""Builds graph nodes: finds each in the artifact store by its key, or builds it (inputs first).
+
+The runner owns what a run shares: the config, the store, the executor (the one place the
+ray/local choice is made), the loaded data splits and teacher predictions. `artifact(node)` is all a
+caller needs, the pipeline and a Tune trial alike, so both get the same cached artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rayflow.config import PipelineConfig
+from rayflow.stages import supervised
+from rayflow.stages.graph import REGISTRY, Node, View, digest, key_doc, node_inputs, view
+from rayflow.store import ArtifactStore, StoredArtifact, open_store
+
+log = logging.getLogger("rayflow")
+
+Artifact = StoredArtifact
+
+
+class Runner:
+    def __init__(self, cfg: PipelineConfig, store: ArtifactStore | None = None):
+        from rayflow.executors import get_executor
+
+        self.cfg = cfg
+        self.store = store or open_store(cfg.output_dir)
+        self.store.check_writable()  # before any compute: a bad output location fails in one line
+        self.executor = get_executor(cfg.runtime)
+        self._splits = None
+        self._built: dict[Node, Artifact] = {}
+        self._logits: dict[tuple[str, str], np.ndarray] = {}
+
+    @property
+    def splits(self):
+        if self._splits is None:
+            from rayflow.data import load_splits
+
+            self._splits = load_splits(self.cfg.data)
+            log.info("data: %s (%s)", self.cfg.data.name, self._splits.summary())
+        return self._splits
+
+    def teacher_logits(self, teacher: Artifact, split: str) -> np.ndarray:
+        """Teacher predictions on a real split, once per run (every seed's student shares them)."""
+        if (teacher.key, split) not in self._logits:
+            from rayflow.models.io import load_model
+            from rayflow.train.loop import predict
+
+            images = getattr(self.splits, split).images
+            self._logits[(teacher.key, split)] = predict(load_model(teacher.path), images).numpy()
+        return self._logits[(teacher.key, split)]
+
+    def ray_storage(self) -> tuple[str, Any]:
+        return self.store.ray_storage()
+
+    # -- building ----------------------------------------------------------------------------
+
+    def artifact(self, node: Node) -> Artifact:
+        return self.artifacts([node])[0]
+
+    def artifacts(self, nodes: list[Node]) -> list[Artifact]:
+        """The artifacts of `nodes`, in order; missing training stages among them train together."""
+        todo: list[tuple[int, Node, View, dict, str, dict]] = []
+        out: list[Artifact | None] = []
+        for i, node in enumerate(nodes):
+            if node in self._built:
+                out.append(self._built[node])
+                continue
+            inputs = {role: self.artifact(n) for role, n in node_inputs(self.cfg, node).items()}
+            doc = key_doc(self.cfg, node, {role: a.key for role, a in inputs.items()})
+            key = digest(doc)
+            found = self.store.lookup(node.stage, key)
+            if found is not None:
+                log.info("[%s] reusing cached artifact %s", node.stage, found.uri)
+                self._built[node] = found
+            elif REGISTRY[node.stage].kind == "train":
+                todo.append((i, node, view(self.cfg, node), inputs, key, doc))
+            else:
+                self._built[node] = self._build_task(node, inputs, key, doc)
+            out.append(self._built.get(node))
+        if todo:
+            for (i, node, *_), art in zip(todo, self._train([t[1:] for t in todo])):
+                self._built[node] = out[i] = art
+        return out  # type: ignore[return-value]
+
+    def _build_task(self, node: Node, inputs: dict, key: str, doc: dict) -> Artifact:
+        stage = REGISTRY[node.stage]
+        v = view(self.cfg, node)
+        return self.store.build(node.stage, key, lambda out: stage.build(self, node, v, inputs, Path(out), key),
+                                config_doc=doc, on_wait=log.info)
+
+    def _train(self, todo: list[tuple[Node, View, dict, str, dict]]) -> list[Artifact]:
+        """Trains the missing supervised nodes in one executor run named after their keys (a killed
+        run of the same nodes resumes; a changed config never picks up a stale one)."""
+        from rayflow.models.io import save_model
+        from rayflow.train.batched import train_jobs
+        from rayflow.train.job import SupervisedJob
+
+        s = self.splits
+        names = [f"{node.stage}-{key}" for node, _, _, key, _ in todo]
+        run_name = names[0] if len(names) == 1 else \
+            f"batch-{hashlib.sha256(' '.join(names).encode()).hexdigest()[:12]}"
+        jobs, fakes = [], []
+        for node, v, inputs, _, _ in todo:
+            spec = supervised.spec_of(node, v)
+            fields, fake = supervised.job_fields(self, node, v, inputs)
+            jobs.append(SupervisedJob(model=spec.model, train_cfg=spec.train, train=s.train, val=s.val, test=s.test,
+                                      **fields))
+            fakes.append(fake)
+            log.info("[%s] training %s for %d steps on %s", node.stage, spec.model.name, spec.train.steps,
+                     s.summary())
+        if len(todo) > 1:
+            log.info("training %d models in one %s run (%s)", len(todo), self.executor.name, run_name)
+        outs = train_jobs(self.executor, jobs, names=names, run_name=run_name, scaling=self.cfg.scaling,
+                          storage=self.ray_storage(), fakes=fakes)
+        c, h, _ = s.shape
+        arts = []
+        for (node, _, _, key, doc), job, (state, metrics) in zip(todo, jobs, outs):
+            def build(out: Path, state=state, metrics=metrics, job=job) -> dict:
+                save_model(out, state, job.model, c, h, job.task.num_outputs)
+                return metrics
+
+            arts.append(self.store.build(node.stage, key, build, config_doc=doc, on_wait=log.info))
+        return arts

@@ -1,0 +1,108 @@
+"""Burn-in (the frozen max density ratio and filter cutoffs per class) and round planning.
+
+Rejection makes the kept count random, so the stage runs in rounds: each plans, per class, enough
+draws for the remaining deficit from the acceptance rate so far, with the burn-in as prior.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from rayflow.config import SynthConfig
+from rayflow.filtering import class_cutoffs, teacher_ce
+from rayflow.synth.inputs import (_BURNIN_KEY, _DRE_BURNIN_STREAM, _FILTER_BURNIN_STREAM, _PRIOR_DRAWS,
+                                  _SHARD_STREAM, BurninStats, SynthInputs)
+from rayflow.synth.manifest import ShardSpec, SynthError
+from rayflow.synth.udfs import Generate, Label, Score, derive_seed
+
+def score_kwargs(inputs: SynthInputs, cfg: SynthConfig) -> dict[str, Any]:
+    return dict(feature_dir=str(inputs.feature_dir), ratio_state=inputs.ratio_state, num_classes=inputs.num_classes,
+                ratio_hidden=tuple(inputs.ratio_hidden), ratio_dropout=inputs.ratio_dropout, seed=cfg.seed,
+                batch_size=cfg.batch_size)
+
+
+def compute_burnin(inputs: SynthInputs, cfg: SynthConfig, *, device: str = "cpu") -> BurninStats:
+    """Burn-in statistics in plain torch, as the official ``make_fake_datasets`` does.
+
+    Per class: ``max_ratio`` = max density ratio of ``dre_burnin`` draws (and the mean acceptance
+    probability under it); then ``filter_burnin`` draws that passed the rejection sampler (with that
+    max frozen) give the teacher-CE cutoff = ``np.quantile(CE, rho)``.
+    """
+    inputs.validate(cfg)
+    C, bs = inputs.num_classes, cfg.batch_size
+    gen = Generate(inputs.generator, inputs.generator_state, batch_size=bs, device=device)
+    stats = BurninStats()
+    score = None
+    if inputs.subsample:
+        score = Score(**score_kwargs(inputs, cfg), device=device)
+        stats.max_ratio, stats.subsample_rate = [], []
+        for c in range(C):
+            n = inputs.dre_burnin
+            r = score.ratios(gen.draw(c, n, derive_seed(cfg.seed, _DRE_BURNIN_STREAM, c)),
+                             torch.full((n,), c, dtype=torch.long))
+            top = float(r.max())
+            if not top > 0:
+                raise SynthError(f"density-ratio burn-in: all {n} ratios of class {c} are 0 (degenerate ratio net)")
+            stats.max_ratio.append(top)
+            stats.subsample_rate.append(float(np.minimum(r / top, 1.0).mean()))
+        score.set_max_ratio(stats.max_ratio)
+    if inputs.filter:
+        label = Label(inputs.teacher_dir, num_classes=C, batch_size=bs, device=device)
+        need = inputs.filter_burnin
+        ces = []
+        for c in range(C):
+            rate = stats.subsample_rate[c] if score is not None else 1.0
+            got: list[np.ndarray] = []
+            have = drawn = 0
+            for k in range(50):
+                if have >= need:
+                    break
+                n = math.ceil((need - have) / max(rate, 1e-3) * 1.2) + 8
+                x = gen.draw(c, n, derive_seed(cfg.seed, _FILTER_BURNIN_STREAM, c, k))
+                y = torch.full((n,), c, dtype=torch.long)
+                if score is not None:
+                    _, acc = score.accept(x, y, key=(_BURNIN_KEY, c, k))
+                    x, y = x[torch.from_numpy(acc)], y[torch.from_numpy(acc)]
+                if len(x):
+                    got.append(teacher_ce(torch.from_numpy(label.logits(x)), y).numpy())
+                have += len(x)
+                drawn += n
+            if have < need:
+                raise SynthError(f"filter burn-in: class {c} got only {have} of {need} subsampled samples "
+                                 f"from {drawn} draws (acceptance too low)")
+            ces.append(np.concatenate(got)[:need])
+        cutoffs = class_cutoffs(np.concatenate(ces), np.repeat(np.arange(C), need), inputs.rho, C)
+        stats.cutoffs = [float(v) for v in cutoffs]
+        stats.filter_rate = [float((ce <= cut).mean()) for ce, cut in zip(ces, cutoffs)]
+    return stats
+
+
+def plan_round(kept: np.ndarray, drawn: np.ndarray, prior_rate: np.ndarray, m_per_class: int, shard_size: int,
+               first_id: int, seed: int) -> list[ShardSpec]:
+    """Shards for the remaining deficit ``m_per_class - kept`` of every class.
+
+    Draws per class ``n = ceil((d + 3 sqrt(d) + 3) / rate)`` with ``rate`` the kept fraction so far,
+    shrunk towards the burn-in prior (worth ``_PRIOR_DRAWS`` draws), so one round usually suffices;
+    split into near-equal shards of at most ``shard_size``, classes interleaved by shard id.
+    """
+    per_class: list[list[int]] = []
+    for c in range(len(kept)):
+        d = int(m_per_class - kept[c])
+        if d <= 0:
+            per_class.append([])
+            continue
+        rate = max((kept[c] + _PRIOR_DRAWS * prior_rate[c]) / (drawn[c] + _PRIOR_DRAWS), 1e-3)
+        n = math.ceil((d + 3 * math.sqrt(d) + 3) / rate)
+        k = math.ceil(n / shard_size)
+        per_class.append([n // k + (i < n % k) for i in range(k)])
+    specs, sid = [], first_id
+    for i in range(max(map(len, per_class), default=0)):
+        for c, sizes in enumerate(per_class):
+            if i < len(sizes):
+                specs.append(ShardSpec(sid, c, sizes[i], derive_seed(seed, _SHARD_STREAM, sid)))
+                sid += 1
+    return specs
