@@ -15,6 +15,7 @@ S3 endpoint and credentials come from the AWS_* environment variables only (see 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pyarrow.fs as pafs
 import yaml
@@ -52,7 +53,7 @@ class StoredArtifact:
     uri: str
     metrics: dict
     reused: bool
-    _path: Path | None = field(default=None, repr=False, compare=False)
+    _path: Path | None = field(default=None, init=False, repr=False, compare=False)  # replace() re-resolves
 
     def __init__(self, stage: str, key: str, uri: str, path: Path | None = None, metrics: dict | None = None,
                  reused: bool = False) -> None:
@@ -82,9 +83,11 @@ class ArtifactStore:
 
     def __init__(self, location: str) -> None:
         self.location, self.fs, self.root, self.is_local = resolve(location)
+        self._held: set[tuple[str, str]] = set()  # build locks this process holds (see holding)
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.location!r})"
+
     def _uri(self, path: str) -> str:
         return path if self.is_local else self.location + path[len(self.root):]
 
@@ -151,6 +154,24 @@ class ArtifactStore:
         except Exception as e:  # noqa: BLE001
             raise StoreError(f"cannot read {stage}-{key} from {self.location}: {one_line(e)}") from e
 
+    @contextlib.contextmanager
+    def holding(self, keys: list[tuple[str, str]], on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Holds the build locks of several (stage, key) pairs at once (sorted: no lock-order
+        deadlock), for work that produces several artifacts together (a batched training run): a
+        concurrent run building any of them waits, then finds them committed. No-op on object
+        stores, which have no locks (there the first committed marker wins)."""
+        if not self.is_local:
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            for stage, key in sorted(set(keys) - self._held):
+                parent = Path(self._base(stage, key)).parent
+                parent.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(key_lock(parent / f".lock-{key}", on_wait, f"{stage}-{key}"))
+                self._held.add((stage, key))
+                stack.callback(self._held.discard, (stage, key))
+            yield
+
     def build(self, stage: str, key: str, build: Callable[[Path], dict], *, config_doc: dict | None = None,
               on_wait: Callable[[str], None] | None = None) -> StoredArtifact:
         """The committed artifact for (stage, key) (reused=True), or builds and commits it.
@@ -187,7 +208,8 @@ class ArtifactStore:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"output location {self.location} is not writable: {one_line(e)}") from e
-        with key_lock(parent / f".lock-{key}", on_wait, f"{stage}-{key}"):
+        held = (stage, key) in self._held
+        with contextlib.nullcontext() if held else key_lock(parent / f".lock-{key}", on_wait, f"{stage}-{key}"):
             art = self.lookup(stage, key)  # the process we waited for committed it
             if art is not None:
                 log.info("[%s] reusing %s (built by another process)", stage, art.uri)

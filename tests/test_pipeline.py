@@ -47,3 +47,25 @@ def test_rerun_skips_every_finished_stage(tiny_run):
     assert "wrote" not in r.stderr  # nothing rebuilt
     assert r.stderr.count("reusing cached artifact") >= 12
     assert "step " not in r.stdout.replace("wall s", "")  # no training step ran
+
+
+def test_one_stage_with_overrides_gets_the_pipelines_artifacts(tiny_run):
+    """What a Tune trial does: build one node under its own overrides. Everything upstream that the
+    overrides do not touch is the pipeline's own artifact; an untouched node is the very same one."""
+    from rayflow.ablation import CGAN_KD
+    from rayflow.stages.graph import Node
+    from rayflow.stages.runner import Runner
+
+    out, cfg, results = tiny_run
+    row = next(r for r in results["rows"] if r["model"] == CGAN_KD.label)
+    same = Runner(cfg).artifact(CGAN_KD.student(0))
+    assert same.reused and same.uri == row["artifact"] and same.metrics["test_acc"] == row["test_acc"]
+
+    trial = Runner(load_config("rayflow/configs/tiny.yaml", [f"output_dir={out}", "runtime.executor=local",
+                                                              "dre.feature_net.name=teacher", "filter.rho=0.5"]))
+    student = trial.artifact(CGAN_KD.student(0))
+    assert not student.reused and student.uri != row["artifact"] and student.metrics["test_acc"] > 50
+    for n in (Node.of("teacher"), Node.of("gan"), Node.of("dre")):
+        assert trial.artifact(n).reused, n  # rho is read by the filter only: nothing above it rebuilt
+    assert trial.artifact(CGAN_KD.fake_set()).metrics["burnin"]["cutoffs"] != \
+        results["synth"]["full"]["burnin"]["cutoffs"]  # the trial's own filter cut-offs

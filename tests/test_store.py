@@ -19,6 +19,12 @@ from s3_server import free_port, s3_location, s3_server  # noqa: F401 - fixtures
 from rayflow.store import MARKER, ArtifactStore, StoreError, local_path, open_store
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Object-store builds keep a local copy in the cache: never the user's ~/.cache."""
+    monkeypatch.setenv("RAYFLOW_CACHE", str(tmp_path / "own-cache"))
+
+
 def _writer(calls: list, payload: bytes = b"hello"):
     def build(d: Path) -> dict:
         calls.append(d)

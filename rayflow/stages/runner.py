@@ -84,8 +84,15 @@ class Runner:
                 self._built[node] = self._build_task(node, inputs, key, doc)
             out.append(self._built.get(node))
         if todo:
-            for (i, node, *_), art in zip(todo, self._train([t[1:] for t in todo])):
-                self._built[node] = out[i] = art
+            with self.store.holding([(node.stage, key) for _, node, _, _, key, _ in todo], on_wait=log.info):
+                # a concurrent run may have committed some while we waited for their locks
+                again = [(t, self.store.lookup(t[1].stage, t[4])) for t in todo]
+                for (i, node, *_), found in again:
+                    if found is not None:
+                        self._built[node] = out[i] = found
+                left = [t for t, found in again if found is None]
+                for (i, node, *_), art in zip(left, self._train([t[1:] for t in left]) if left else []):
+                    self._built[node] = out[i] = art
         return out  # type: ignore[return-value]
 
     def _build_task(self, node: Node, inputs: dict, key: str, doc: dict) -> Artifact:

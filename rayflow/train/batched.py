@@ -125,5 +125,5 @@ def train_jobs(executor, jobs: list[SupervisedJob], *, names: list[str], run_nam
             for i in range(len(jobs))]
     own = [m.get("worker_s", 0.0) for _, m in outs]
     share = max(0.0, time.perf_counter() - t0 - sum(own)) / len(outs)
-    return [({k: torch.as_tensor(v) for k, v in state.items()}, dict(m, wall_s=w + share))
+    return [({k: torch.tensor(v) for k, v in state.items()}, dict(m, wall_s=w + share))
             for (state, m), w in zip(outs, own)]

@@ -1,0 +1,126 @@
+"""The stage graph: every stage's key changes with exactly the config it (and its inputs) reads."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from pydantic import ValidationError
+
+from rayflow.ablation import ABLATION, CGAN_KD, plan
+from rayflow.config import PipelineConfig, load_config
+from rayflow.models import list_models
+from rayflow.stages.graph import REGISTRY, Node, describe, node_inputs, node_key
+
+# fields that choose a stage's inputs rather than being hashed as values
+SHAPE = {"dre.feature_net.name": ("dre_features",), "fake.init": ("cgankd",)}
+
+
+def _leaves(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        out += _leaves(v, path + ".") if isinstance(v, dict) and v else [path]
+    return out
+
+
+def _candidates(path: str, v):
+    if path.endswith(("model.name", "feature_net.name")):
+        return [m for m in ("mlp", "cnn_small", "resnet8") if m != v]
+    if isinstance(v, bool):
+        return [not v]
+    if isinstance(v, int):
+        return [v + 1, v - 1]
+    if isinstance(v, float):
+        return [v * 0.5 if v else 0.5, v + 0.01]
+    if isinstance(v, str):
+        return [v + "x", "cosine", "adam", "local", "best_fid", "last", "regression", "npz", "color", "nokd", "scratch"]
+    if isinstance(v, list):
+        return [v + v[-1:] if v else [1], ["crop"], [0.5, 0.9]]
+    if isinstance(v, dict):
+        return [{"x": 1}]
+    return ["x", 5, 0.5]
+
+
+def _perturbed(raw: dict, path: str) -> PipelineConfig | None:
+    parts = path.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node[p]
+    for cand in [c for c in _candidates(path, node[parts[-1]]) if c != node[parts[-1]]]:
+        new = copy.deepcopy(raw)
+        n = new
+        for p in parts[:-1]:
+            n = n[p]
+        n[parts[-1]] = cand
+        try:
+            return PipelineConfig.model_validate(new)
+        except ValidationError:
+            continue
+    return None
+
+
+def _closure_reads(cfg: PipelineConfig, node: Node) -> set[str]:
+    reads = set()
+    for n, _ in describe(cfg, [node]):
+        reads |= set(REGISTRY[n.stage].reads(n.p))
+    return reads
+
+
+def _under(path: str, reads: set[str]) -> bool:
+    return any(path == r or path.startswith(r + ".") for r in reads)
+
+
+CASES = [("tiny", []), ("own feature net, fine-tuned students", ["dre.feature_net.name=resnet8", "fake.init=nokd"])]
+
+
+@pytest.mark.parametrize("name,overrides", CASES)
+def test_each_stage_key_hashes_exactly_what_it_reads(name, overrides):
+    cfg = load_config("rayflow/configs/tiny.yaml", overrides)
+    raw = cfg.model_dump(mode="json")
+    roots = [Node.of(s, seed=0) for s in ("nokd", "blkd", "oracle")] + [v.student(0) for v in plan(cfg)]
+    nodes = [n for n, _ in describe(cfg, roots)]
+    assert {n.stage for n in nodes} == set(REGISTRY) - ({"dre_features"} if cfg.dre.feature_net.name == "teacher"
+                                                        else set())
+    untested = []
+    for path in _leaves(raw):
+        other = _perturbed(raw, path)
+        if other is None:
+            untested.append(path)
+            continue
+        for n in nodes:
+            shape_change = any(path == f and any(m.stage in stages for m, _ in describe(cfg, [n]))
+                               for f, stages in SHAPE.items())
+            expect = _under(path, _closure_reads(cfg, n)) or shape_change
+            changed = node_key(cfg, n) != node_key(other, n)
+            assert changed == expect, f"{n}: changing {path} {'changed' if changed else 'kept'} its key"
+    assert not untested, f"no valid perturbation for {untested}"
+
+
+def test_rho_and_m_stay_out_of_stages_that_do_not_use_them():
+    cfg = load_config("rayflow/configs/tiny.yaml")
+    rho = load_config("rayflow/configs/tiny.yaml", ["filter.rho=0.5"])
+    m = load_config("rayflow/configs/tiny.yaml", ["synth.m_per_class=77"])
+    raw, dre_only = ABLATION[0].fake_set(), ABLATION[1].fake_set()
+    for n in (Node.of("teacher"), Node.of("gan"), Node.of("dre"), raw, dre_only, ABLATION[0].student(0)):
+        assert node_key(cfg, n) == node_key(rho, n), n
+    for n in (Node.of("teacher"), Node.of("gan"), Node.of("dre"), Node.of("nokd", seed=0)):
+        assert node_key(cfg, n) == node_key(m, n), n
+    assert node_key(cfg, CGAN_KD.student(0)) != node_key(rho, CGAN_KD.student(0))
+    assert node_key(cfg, CGAN_KD.student(0)) != node_key(m, CGAN_KD.student(0))
+
+
+def test_ablation_is_planned_from_typed_variants():
+    cfg = load_config("rayflow/configs/tiny.yaml")
+    assert [v.label for v in plan(cfg)] == [v.label for v in ABLATION]
+    off = load_config("rayflow/configs/tiny.yaml", ["filter.enabled=false"])
+    assert "+ filtering (rho-quantile)" not in [v.label for v in plan(off)]  # would repeat "+ cDR-RS"
+    no_dre = plan(cfg, dre_ok=False)
+    assert "+ cDR-RS subsampling" not in [v.label for v in no_dre] and not any(v.subsample for v in no_dre)
+    assert node_inputs(cfg, CGAN_KD.student(0))["fake"] == CGAN_KD.fake_set()
+
+
+def test_unknown_stage_is_named():
+    with pytest.raises(KeyError, match="unknown stage 'nope'"):
+        node_key(load_config(None), Node.of("nope"))
+    assert "mlp" in list_models()
