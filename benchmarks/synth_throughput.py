@@ -71,10 +71,11 @@ def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor:
     # "ray": the default fused pool (one actor per shard in flight, `cpus` of them at 1 CPU each
     # would leave nothing for the driver, so 0.5 CPU each); "ray-staged": a pool per step
     fused = executor == "ray"
-    cfg = SynthConfig(m_per_class=m_total // NUM_CLASSES, batch_size=500, shard_size=2000,
-                      gen_actors=cpus if fused else 1, fused=fused, seed=0)
-    opts = SynthOptions(runtime=RuntimeConfig(address="local", num_cpus=cpus, object_store_memory_mb=1024),
-                        threads_per_actor=threads_per_actor, local_threads=cpus, progress_every_s=30)
+    cfg = SynthConfig(m_per_class=m_total // NUM_CLASSES, batch_size=500, shard_size=2000, seed=0)
+    runtime = RuntimeConfig(address="local", num_cpus=cpus, object_store_memory_mb=1024,
+                            executor="local" if executor == "local" else "ray")
+    opts = SynthOptions(gen_actors=cpus if fused else 1, fused=fused, threads_per_actor=threads_per_actor,
+                        local_threads=cpus, progress_every_s=30)
     out = root / f"out-{executor}-{m_total}"
     ray_start_s = 0.0
     if executor != "local":  # a pipeline job starts Ray once, before its first stage: timed apart
@@ -83,13 +84,15 @@ def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor:
         from rayflow.runtime import init_ray
 
         t0 = time.perf_counter()
-        init_ray(opts.runtime)
+        init_ray(runtime)
         import ray
 
         # until its worker processes are up too: later stages of a job find them running
         ray.get([ray.remote(num_cpus=0.5)(_worker_pid).remote() for _ in range(cpus)])
         ray_start_s = time.perf_counter() - t0
-    m = run_synth(inputs, cfg, out, "local" if executor == "local" else "ray", options=opts)
+    from rayflow.executors import get_executor
+
+    m = run_synth(inputs, cfg, out, get_executor(runtime), options=opts)
     shutil.rmtree(out, ignore_errors=True)
     print("RESULT " + json.dumps(dict({k: m[k] for k in ("wall_s", "burnin_s", "draws_per_s", "subsample_accept",
                                                          "filter_keep", "rounds", "shards")},

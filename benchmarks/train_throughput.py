@@ -45,8 +45,9 @@ def main() -> int:
     wall = time.perf_counter() - t0
     rows.append(("plain torch loop", args.cpus, m["elapsed_s"], m["images_per_s"], wall - m["elapsed_s"]))
 
-    from rayflow.ray.train import run_ray_training
+    from rayflow.executors import get_executor
     from rayflow.runtime import init_ray
+    from rayflow.train.batched import train_jobs
 
     t0 = time.perf_counter()
     init_ray(RuntimeConfig(num_cpus=args.cpus))
@@ -55,7 +56,9 @@ def main() -> int:
         scaling = ScalingConfig(num_workers=workers, cpus_per_worker=args.cpus / workers,
                                 threads_per_worker=max(1, args.cpus // workers))
         t0 = time.perf_counter()
-        _, m = run_ray_training(job, scaling, "/tmp/rayflow-bench", f"bench-{workers}-{time.time_ns()}")
+        name = f"bench-{workers}-{time.time_ns()}"
+        (_, m), = train_jobs(get_executor(RuntimeConfig(num_cpus=args.cpus)), [job], names=[name], run_name=name,
+                             scaling=scaling, storage=("/tmp/rayflow-bench", None))
         wall = time.perf_counter() - t0
         rows.append((f"Ray Train, {workers} worker{'s' * (workers > 1)}", args.cpus, m["elapsed_s"],
                      m["images_per_s"] * workers, wall - m["elapsed_s"]))

@@ -5,34 +5,23 @@ Both are written atomically, and every read failure becomes one CheckpointError 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from rayflow.atomic import atomic_file
 
 
 class CheckpointError(RuntimeError):
     pass
 
 
-def atomic_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = atomic_path(path)
-    try:
+    with atomic_file(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -50,12 +39,8 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_state(state: dict, path: str | Path) -> Path:
     path = Path(path)
-    tmp = atomic_path(path)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

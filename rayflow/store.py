@@ -30,9 +30,26 @@ from typing import Callable, Iterator
 import pyarrow.fs as pafs
 import yaml
 
-from rayflow.store_fs import (MARKER, StoreError, adopt_into_cache, atomic_write_text, cache_dir_for, cache_tmp_dir,
-                              check_name, delete_attempt, download, jsonable, key_lock, list_markers, new_tmp_dir,
-                              new_token, one_line, resolve, s3_endpoint, sweep_tmp_dirs)
+from rayflow.atomic import atomic_write_text
+from rayflow.store_fs import (
+    MARKER,
+    StoreError,
+    adopt_into_cache,
+    cache_dir_for,
+    cache_tmp_dir,
+    check_name,
+    delete_attempt,
+    download,
+    jsonable,
+    key_lock,
+    list_markers,
+    new_tmp_dir,
+    new_token,
+    one_line,
+    resolve,
+    s3_endpoint,
+    sweep_tmp_dirs,
+)
 
 __all__ = ["ArtifactStore", "StoreError", "StoredArtifact", "local_path", "open_store", "MARKER"]
 

@@ -151,18 +151,6 @@ def new_token() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:10]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 @contextmanager
 def key_lock(lock_path: Path, on_wait: Callable[[str], None] | None, what: str) -> Iterator[None]:
     """flock: exclusive per key, and the kernel drops it when the holder dies (no stale locks)."""

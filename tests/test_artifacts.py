@@ -7,8 +7,14 @@ import textwrap
 import pytest
 import torch
 
+from rayflow.checkpoint import (
+    CheckpointError,
+    load_state,
+    load_weights,
+    save_state,
+    save_weights,
+)
 from rayflow.store import ArtifactStore
-from rayflow.checkpoint import CheckpointError, load_state, load_weights, save_state, save_weights
 
 
 def test_killed_writer_leaves_no_half_artifact(tmp_path):

@@ -17,13 +17,27 @@ import torch
 
 from rayflow.config import ModelConfig, SynthConfig
 from rayflow.dre import RatioMLP
+from rayflow.executors import LocalExecutor, PoolError
 from rayflow.models import build_model
 from rayflow.models.io import save_model
-from rayflow.synth import (BurninStats, Generate, GeneratorSpec, Label, Manifest, Score, SynthError, SynthInputs,
-                           SynthOptions, compute_burnin, plan_round, read_fake_set, read_shard, run_synth)
+from rayflow.synth import (
+    BurninStats,
+    Generate,
+    GeneratorSpec,
+    Label,
+    Manifest,
+    Score,
+    SynthError,
+    SynthInputs,
+    SynthOptions,
+    compute_burnin,
+    plan_round,
+    read_fake_set,
+    read_shard,
+    run_synth,
+)
 from rayflow.synth.io import META_KEY, write_shards
 from rayflow.synth.udfs import derive_seed
-from rayflow.executors import LocalExecutor, PoolError
 
 LOCAL = LocalExecutor()
 

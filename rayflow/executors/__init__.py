@@ -7,8 +7,18 @@ executor; no other module imports `ray`, so `executor: local` runs on machines w
 from __future__ import annotations
 
 from rayflow.config import RuntimeConfig
-from rayflow.executors.base import (Checkpoint, Executor, FakeSpec, FitResult, PoolError, PoolSpec, StepSpec,
-                                    TrainContext, rows, worker_threads)
+from rayflow.executors.base import (
+    Checkpoint,
+    Executor,
+    FakeSpec,
+    FitResult,
+    PoolError,
+    PoolSpec,
+    StepSpec,
+    TrainContext,
+    rows,
+    worker_threads,
+)
 from rayflow.executors.local import LocalExecutor
 
 __all__ = ["Checkpoint", "Executor", "FakeSpec", "FitResult", "LocalExecutor", "PoolError", "PoolSpec", "StepSpec",

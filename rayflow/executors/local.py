@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,7 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from rayflow.executors.base import Checkpoint, FakeSpec, FitResult, PoolSpec, StepSpec, rows, worker_threads
+from rayflow.atomic import atomic_write_text
+from rayflow.executors.base import (
+    Checkpoint,
+    FakeSpec,
+    FitResult,
+    PoolSpec,
+    StepSpec,
+    rows,
+    worker_threads,
+)
 
 RECORD = "checkpoints.json"
 
@@ -56,9 +64,7 @@ class LocalTrainContext:
         return json.loads(p.read_text()) if p.is_file() else []
 
     def _write_record(self) -> None:
-        tmp = self.run_dir / f".{RECORD}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(self.record))
-        os.replace(tmp, self.run_dir / RECORD)
+        atomic_write_text(self.run_dir / RECORD, json.dumps(self.record))
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)

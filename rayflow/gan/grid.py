@@ -4,12 +4,13 @@ leaves a truncated image where a dashboard or artifact listing expects a finishe
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from rayflow.atomic import atomic_file
 
 
 def make_grid(images: np.ndarray, nrow: int, padding: int = 2) -> np.ndarray:
@@ -33,14 +34,6 @@ def save_grid_png(images_uint8, path: str | os.PathLike, nrow: int = 10, padding
     grid = make_grid(arr, nrow, padding)
     img = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        img.save(tmp, format="PNG")
     return path

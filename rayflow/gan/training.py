@@ -21,7 +21,12 @@ from rayflow.config import GANConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.gan.grid import save_grid_png
 from rayflow.gan.loop import build_gan, generate, train_gan
-from rayflow.gan.sampling import consistency_probe, for_sampling, grid_labels, probe_reals
+from rayflow.gan.sampling import (
+    consistency_probe,
+    for_sampling,
+    grid_labels,
+    probe_reals,
+)
 
 if TYPE_CHECKING:
     from rayflow.executors.base import TrainContext

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from pathlib import Path
 
 import matplotlib
+
+from rayflow.atomic import atomic_write_text
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -123,8 +124,4 @@ def render_report(results: dict) -> str:
 
 
 def write_report(results: dict, path: str | Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_report(results))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, render_report(results))

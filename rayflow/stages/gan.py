@@ -39,7 +39,12 @@ def probe_checkpoints(checkpoints: list, cfg: Any, train: Any, teacher_dir: str 
     """(metrics, checkpoint) per committed checkpoint, probed afresh in the driver with the current
     sampling settings, so changing `gan.select`/`recalibrate_bn` needs no retraining and every
     candidate is measured the same way."""
-    from rayflow.gan.sampling import consistency_probe, ema_generator, for_sampling, probe_reals
+    from rayflow.gan.sampling import (
+        consistency_probe,
+        ema_generator,
+        for_sampling,
+        probe_reals,
+    )
     from rayflow.models.io import load_model
 
     teacher = load_model(teacher_dir) if teacher_dir and cfg.select != "last" else None

@@ -16,7 +16,15 @@ import numpy as np
 
 from rayflow.config import PipelineConfig
 from rayflow.stages import supervised
-from rayflow.stages.graph import REGISTRY, Node, View, digest, key_doc, node_inputs, view
+from rayflow.stages.graph import (
+    REGISTRY,
+    Node,
+    View,
+    digest,
+    key_doc,
+    node_inputs,
+    view,
+)
 from rayflow.store import ArtifactStore, StoredArtifact, open_store
 
 log = logging.getLogger("rayflow")

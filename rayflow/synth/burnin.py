@@ -14,10 +14,18 @@ import torch
 
 from rayflow.config import SynthConfig
 from rayflow.filtering import class_cutoffs, teacher_ce
-from rayflow.synth.inputs import (_BURNIN_KEY, _DRE_BURNIN_STREAM, _FILTER_BURNIN_STREAM, _PRIOR_DRAWS,
-                                  _SHARD_STREAM, BurninStats, SynthInputs)
+from rayflow.synth.inputs import (
+    _BURNIN_KEY,
+    _DRE_BURNIN_STREAM,
+    _FILTER_BURNIN_STREAM,
+    _PRIOR_DRAWS,
+    _SHARD_STREAM,
+    BurninStats,
+    SynthInputs,
+)
 from rayflow.synth.manifest import ShardSpec, SynthError
 from rayflow.synth.udfs import Generate, Label, Score, derive_seed
+
 
 def score_kwargs(inputs: SynthInputs, cfg: SynthConfig) -> dict[str, Any]:
     return dict(feature_dir=str(inputs.feature_dir), ratio_state=inputs.ratio_state, num_classes=inputs.num_classes,

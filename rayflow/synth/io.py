@@ -23,8 +23,6 @@ The schema metadata key ``rayflow.synth`` holds JSON ``{"image_shape": [C, H, W]
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rayflow.atomic import atomic_file
 from rayflow.synth.manifest import Manifest, SynthError, shard_file
 
 __all__ = ["META_KEY", "FakeSet", "by_shard", "shard_schema", "shard_table", "write_shards", "read_shard",
@@ -86,15 +85,8 @@ def shard_table(cols: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
 
 
 def _write_table_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def by_shard(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[tuple[int, slice]]]:

@@ -21,15 +21,15 @@ with identical content. Records whose file went missing are dropped on load (reg
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MANIFEST", "SHARD_DIR", "SynthError", "ShardSpec", "Manifest", "atomic_write_text", "shard_file"]
+from rayflow.atomic import atomic_write_text
+
+__all__ = ["MANIFEST", "SHARD_DIR", "SynthError", "ShardSpec", "Manifest", "shard_file"]
 
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
@@ -43,22 +43,6 @@ class SynthError(RuntimeError):
 def shard_file(shard_id: int) -> str:
     """Path of a shard's Parquet file relative to the output directory."""
     return f"{SHARD_DIR}/shard-{int(shard_id):06d}.parquet"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass(frozen=True)
