@@ -25,7 +25,8 @@ class Variant:
     kd: bool = False  # + the KD term on the stored teacher logits
 
     def fake_set(self) -> Node:
-        return Node.of("synth", subsample=self.subsample, filter=self.filter, relabel=self.relabel)
+        """The view of the scored pool this variant's students train on."""
+        return Node.of("view", subsample=self.subsample, filter=self.filter, relabel=self.relabel)
 
     def student(self, seed: int) -> Node:
         return Node.of("cgankd", seed=seed, subsample=self.subsample, filter=self.filter, relabel=self.relabel,

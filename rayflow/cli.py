@@ -90,6 +90,32 @@ def cmd_diagnose(args) -> int:
     return 0
 
 
+def cmd_graph(args) -> int:
+    from rayflow.pipeline import Pipeline
+
+    print(Pipeline(_cfg(args)).graph_text(), flush=True)
+    return 0
+
+
+def cmd_bound(args) -> int:
+    from rayflow.tuning.bound_table import bound_table, format_table
+
+    print(format_table(bound_table(_cfg(args))), flush=True)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from rayflow.tuning.search import tune
+
+    out = tune(_cfg(args))
+    f = out.get("final")
+    if f:
+        print(f"chosen on validation data: {out['chosen']}; test accuracy over seeds: chosen {f['chosen']}, "
+              f"hand-set {f['hand-set']} {f['hand_set']}, NOKD {f['NOKD student']}, BLKD {f['BLKD student']}",
+              flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rayflow", description=(
         "cGAN-based knowledge distillation on Ray. Embedded Ray by default; set RAY_ADDRESS to use a "
@@ -107,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                         ("train-student", "train the NOKD student baseline on the real data"),
                         ("run", "whole pipeline: teacher, NOKD, BLKD, cGAN, cDR-RS, synth, cGAN-KD students, report"),
                         ("diagnose", "headroom diagnostic: student on real + held-out real labelled by the teacher"),
-                        ("demo", "run the demo config (Fashion-MNIST, limited labels, 2 CPUs)")]:
+                        ("demo", "run the demo config (Fashion-MNIST, limited labels, 2 CPUs)"),
+                        ("graph", "the stage graph of a config: every node, its key, cached or not, its inputs"),
+                        ("bound", "the error bound's terms over a (rho, M) grid of the run's pool, no student trained"),
+                        ("tune", "search rho and M (tune.searcher: grid, random, tpe, bound) on validation data")]:
         common(sub.add_parser(name, help=help_, description=help_))
     ev = sub.add_parser("evaluate", help="evaluate a model artifact on the test split",
                         description="evaluate a model artifact on the test split")
@@ -127,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     handlers = {"train-teacher": lambda a: cmd_train(a, "teacher"),
                 "train-student": lambda a: cmd_train(a, "student"),
-                "evaluate": cmd_evaluate, "run": cmd_run, "demo": cmd_demo, "diagnose": cmd_diagnose}
+                "evaluate": cmd_evaluate, "run": cmd_run, "demo": cmd_demo, "diagnose": cmd_diagnose,
+                "graph": cmd_graph, "bound": cmd_bound, "tune": cmd_tune}
     try:
         return handlers[args.command](args)
     except (ConfigError, DataError, CheckpointError, SynthError, PoolError, StoreError) as e:

@@ -31,6 +31,8 @@ class DataConfig(_Strict):
     num_classes: int | None = Field(None, gt=1, description="default: 1 + the largest label")
     n_per_class: int | None = Field(None, gt=0, description="limited-label subset: N train images per class")
     val_per_class: int = Field(0, ge=0, description="validation images per class, taken from train")
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="share of the labelled train images held out as "
+                                "validation (after n_per_class; the paper's 20 % for choosing rho and M)")
     heldout_per_class: int = Field(0, ge=0, description="unlabelled real pool for the headroom diagnostic")
     test_limit: int | None = Field(None, gt=0, description="cap on test images (fast runs)")
     image_size: int | None = Field(None, gt=0, description="resize (pad/crop) to this size; default: native")
@@ -153,7 +155,13 @@ class FilterConfig(_Strict):
 class SynthConfig(_Strict):
     """The Ray Data stage that turns the GAN into a filtered, labelled Parquet dataset."""
 
-    m_per_class: int = Field(1000, gt=0, description="accepted fake samples per class (M / C)")
+    m_per_class: int = Field(1000, gt=0, description="fake samples per class a student sees (M / C): a view "
+                                                     "of the scored pool")
+    pool_draws: int = Field(2000, gt=0, description="generator draws per class in the scored pool's first "
+                                                    "segment; each further segment (added when a view needs "
+                                                    "more) doubles it")
+    max_draws_per_class: int = Field(200_000, gt=0, description="cap on the pool's draws per class; a view "
+                                                                "it cannot serve fails with a clear message")
     batch_size: int = Field(500, gt=0)
     shard_size: int = Field(2000, gt=0, description="work items per Parquet shard (resume unit)")
     gen_actors: int = Field(2, gt=0, description="max actors per pool (fused: shards processed at once)")
@@ -178,6 +186,39 @@ class StageSpec(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+class TuneConfig(_Strict):
+    """`rayflow tune`: a search over the filtering quantile rho and the fakes per class M (optionally
+    the real share per batch and the KD weight), each trial one student scored on validation data."""
+
+    searcher: Literal["grid", "random", "tpe", "bound"] = "bound"
+    trials: int = Field(8, gt=0, description="student trainings the search may spend")
+    rho: tuple[float, float] = (0.1, 1.0)
+    m_per_class: tuple[int, int] = (50, 2000)
+    real_fraction: tuple[float, float] | None = None
+    kd_weight: tuple[float, float] | None = None
+    grid: tuple[int, int] = Field((6, 5), description="rho x M points of the candidate grid (grid searcher, "
+                                                      "the bound's table, candidates of the others)")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
+                                                            "trials (the test set is never used to choose)")
+    asha: bool = Field(True, description="stop weak trials early on samples seen (Ray executor)")
+    evals: int = Field(4, gt=0, description="validation reports per trial (the rungs ASHA compares)")
+    seed: int = 0
+
+    @field_validator("rho")
+    @classmethod
+    def _rho(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1] <= 1):
+            raise ValueError(f"must be a range within (0, 1], got {list(v)}")
+        return v
+
+    @field_validator("m_per_class")
+    @classmethod
+    def _m(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError(f"must be a range of positive sample counts, got {list(v)}")
+        return v
+
+
 class PipelineConfig(_Strict):
     """Top-level run: everything `rayflow run` needs."""
 
@@ -191,6 +232,7 @@ class PipelineConfig(_Strict):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     fake: StudentFakeConfig = Field(default_factory=StudentFakeConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     seeds: list[int] = Field(default_factory=lambda: [0], description="student seeds for the comparison")

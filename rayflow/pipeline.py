@@ -89,7 +89,8 @@ class Pipeline:
 
     def run(self) -> dict:
         """teacher -> NOKD/BLKD/oracle -> cGAN -> DRE -> fake sets -> cGAN-KD students -> report."""
-        from rayflow.report.fakes import fake_agreement, grids
+        from rayflow.report.fakes import grids
+        from rayflow.stages.synth import view_files
 
         t0 = time.perf_counter()
         cfg, metric, runner = self.cfg, self.metric, self.runner
@@ -107,16 +108,16 @@ class Pipeline:
                    "config": cfg.model_dump(mode="json"), "output_dir": runner.store.location,
                    "gan": gan.metrics, "synth": {k: a.metrics for k, (_, a) in sets.items()}}
         results.update(summarize(rows, metric))
-        agree = {k: fake_agreement(a.file("shards")) for k, (_, a) in sets.items()}
         for r in results["ablation"]:
             v = next((v for v in variants if v.label == r["variant"]), None)
             if v is not None:
-                a = agree[ablation.fake_set_name(v)]
-                r["fake_label_consistency"], r["m"] = a["orig" if v.orig_labels else "final"], a["m"]
+                m = sets[ablation.fake_set_name(v)][1].metrics
+                r["fake_label_consistency"] = m["label_consistency_orig" if v.orig_labels else "label_consistency_final"]
+                r["m"] = m["samples"]
         results["diagnostic"] = headroom(rows, metric)
         scratch = Path(runner.store.location) if runner.store.is_local else Path(tempfile.mkdtemp(prefix="rayflow-"))
         scratch.mkdir(parents=True, exist_ok=True)
-        results["grids"] = grids(gan, {k: (v.__dict__, a.file("shards")) for k, (v, a) in sets.items()}, scratch)
+        results["grids"] = grids(gan, {k: (v.__dict__, view_files(runner, a)) for k, (v, a) in sets.items()}, scratch)
         results["wall_s"] = time.perf_counter() - t0
         self._write(results)
         self.runner.store.write_text("report.html", render_report(results))
@@ -125,6 +126,19 @@ class Pipeline:
     def _write(self, results: dict, name: str = "results.json") -> None:
         self.runner.store.write_text(name, json.dumps(results, indent=2, default=float))
         self.runner.store.write_text("config.yaml", to_yaml(self.cfg))
+
+    def graph_text(self) -> str:
+        """Every node `rayflow run` needs, inputs first: its key, whether the store has it, its inputs."""
+        from rayflow.stages.graph import describe, node_key
+
+        roots = [Node.of(stage, seed=s) for s in self.cfg.seeds for _, stage in BASELINES] + \
+            [v.student(s) for s in self.cfg.seeds for v in ablation.plan(self.cfg)]
+        lines = []
+        for node, ins in describe(self.cfg, roots):
+            key = node_key(self.cfg, node)
+            have = "cached" if self.runner.store.lookup(node.stage, key) is not None else "to build"
+            lines.append(f"{str(node):<78} {key}  {have:<8} <- {', '.join(str(n) for n in ins.values()) or '-'}")
+        return "\n".join(lines)
 
     def format_results(self, results: dict) -> str:
         return format_results({"output_dir": self.runner.store.location, **results})

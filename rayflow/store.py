@@ -23,7 +23,6 @@ import shutil
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,25 +30,9 @@ import pyarrow.fs as pafs
 import yaml
 
 from rayflow.atomic import atomic_write_text
-from rayflow.store_fs import (
-    MARKER,
-    StoreError,
-    adopt_into_cache,
-    cache_dir_for,
-    cache_tmp_dir,
-    check_name,
-    delete_attempt,
-    download,
-    jsonable,
-    key_lock,
-    list_markers,
-    new_tmp_dir,
-    new_token,
-    one_line,
-    resolve,
-    s3_endpoint,
-    sweep_tmp_dirs,
-)
+from rayflow.store_fs import (MARKER, StoreError, StoredArtifact, adopt_into_cache, cache_dir_for, cache_tmp_dir,
+                              check_name, delete_attempt, download, jsonable, key_lock, list_markers, local_path,
+                              new_tmp_dir, new_token, one_line, resolve, s3_endpoint, sweep_tmp_dirs)
 
 __all__ = ["ArtifactStore", "StoreError", "StoredArtifact", "local_path", "open_store", "MARKER"]
 
@@ -57,40 +40,6 @@ log = logging.getLogger("rayflow")
 
 SETTLE_S = 1.5  # > the 1 s mtime resolution of S3 (and moto) plus a request's latency
 CLOCK_SKEW_S = 1.0  # tolerated gap between this machine's clock and the object store's
-
-
-@dataclass(init=False)
-class StoredArtifact:
-    """A committed artifact. `path` is a local directory with its files; on an object store it is
-    downloaded (once per machine, cached) only when first used, so a driver that hands uris to Ray actors
-    never pulls the bytes, and a pickled artifact re-resolves `path` on the node that unpickles it."""
-
-    stage: str
-    key: str
-    uri: str
-    metrics: dict
-    reused: bool
-    _path: Path | None = field(default=None, init=False, repr=False, compare=False)  # replace() re-resolves
-
-    def __init__(self, stage: str, key: str, uri: str, path: Path | None = None, metrics: dict | None = None,
-                 reused: bool = False) -> None:
-        self.stage, self.key, self.uri, self._path = stage, key, uri, path
-        self.metrics, self.reused = dict(metrics or {}), reused
-
-    @property
-    def path(self) -> Path:
-        if self._path is None:
-            self._path = local_path(self.uri)
-        return self._path
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        if "://" in self.uri:  # a download cache is only valid on this machine
-            state["_path"] = None
-        return state
 
 
 class ArtifactStore:
@@ -339,9 +288,3 @@ def open_store(location: str) -> ArtifactStore:
         if norm not in _stores:
             _stores[norm] = ArtifactStore(location)
         return _stores[norm]
-
-
-def local_path(uri: str) -> Path:
-    """The local directory for an artifact uri, for Ray actors that were only handed the uri."""
-    _, fs, path, is_local = resolve(uri)
-    return Path(path) if is_local else download(fs, path, uri)

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -252,3 +253,43 @@ def download(fs: pafs.FileSystem, path: str, uri: str) -> Path:
             raise StoreError(f"cannot download artifact {uri}: {one_line(e)}") from e
         raise
     return adopt_into_cache(tmp, final)
+
+
+def local_path(uri: str) -> Path:
+    """The local directory for an artifact uri, for Ray actors that were only handed the uri."""
+    _, fs, path, is_local = resolve(uri)
+    return Path(path) if is_local else download(fs, path, uri)
+
+
+@dataclass(init=False)
+class StoredArtifact:
+    """A committed artifact. `path` is a local directory with its files; on an object store it is
+    downloaded (once per machine, cached) only when first used, so a driver that hands uris to Ray actors
+    never pulls the bytes, and a pickled artifact re-resolves `path` on the node that unpickles it."""
+
+    stage: str
+    key: str
+    uri: str
+    metrics: dict
+    reused: bool
+    _path: Path | None = field(default=None, init=False, repr=False, compare=False)  # replace() re-resolves
+
+    def __init__(self, stage: str, key: str, uri: str, path: Path | None = None, metrics: dict | None = None,
+                 reused: bool = False) -> None:
+        self.stage, self.key, self.uri, self._path = stage, key, uri, path
+        self.metrics, self.reused = dict(metrics or {}), reused
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = local_path(self.uri)
+        return self._path
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if "://" in self.uri:  # a download cache is only valid on this machine
+            state["_path"] = None
+        return state

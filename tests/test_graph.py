@@ -34,12 +34,12 @@ def _candidates(path: str, v):
     if isinstance(v, float):
         return [v * 0.5 if v else 0.5, v + 0.01]
     if isinstance(v, str):
-        return [v + "x", "cosine", "adam", "local", "best_fid", "last", "regression", "npz", "color", "nokd", "scratch"]
+        return [v + "x", "cosine", "adam", "local", "best_fid", "last", "regression", "npz", "color", "nokd", "scratch", "random"]
     if isinstance(v, list):
-        return [v + v[-1:] if v else [1], ["crop"], [0.5, 0.9]]
+        return [v + v[-1:] if v else [1], ["crop"], [0.5, 0.9], [v[0], v[-1] * 2] if v else [1]]
     if isinstance(v, dict):
         return [{"x": 1}]
-    return ["x", 5, 0.5]
+    return ["x", 5, 0.5, [0.2, 0.8]]
 
 
 def _perturbed(raw: dict, path: str) -> PipelineConfig | None:

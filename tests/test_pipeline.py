@@ -34,8 +34,9 @@ def test_pipeline_writes_report_with_every_row(tiny_run):
     html = (out / "report.html").read_text()
     assert "Ablation" in html and "Headroom diagnostic" in html and html.count("<img") >= 4
     assert "checkpoint (gan.select: per_class)" in html
-    synth = results["synth"]["full"]
-    assert all(k >= 30 for k in synth["kept_per_class"]) and 0 < synth["filter_keep"] <= 1
+    full = results["synth"]["full"]  # the view cGAN-KD trains on: M per class, filtered, relabelled
+    assert full["samples"] == 30 * 10 and all(k >= 30 for k in full["eligible_per_class"])
+    assert full["label_consistency_final"] > full["label_consistency_orig"]  # relabelling by the teacher
 
 
 def test_rerun_skips_every_finished_stage(tiny_run):
@@ -65,7 +66,8 @@ def test_one_stage_with_overrides_gets_the_pipelines_artifacts(tiny_run):
                                                               "dre.feature_net.name=teacher", "filter.rho=0.5"]))
     student = trial.artifact(CGAN_KD.student(0))
     assert not student.reused and student.uri != row["artifact"] and student.metrics["test_acc"] > 50
-    for n in (Node.of("teacher"), Node.of("gan"), Node.of("dre")):
-        assert trial.artifact(n).reused, n  # rho is read by the filter only: nothing above it rebuilt
-    assert trial.artifact(CGAN_KD.fake_set()).metrics["burnin"]["cutoffs"] != \
-        results["synth"]["full"]["burnin"]["cutoffs"]  # the trial's own filter cut-offs
+    for n in (Node.of("teacher"), Node.of("gan"), Node.of("dre"), Node.of("pool", subsample=True, segment=0)):
+        assert trial.artifact(n).reused, n  # rho is read by the view only: nothing above it rebuilt
+    view = trial.artifact(CGAN_KD.fake_set())
+    assert view.metrics["rho"] == 0.5 and view.metrics["eligible_per_class"] != \
+        results["synth"]["full"]["eligible_per_class"]  # the trial's own, stricter filter

@@ -149,7 +149,7 @@ def test_local_run_schema_and_exact_balance(nets, tmp_path):
     assert {f.name: f.type for f in schema} == {
         "shard_id": pa.int64(), "row": pa.int64(), "draw": pa.int64(), "image": pa.list_(pa.uint8(), SIZE * SIZE),
         "label": pa.int64(), "orig_label": pa.int64(), "ratio": pa.float32(), "teacher_ce": pa.float32(),
-        "teacher_logits": pa.list_(pa.float32(), C)}
+        "teacher_logits": pa.list_(pa.float32(), C), "accepted": pa.bool_(), "sample_id": pa.int64()}
     meta = json.loads(schema.metadata[META_KEY])
     assert meta["image_shape"] == [1, SIZE, SIZE] and meta["num_classes"] == C
 

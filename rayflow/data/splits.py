@@ -88,6 +88,11 @@ def load_splits(cfg: DataConfig) -> Splits:
         heldout, train = _split_off(train, cfg.heldout_per_class, rng, "data.heldout_per_class")
     if cfg.n_per_class:
         train, _ = _split_off(train, cfg.n_per_class, rng, "data.n_per_class")
+    if cfg.val_fraction:
+        if val is not None:
+            raise DataError("set data.val_per_class or data.val_fraction, not both")
+        per = max(1, round(cfg.val_fraction * len(train) / (train.num_classes or 1)))
+        val, train = _split_off(train, per, rng, "data.val_fraction", fraction_if_regression=cfg.val_fraction)
     if cfg.test_limit and len(test) > cfg.test_limit:
         test = test.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(test), cfg.test_limit, replace=False)))
     splits = Splits(train=train, test=test, val=val, heldout=heldout)

@@ -33,8 +33,8 @@ def get_executor(runtime: RuntimeConfig) -> Executor:
     return LocalExecutor()
 
 
-def ray_fake_dataset(shards_dir: str, m_per_class: int | None = None):
-    """A synth artifact's fake set as a Ray Dataset (tests, notebooks)."""
+def ray_fake_dataset(spec: FakeSpec):
+    """A view's rows as a Ray Dataset (tests, notebooks)."""
     from rayflow.executors.ray_data import fake_dataset
 
-    return fake_dataset(shards_dir, m_per_class)
+    return fake_dataset(spec)

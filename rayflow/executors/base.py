@@ -23,12 +23,12 @@ class PoolError(RuntimeError):
 
 @dataclass
 class FakeSpec:
-    """A synthetic Parquet set (a synth artifact's shard directory) and how a student reads it."""
+    """The fake rows a student reads (a view of the scored pool) and how it mixes them in."""
 
-    shards_dir: str
-    m_per_class: int
+    files: Any  # per row: the Parquet file of the pool holding it
+    sample_ids: Any  # per row: its stable id in the pool
+    labels: Any  # per row: the label the student trains on
     real_fraction: float = 0.75
-    orig_labels: bool = False  # conditioning labels instead of the (relabelled) final ones
     use_logits: bool = True  # teacher logits for the KD term
 
 
@@ -109,6 +109,12 @@ class Executor(Protocol):
 
     def remote(self, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)`, run as one task (Ray) or in this process (local)."""
+
+    def tune(self, trial: Callable[[dict], dict], *, searcher: Any, trials: int, metric: str, mode: str,
+             to_error: Callable[[float], float], storage: tuple[str, Any], name: str, asha: dict | None,
+             max_concurrent: int) -> list[dict]:
+        """A search: `trial(config) -> metrics` for the configs `searcher` (ask/tell) proposes, up to
+        `trials`; Ray Tune trials (ASHA on `samples_seen`, restorable) or in-process one by one."""
 
 
 def rows(batch: dict) -> Iterator[dict]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rayflow.atomic import atomic_write_text
+from rayflow.atomic import atomic_file, atomic_write_text
 from rayflow.executors.base import (
     Checkpoint,
     FakeSpec,
@@ -115,6 +115,31 @@ class LocalExecutor:
             for step in chain:
                 batch = step(batch)
             yield from rows(batch)
+
+    def tune(self, trial: Callable, *, searcher: Any, trials: int, metric: str, mode: str, to_error: Callable,
+             storage: tuple[str, Any], name: str, **_: Any) -> list[dict]:
+        """Trials one after another (no early stopping); the searcher's state and the results so far
+        are saved after every trial, so a killed search resumes where it stopped."""
+        import pickle
+
+        run = local_run_dir(storage, name)
+        run.mkdir(parents=True, exist_ok=True)
+        state = run / "search.pkl"
+        done: list[dict] = []
+        if state.is_file():
+            saved = pickle.loads(state.read_bytes())
+            searcher.load(saved["state"])
+            done = saved["results"]
+        while len(done) < trials:
+            cfg = searcher.ask()
+            if cfg is None:
+                break
+            result = trial(dict(cfg))
+            searcher.tell(cfg, to_error(result[metric]) if metric in result else None)
+            done.append({**cfg, **result})
+            with atomic_file(state) as tmp:
+                tmp.write_bytes(pickle.dumps({"state": searcher.state(), "results": done}))
+        return done
 
     def remote(self, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)

@@ -4,12 +4,12 @@ that streams a synth artifact's Parquet shards into Ray Train workers."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
+import numpy as np
 import ray
 from ray.data import ActorPoolStrategy
 
-from rayflow.executors.base import PoolError, PoolSpec, StepSpec
+from rayflow.executors.base import FakeSpec, PoolError, PoolSpec, StepSpec
 
 
 def min_actors(pool: PoolSpec, pools: int) -> int:
@@ -48,16 +48,19 @@ def ray_map_batches(items: list[dict], steps: Callable[[str, int | None], list[S
     yield from ds.iter_rows()
 
 
-def fake_dataset(out_dir: str | Path, m_per_class: int | None = None, **read_kwargs) -> ray.data.Dataset:
-    """The rows of `synth.io.read_fake_set` as a Ray Dataset (for Ray Train ingestion): ``image``
-    uint8 ``(C, H, W)``, ``teacher_logits`` float32 ``(K,)``, the scalar columns as stored."""
-    from rayflow.synth.io import select_rows
-    from rayflow.synth.manifest import Manifest
+def fake_dataset(spec: FakeSpec, **read_kwargs) -> ray.data.Dataset:
+    """A view's rows as a Ray Dataset (for Ray Train ingestion): ``image`` uint8 ``(C, H, W)``,
+    ``label`` (the view's), ``teacher_logits`` float32 ``(K,)``, the other columns as stored."""
+    import json
 
-    man = Manifest.load(out_dir)
-    sel = man.selection(m_per_class)
-    files = [str(Path(out_dir) / rel) for _, rel, _ in sel]
-    take = {sid: n for sid, _, n in sel}
+    import pyarrow.parquet as pq
+
+    from rayflow.synth.io import META_KEY, select_view_rows
+
+    files = list(dict.fromkeys(np.asarray(spec.files).tolist()))
+    shape = json.loads(pq.read_schema(files[0]).metadata[META_KEY])["image_shape"]
+    order = np.argsort(spec.sample_ids, kind="stable")
     return ray.data.read_parquet(files, **read_kwargs).map_batches(
-        select_rows, batch_format="pyarrow", batch_size=None,
-        fn_kwargs={"take": take, "image_shape": man.image_shape})
+        select_view_rows, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"ids": np.asarray(spec.sample_ids)[order], "labels": np.asarray(spec.labels)[order],
+                   "image_shape": tuple(shape)})

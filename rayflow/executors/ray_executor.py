@@ -35,6 +35,12 @@ class RayExecutor:
         init_ray(self.runtime)
         return ray_map_batches(items, steps, pool)
 
+    def tune(self, trial: Callable, **kw: Any) -> list[dict]:
+        from rayflow.executors.ray_tune import ray_tune
+
+        init_ray(self.runtime)
+        return ray_tune(trial, **kw)
+
     def remote(self, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> Any:
         init_ray(self.runtime)
         return ray.get(ray.remote(num_cpus=num_cpus, num_gpus=0)(fn).remote(*args, **kwargs))

@@ -62,7 +62,14 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
     path, fs = storage
     # materialized before fit(): the Train workers hold the CPUs, and read tasks scheduled after
     # that would wait for them forever (seen on 2 cores)
-    ds = {k: fake_dataset(s.shards_dir, s.m_per_class).materialize() for k, s in (datasets or {}).items()}
+    ds = {k: fake_dataset(s).materialize() for k, s in (datasets or {}).items()}
+    callbacks = []
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    if _in_tune_session():  # a Tune trial: its scheduler sees the run's intermediate reports
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"fn": fn, "config": config, "threads": worker_threads(scaling)},
@@ -72,7 +79,8 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
         run_config=ray.train.RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep),
-                                       logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+                                       logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+                                       callbacks=callbacks),
     )
     result = trainer.fit()
     if result.error:

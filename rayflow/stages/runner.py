@@ -63,6 +63,11 @@ class Runner:
             self._logits[(teacher.key, split)] = predict(load_model(teacher.path), images).numpy()
         return self._logits[(teacher.key, split)]
 
+    def key_of(self, node: Node) -> str:
+        from rayflow.stages.graph import node_key
+
+        return node_key(self.cfg, node)
+
     def ray_storage(self) -> tuple[str, Any]:
         return self.store.ray_storage()
 
@@ -124,7 +129,9 @@ class Runner:
         for node, v, inputs, _, _ in todo:
             spec = supervised.spec_of(node, v)
             fields, fake = supervised.job_fields(self, node, v, inputs)
-            jobs.append(SupervisedJob(model=spec.model, train_cfg=spec.train, train=s.train, val=s.val, test=s.test,
+            # a validation-mode run (choosing rho and M) never looks at the test set
+            test = None if self.cfg.data.val_fraction else s.test
+            jobs.append(SupervisedJob(model=spec.model, train_cfg=spec.train, train=s.train, val=s.val, test=test,
                                       **fields))
             fakes.append(fake)
             log.info("[%s] training %s for %d steps on %s", node.stage, spec.model.name, spec.train.steps,

@@ -66,9 +66,11 @@ def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, An
             from rayflow.models.io import WEIGHTS
 
             out["init_state"] = load_weights(inputs["init"].file(WEIGHTS))
-        fake_set = inputs["fake"]
-        spec = FakeSpec(str(fake_set.file("shards")), int(fake_set.metrics["m_per_class"]),
-                        v["fake.real_fraction"], orig_labels=p["orig_labels"], use_logits=p["kd"])
+        from rayflow.stages.synth import view_files
+
+        rows = view_files(runner, inputs["fake"])
+        spec = FakeSpec(rows["file"], rows["sample_id"], rows["orig_label"] if p["orig_labels"] else rows["label"],
+                        v["fake.real_fraction"], use_logits=p["kd"])
         return out, spec
     return {}, None
 
@@ -101,7 +103,7 @@ def _cgankd_reads(p: dict) -> tuple[str, ...]:
 
 
 def _cgankd_inputs(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
-    ins = {"fake": Node.of("synth", subsample=p["subsample"], filter=p["filter"], relabel=p["relabel"])}
+    ins = {"fake": Node.of("view", subsample=p["subsample"], filter=p["filter"], relabel=p["relabel"])}
     if p["kd"]:
         ins["teacher"] = Node.of("teacher")
     if cfg.fake.init == "nokd":

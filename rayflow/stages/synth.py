@@ -1,7 +1,9 @@
-"""The synthetic-data stage as graph nodes: one fake set per (subsample, filter, relabel) setting.
+"""Fake data as graph nodes: one scored pool (every draw once, keyed without rho and M) and cheap
+views of it (subsampled / filtered at rho / relabelled / first M per class).
 
-`run_synth` resumes from its own shard manifest, so it works in a stable local work directory
-(which survives a kill) that moves into the artifact only when complete.
+The pool grows append-only in segments (segment k: `synth.pool_draws * 2**k` draws per class, shard
+ids from k * 2**16) when a view needs more; each segment is its own content-addressed artifact, so a
+view's content depends only on the first segment's key and the view's own settings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rayflow.config import PipelineConfig, SynthConfig
 from rayflow.stages.dre import RATIO, features_node
 from rayflow.stages.graph import Node, StageDef, View, register
@@ -21,42 +25,49 @@ from rayflow.stages.graph import Node, StageDef, View, register
 log = logging.getLogger("rayflow")
 
 SHARDS = "shards"
-# actor counts and pool layout change how fast, not what: shards are identical either way
-CONTENT = ("m_per_class", "batch_size", "shard_size", "num_gpus_per_actor", "soft_labels", "seed")
+VIEW = "view.parquet"
+SEGMENT_SHARDS = 2**16  # shard ids of segment k start at k * SEGMENT_SHARDS
+CONTENT = ("batch_size", "shard_size", "num_gpus_per_actor", "seed", "pool_draws")  # how a pool is drawn
 
 
-def _reads(p: dict) -> tuple[str, ...]:
-    out = tuple(f"synth.{f}" for f in CONTENT)
-    if p["subsample"]:
-        out += ("dre.hidden", "dre.burnin")
-    if p["filter"]:
-        out += ("filter.rho", "filter.burnin")
-    return out
+def pool_node(subsample: bool, segment: int = 0) -> Node:
+    return Node.of("pool", subsample=subsample, segment=segment)
 
 
-def _inputs(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
+def _pool_reads(p: dict) -> tuple[str, ...]:
+    return tuple(f"synth.{f}" for f in CONTENT) + ("filter.burnin",) + (
+        ("dre.hidden", "dre.burnin") if p["subsample"] else ())
+
+
+def _pool_inputs(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
     ins = {"teacher": Node.of("teacher"), "gan": Node.of("gan")}
     if p["subsample"]:
         ins.update(dre=Node.of("dre"), features=features_node(cfg))
+    if p["segment"] > 0:
+        ins["first"] = pool_node(p["subsample"])
     return ins
 
 
 def work_dir(runner: Any, key: str) -> Path:
-    """Where an unfinished fake set keeps its shards and manifest between attempts (a kill resumes)."""
+    """Where an unfinished segment keeps its shards and manifest between attempts (a kill resumes)."""
     store = runner.store
     if store.is_local:
-        return Path(store.root) / "artifacts" / "synth" / f".work-{key}"
+        return Path(store.root) / "artifacts" / "pool" / f".work-{key}"
     tag = hashlib.sha256(store.location.encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / "rayflow-work" / tag / f"synth-{key}"
+    return Path(tempfile.gettempdir()) / "rayflow-work" / tag / f"pool-{key}"
 
 
-def build_synth(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: str) -> dict:
+def build_pool(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: str) -> dict:
     from rayflow.gan.artifact import arch_of, load_generator
-    from rayflow.synth.driver import SynthInputs, SynthOptions, run_synth
+    from rayflow.synth.driver import SynthOptions, run_synth
+    from rayflow.synth.inputs import BurninStats, SynthInputs
+    from rayflow.synth.manifest import Manifest
 
-    p, cfg = node.p, SynthConfig(**{f: v[f"synth.{f}"] for f in CONTENT})
+    p, seg = node.p, node.p["segment"]
+    draws = v["synth.pool_draws"] * 2**seg
+    cfg = SynthConfig(m_per_class=draws, **{f: v[f"synth.{f}"] for f in CONTENT if f != "pool_draws"})
     gan = inputs["gan"]
-    work = work_dir(runner, key)
+    burnin = BurninStats.from_dict(Manifest.load(inputs["first"].file(SHARDS)).burnin) if seg else None
     # paths, not tensors: the actors load the nets themselves (small constructor arguments)
     si = SynthInputs(num_classes=arch_of(gan.path)["num_classes"],
                      generator=functools.partial(load_generator, str(gan.path)),
@@ -64,18 +75,89 @@ def build_synth(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: 
                      feature_dir=str(inputs["features"].path) if p["subsample"] else None,
                      ratio_state=str(inputs["dre"].file(RATIO)) if p["subsample"] else None,
                      ratio_hidden=tuple(v["dre.hidden"]) if p["subsample"] else (512, 256, 128),
-                     subsample=p["subsample"], filter=p["filter"], relabel=p["relabel"],
-                     rho=v.get("filter.rho", 0.9), filter_burnin=v.get("filter.burnin", 500),
-                     dre_burnin=v.get("dre.burnin", 1000))
-    log.info("[synth] %d per class, subsample=%s filter=%s relabel=%s (%s executor)", cfg.m_per_class,
-             p["subsample"], p["filter"], p["relabel"], runner.executor.name)
+                     subsample=p["subsample"], filter=False, relabel=False, pool=True,
+                     first_shard_id=seg * SEGMENT_SHARDS, filter_burnin=v["filter.burnin"],
+                     dre_burnin=v.get("dre.burnin", 1000), burnin=burnin)
+    log.info("[pool] segment %d: %d draws per class, subsample=%s (%s executor)", seg, draws, p["subsample"],
+             runner.executor.name)
     sc, full = runner.cfg.scaling, runner.cfg.synth
     opts = SynthOptions(local_threads=int(sc.cpus_per_worker * sc.num_workers), gen_actors=full.gen_actors,
                         fused=full.fused)
+    work = work_dir(runner, key)
     metrics = run_synth(si, cfg, work, runner.executor, options=opts)
     shutil.move(str(work), str(out / SHARDS))
-    return metrics
+    metrics["burnin"] = {k: v for k, v in metrics["burnin"].items() if k not in ("filter_ce", "filter_accepted")}
+    return {**metrics, "segment": seg, "draws_per_class": draws}
 
 
-register(StageDef("synth", reads=_reads, inputs=_inputs, build=build_synth,
-                  doc="generate -> cDR-RS subsample -> teacher label/filter -> Parquet shards"))
+register(StageDef("pool", reads=_pool_reads, inputs=_pool_inputs, build=build_pool,
+                  doc="the scored pool: every draw with its density ratio, cDR-RS outcome, teacher logits/CE"))
+
+
+def _view_reads(p: dict) -> tuple[str, ...]:
+    return ("synth.m_per_class", "synth.max_draws_per_class", "synth.pool_draws") + (
+        ("filter.rho",) if p["filter"] else ())
+
+
+def view_of(v: View, p: dict):
+    from rayflow.synth.view import View as ViewSpec
+
+    return ViewSpec(subsample=p["subsample"], rho=v["filter.rho"] if p["filter"] else None, relabel=p["relabel"],
+                    m_per_class=v["synth.m_per_class"])
+
+
+def build_view(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: str) -> dict:
+    """Selects the view's rows, adding pool segments until every class has enough (or the cap says no)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rayflow.synth.manifest import Manifest, SynthError
+    from rayflow.synth.view import ViewShortError, eligible_per_class, pool_index, select
+
+    p, spec = node.p, view_of(v, node.p)
+    first = inputs["pool"]
+    burnin, C = Manifest.load(first.file(SHARDS)).burnin, Manifest.load(first.file(SHARDS)).num_classes
+    segments = [first]
+    while True:
+        index = pool_index([s.file(SHARDS) for s in segments])
+        try:
+            rows = select(index, burnin, spec, C)
+            break
+        except ViewShortError as e:
+            nxt = v["synth.pool_draws"] * (2 ** (len(segments) + 1) - 1)
+            if nxt > v["synth.max_draws_per_class"]:
+                raise SynthError(f"view {spec}: {e}; the pool would need more than synth.max_draws_per_class="
+                                 f"{v['synth.max_draws_per_class']} draws per class") from None
+            log.info("[view] %s; extending the pool to %d draws per class", e, nxt)
+            segments.append(runner.artifact(pool_node(p["subsample"], len(segments))))
+    seg_of = {str(s.file(SHARDS)): i for i, s in enumerate(segments)}
+    seg = np.array([seg_of[str(Path(f).parent.parent)] for f in rows["file"]], np.int64)
+    rel = np.array([str(Path(f).relative_to(Path(f).parent.parent)) for f in rows["file"]], dtype=object)
+    pq.write_table(pa.table({"sample_id": rows["sample_id"], "label": rows["label"],
+                             "orig_label": rows["orig_label"], "segment": seg, "file": rel.astype(str)}), out / VIEW)
+    pred = index["teacher_pred"][np.searchsorted(index["sample_id"], rows["sample_id"])]
+    return {"m_per_class": spec.m_per_class, "samples": len(rows["label"]), "segments": len(segments),
+            "pool_draws_per_class": int(sum(s.metrics["draws_per_class"] for s in segments)),
+            "eligible_per_class": eligible_per_class(index, burnin, spec, C),
+            "label_consistency_orig": 100.0 * float((pred == rows["orig_label"]).mean()),
+            "label_consistency_final": 100.0 * float((pred == rows["label"]).mean()),
+            "subsample_accept": float(index["accepted"].mean()), "num_classes": C,
+            "subsample_accept_per_class": [float(index["accepted"][index["orig_label"] == c].mean()) for c in range(C)], "subsample": p["subsample"],
+            "filter": p["filter"], "relabel": p["relabel"], "rho": spec.rho}
+
+
+def view_files(runner: Any, view_art: Any) -> dict[str, np.ndarray]:
+    """A view artifact's rows with the local path of the pool file each comes from."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(view_art.file(VIEW)).to_pydict()
+    sub = bool(view_art.metrics["subsample"])
+    segs = {i: runner.artifact(pool_node(sub, i)) for i in sorted(set(t["segment"]))}
+    files = np.array([str(segs[s].file(SHARDS) / f) for s, f in zip(t["segment"], t["file"])], dtype=object)
+    return {"sample_id": np.asarray(t["sample_id"], np.int64), "label": np.asarray(t["label"], np.int64),
+            "orig_label": np.asarray(t["orig_label"], np.int64), "file": files}
+
+
+register(StageDef("view", reads=_view_reads,
+                  inputs=lambda cfg, p: {"pool": pool_node(p["subsample"])}, build=build_view,
+                  doc="a view of the pool: cDR-RS subsampled, filtered at rho, relabelled, first M per class"))

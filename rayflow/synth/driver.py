@@ -33,7 +33,7 @@ from rayflow.executors import Executor, LocalExecutor, PoolSpec, StepSpec
 from rayflow.gan.loop import generate
 from rayflow.memory import release_freed_memory
 from rayflow.models.io import ARCH, WEIGHTS
-from rayflow.synth.burnin import compute_burnin, plan_round, score_kwargs
+from rayflow.synth.burnin import compute_burnin, plan_draws, plan_round, score_kwargs
 from rayflow.synth.inputs import BurninStats, SynthInputs
 from rayflow.synth.io import write_shards
 from rayflow.synth.manifest import MANIFEST, SHARD_DIR, Manifest, SynthError
@@ -68,7 +68,8 @@ def _fingerprint(inputs: SynthInputs, cfg: SynthConfig, G: nn.Module) -> str:
     desc = {"m_per_class": cfg.m_per_class, "batch_size": cfg.batch_size, "shard_size": cfg.shard_size,
             "seed": cfg.seed, "num_classes": inputs.num_classes, "subsample": inputs.subsample,
             "filter": inputs.filter, "rho": inputs.rho, "relabel": inputs.relabel, "soft_labels": inputs.soft(cfg),
-            "dre_burnin": inputs.dre_burnin, "filter_burnin": inputs.filter_burnin,
+            "dre_burnin": inputs.dre_burnin, "filter_burnin": inputs.filter_burnin, "pool": inputs.pool,
+            "first_shard_id": inputs.first_shard_id,
             "ratio_hidden": list(inputs.ratio_hidden), "ratio_dropout": inputs.ratio_dropout,
             "burnin": inputs.burnin.to_dict() if inputs.burnin else None}
     h.update(json.dumps(desc, sort_keys=True).encode())
@@ -91,7 +92,7 @@ def _step_kwargs(inputs: SynthInputs, cfg: SynthConfig, burnin: BurninStats, out
         "score": dict(score_kwargs(inputs, cfg), max_ratio=burnin.max_ratio) if inputs.subsample else None,
         "label": dict(teacher_dir=str(inputs.teacher_dir), num_classes=inputs.num_classes,
                       cutoffs=burnin.cutoffs if inputs.filter else None, relabel=inputs.relabel,
-                      batch_size=cfg.batch_size) if inputs.uses_teacher(cfg) else None,
+                      all_draws=inputs.pool, batch_size=cfg.batch_size) if inputs.uses_teacher(cfg) else None,
         "write": dict(out_dir=str(out_dir), image_shape=tuple(image_shape), num_classes=inputs.num_classes,
                       meta=header),
     }
@@ -174,7 +175,7 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     image_shape = _image_shape(G)
     header = {"num_classes": C, "image_shape": list(image_shape), "m_per_class": m, "seed": cfg.seed,
               "subsample": inputs.subsample, "filter": inputs.filter, "rho": inputs.rho,
-              "relabel": inputs.relabel, "soft_labels": inputs.soft(cfg)}
+              "relabel": inputs.relabel, "soft_labels": inputs.soft(cfg), "pool": inputs.pool}
     man = Manifest.open(out, _fingerprint(inputs, cfg, G), header)
     del G
     out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +203,7 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
         while True:
             pending = man.pending()
             if not pending:
-                kept = man.per_class("n_kept")
+                kept = man.per_class("n_draws" if inputs.pool else "n_kept")
                 if (kept >= m).all():
                     break
                 if man.num_rounds >= opts.max_rounds:
@@ -210,8 +211,11 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
                     short = np.flatnonzero(kept < m).tolist()
                     raise SynthError(f"after {man.num_rounds} rounds class(es) {short} still lack samples "
                                      f"(kept {kept[short].tolist()} of {m}; kept/draw {np.round(rate[short], 4).tolist()})")
-                pending = plan_round(kept, man.per_class("n_draws"), burnin.expected_rate(C), m, cfg.shard_size,
-                                     man.next_shard_id(), cfg.seed)
+                if inputs.pool:  # a pool segment: exactly m draws per class, one round
+                    pending = plan_draws(m, C, cfg.shard_size, inputs.first_shard_id, cfg.seed)
+                else:
+                    pending = plan_round(kept, man.per_class("n_draws"), burnin.expected_rate(C), m,
+                                         cfg.shard_size, man.next_shard_id(), cfg.seed)
                 man.add_round(pending)
                 man.save()
             # a top-up round of at most one shard's draws runs in this process: starting a Ray Data

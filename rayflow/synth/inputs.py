@@ -33,6 +33,11 @@ class BurninStats:
     subsample_rate: list[float] | None = None  # mean min(r / M̄_y, 1) on those draws
     cutoffs: list[float] | None = None  # teacher-CE rho-quantile over filter_burnin subsampled draws
     filter_rate: list[float] | None = None  # fraction of the filter burn-in with CE <= cutoff
+    # pool mode: the filter burn-in sample itself (per class: teacher CE and cDR-RS outcome of each
+    # draw), so a view computes the cutoff of any rho from it
+    filter_ce: list[list[float]] | None = None
+    filter_accepted: list[list[bool]] | None = None
+    filter_need: int | None = None  # how many (accepted) burn-in draws per class fix a cutoff
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,12 +83,16 @@ class SynthInputs:
     dre_burnin: int = 1000
     filter_burnin: int = 500
     burnin: BurninStats | None = None
+    # pool mode: write every draw (ratio, cDR-RS outcome, teacher logits and CE), keep none out;
+    # `cfg.m_per_class` is then the number of draws per class, starting at shard id `first_shard_id`
+    pool: bool = False
+    first_shard_id: int = 0
 
     def soft(self, cfg: SynthConfig) -> bool:
         return cfg.soft_labels if self.soft_labels is None else bool(self.soft_labels)
 
     def uses_teacher(self, cfg: SynthConfig) -> bool:
-        return self.filter or self.relabel or self.soft(cfg)
+        return self.filter or self.relabel or self.soft(cfg) or self.pool
 
     def validate(self, cfg: SynthConfig) -> None:
         """One SynthError listing every problem, before any compute."""
@@ -100,6 +109,8 @@ class SynthInputs:
             need = [n for n, on in (("filter", self.filter), ("relabel", self.relabel),
                                     ("soft_labels", self.soft(cfg))) if on]
             errs.append(f"{'/'.join(need)} need(s) teacher_dir")
+        if self.pool and (self.filter or self.relabel):
+            errs.append("a pool keeps every draw: filter and relabel are views of it, not pool settings")
         if self.filter:
             try:
                 check_rho(self.rho)

@@ -37,6 +37,7 @@ __all__ = ["META_KEY", "FakeSet", "by_shard", "shard_schema", "shard_table", "wr
            "read_fake_set"]
 
 META_KEY = b"rayflow.synth"
+DRAWS_PER_SHARD_MAX = 2**24
 
 
 class FakeSet(NamedTuple):
@@ -59,6 +60,7 @@ def shard_schema(image_shape: tuple[int, ...], num_classes: int, meta: dict[str,
         ("label", pa.int64()), ("orig_label", pa.int64()),
         ("ratio", pa.float32()), ("teacher_ce", pa.float32()),
         ("teacher_logits", pa.list_(pa.float32(), int(num_classes))),
+        ("accepted", pa.bool_()), ("sample_id", pa.int64()),
     ], metadata={META_KEY: json.dumps(header).encode()})
 
 
@@ -80,8 +82,14 @@ def shard_table(cols: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
         pa.array(np.asarray(cols["label"], np.int64)), pa.array(np.asarray(cols["orig_label"], np.int64)),
         pa.array(np.asarray(cols["ratio"], np.float32)), pa.array(np.asarray(cols["teacher_ce"], np.float32)),
         _fixed_list(np.asarray(cols["teacher_logits"], np.float32).reshape(n, k), k, pa.float32()),
+        pa.array(np.asarray(cols["accepted"], bool)), pa.array(sample_ids(cols["shard_id"], cols["draw"])),
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def sample_ids(shard_id: np.ndarray, draw: np.ndarray) -> np.ndarray:
+    """A draw's stable id: its shard id and its index in the shard (pool order = id order)."""
+    return np.asarray(shard_id, np.int64) * DRAWS_PER_SHARD_MAX + np.asarray(draw, np.int64)
 
 
 def _write_table_atomic(table: pa.Table, path: Path) -> None:
@@ -138,7 +146,7 @@ def write_shards(batch: dict[str, np.ndarray], *, out_dir: str, image_shape: tup
     for sid, sl in groups:
         kept = np.arange(sl.start, sl.stop)[b["keep"][sl]]
         cols = {k: b[k][kept] for k in ("shard_id", "draw", "image", "label", "orig_label", "ratio",
-                                        "teacher_ce", "teacher_logits")}
+                                        "teacher_ce", "teacher_logits", "accepted")}
         rel = shard_file(sid)
         _write_table_atomic(shard_table(cols, schema), Path(out_dir) / rel)
         out["shard_id"].append(sid)
@@ -197,6 +205,18 @@ def read_fake_set(out_dir: str | Path, m_per_class: int | None = None) -> FakeSe
             arr[at:at + take] = cols[name]
         at += take
     return res
+
+
+def select_view_rows(table: pa.Table, *, ids: np.ndarray, labels: np.ndarray,
+                     image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Ray Data UDF of the executor's ``fake_dataset``: keep the rows whose ``sample_id`` is in the
+    sorted ``ids``, with ``label`` set to the view's label for each, decode the list columns."""
+    cols = _decode(table, image_shape)
+    pos = np.clip(np.searchsorted(ids, cols["sample_id"]), 0, max(len(ids) - 1, 0))
+    keep = ids[pos] == cols["sample_id"] if len(ids) else np.zeros(len(pos), bool)
+    out = {k: v[keep] for k, v in cols.items()}
+    out["label"] = labels[pos[keep]]
+    return out
 
 
 def select_rows(table: pa.Table, *, take: dict[int, int], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:

@@ -164,13 +164,16 @@ class Label(_Step):
     ``keep=False`` without running the teacher.
 
     ``cutoffs`` (per class, from the filter burn-in) enable filtering: keep ``ce <= cutoffs[orig]``;
-    ``relabel`` sets ``label`` to the teacher argmax, else to ``orig_label``.
+    ``relabel`` sets ``label`` to the teacher argmax, else to ``orig_label``. ``all_draws`` (a scored
+    pool) runs the teacher on the rejected draws too and keeps every row; the accepted ones are still
+    scored in the very batches a filtering run uses, so their numbers are identical to its.
     """
 
     def __init__(self, teacher_dir: str | Path, *, num_classes: int, cutoffs: Sequence[float] | None = None,
-                 relabel: bool = False, batch_size: int = 500, device: str | None = "cpu",
-                 threads: int | None = None):
+                 relabel: bool = False, all_draws: bool = False, batch_size: int = 500,
+                 device: str | None = "cpu", threads: int | None = None):
         super().__init__(batch_size, device, threads)
+        self.all_draws = bool(all_draws)
         self.teacher = load_model(teacher_dir).to(self.device)
         self.num_classes = int(num_classes)
         self.cutoffs = None if cutoffs is None else np.asarray(cutoffs, np.float64)
@@ -192,15 +195,16 @@ class Label(_Step):
         keep = np.zeros(n, bool)
         label = out["orig_label"].astype(np.int64)
         for _, sl in groups:  # the teacher runs on each shard's accepted draws, in draw order
-            r = np.arange(sl.start, sl.stop)[accepted[sl]]
-            if not len(r):
-                continue
-            lg = self.logits(torch.from_numpy(out["image"][r]))
-            logits[r] = lg
-            orig = out["orig_label"][r]
-            ce[r] = teacher_ce(torch.from_numpy(lg), torch.from_numpy(orig)).numpy()
-            keep[r] = True if self.cutoffs is None else keep_mask(ce[r], orig, self.cutoffs)
-            if self.relabel:
-                label[r] = relabel(lg)
+            rows = np.arange(sl.start, sl.stop)
+            for r in (rows[accepted[sl]], rows[~accepted[sl]] if self.all_draws else rows[:0]):
+                if not len(r):
+                    continue
+                lg = self.logits(torch.from_numpy(out["image"][r]))
+                logits[r] = lg
+                orig = out["orig_label"][r]
+                ce[r] = teacher_ce(torch.from_numpy(lg), torch.from_numpy(orig)).numpy()
+                keep[r] = True if self.cutoffs is None or self.all_draws else keep_mask(ce[r], orig, self.cutoffs)
+                if self.relabel:
+                    label[r] = relabel(lg)
         out.update(teacher_logits=logits, teacher_ce=ce, keep=keep, label=label)
         return out

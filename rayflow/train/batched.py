@@ -27,11 +27,10 @@ STATE = "state.pt"
 
 def read_fake(spec: FakeSpec) -> FakeData:
     """A synth artifact's fake set in memory (executors that hand no dataset shards over)."""
-    from rayflow.synth.io import read_fake_set
+    from rayflow.synth.view import read_view
 
-    fs = read_fake_set(spec.shards_dir, spec.m_per_class)
-    return FakeData(fs.images, fs.orig_labels if spec.orig_labels else fs.labels,
-                    fs.teacher_logits if spec.use_logits else None, spec.real_fraction)
+    fs = read_view(spec.files, spec.sample_ids, spec.labels)
+    return FakeData(fs.images, fs.labels, fs.teacher_logits if spec.use_logits else None, spec.real_fraction)
 
 
 def train_items(ctx: TrainContext, config: dict) -> dict[int, dict]:
@@ -67,7 +66,7 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
             b = job.train_cfg.batch_size
             n_fake = b - max(1, round(b * spec.real_fraction))
             fake_source = ShardSource(shard, batch_size=max(1, n_fake // ctx.world), use_logits=spec.use_logits,
-                                      use_orig_label=spec.orig_labels, seed=job.train_cfg.seed + 1,
+                                      use_orig_label=False, seed=job.train_cfg.seed + 1,
                                       augment_ops=job.train_cfg.augment)
         else:
             job = dataclasses.replace(job, fake=read_fake(spec))

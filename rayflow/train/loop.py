@@ -144,7 +144,8 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
         last = step == cfg.steps
         if step % log_every == 0 or last or (cfg.eval_every and step % cfg.eval_every == 0):
             dt = time.perf_counter() - t0
-            metrics = {"step": step, "train_loss": running / max(n_run, 1), "lr": lr,
+            metrics = {"step": step, "samples_seen": step * cfg.batch_size, "train_loss": running / max(n_run, 1),
+                       "lr": lr,
                        "images_per_s": seen / max(dt, 1e-9), "elapsed_s": dt}
             running, n_run = 0.0, 0
             want_eval = last or (cfg.eval_every and step % cfg.eval_every == 0)

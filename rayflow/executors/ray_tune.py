@@ -1,0 +1,84 @@
+"""Ray Tune behind `Executor.tune`: a function trainable per trial, our ask/tell searcher as a Tune
+`Searcher` (with save/restore), ASHA on samples seen, results under the store's storage path, and
+`Tuner.restore` when a killed driver's experiment is found there."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+
+class AskTellSearcher(Searcher):
+    """A `rayflow.search` searcher (ask/tell, state/load) as a Ray Tune Searcher."""
+
+    def __init__(self, searcher: Any, metric: str, mode: str, to_error: Callable[[float], float]):
+        super().__init__(metric=metric, mode=mode)
+        self.searcher, self.to_error = searcher, to_error
+        self.configs: dict[str, dict] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        cfg = self.searcher.ask()
+        if cfg is None:
+            return Searcher.FINISHED
+        self.configs[trial_id] = cfg
+        return dict(cfg)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        cfg = self.configs.pop(trial_id, None)
+        if cfg is None:
+            return
+        value = None if error or not result or self.metric not in result else self.to_error(result[self.metric])
+        self.searcher.tell(cfg, value)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"state": self.searcher.state(), "configs": self.configs}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            saved = pickle.load(f)
+        self.searcher.load(saved["state"])
+        self.configs = saved["configs"]
+
+
+def _trainable(config: dict, trial: Callable[[dict, Callable[[dict], None]], dict]) -> None:
+    # intermediate reports (ASHA's rungs) come from the student's Train run through
+    # TuneReportCallback (executors/ray_train.py); the final result closes the trial
+    tune.report(trial(config))
+
+
+def ray_tune(trial: Callable, *, searcher: Any, trials: int, metric: str, mode: str, to_error: Callable,
+             storage: tuple[str, Any], name: str, asha: dict | None, max_concurrent: int,
+             trial_cpus: float = 0.0) -> list[dict]:
+    """Runs the search (or resumes the one a killed driver left under `storage`/`name`); one dict of
+    config + final metrics per finished trial."""
+    path, fs = storage
+    trainable = tune.with_resources(tune.with_parameters(_trainable, trial=trial), {"CPU": trial_cpus})
+    exp = f"{path.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(exp, storage_filesystem=fs):
+        tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
+    else:
+        scheduler = ASHAScheduler(time_attr="samples_seen", metric=metric, mode=mode, **asha) if asha else None
+        alg = ConcurrencyLimiter(AskTellSearcher(searcher, metric, mode, to_error), max_concurrent=max_concurrent)
+        tuner = tune.Tuner(trainable,
+                           tune_config=tune.TuneConfig(search_alg=alg, scheduler=scheduler, num_samples=trials,
+                                                       max_concurrent_trials=max_concurrent),
+                           run_config=tune.RunConfig(name=name, storage_path=path, storage_filesystem=fs,
+                                                     verbose=0))
+    grid = tuner.fit()
+    out = []
+    for r in grid:
+        if r.error is None and r.metrics:
+            out.append({**r.config, **{k: v for k, v in r.metrics.items() if not isinstance(v, dict)}})
+    return out
+
+
+def cluster_cpus() -> float:
+    return float(ray.cluster_resources().get("CPU", 1))
