@@ -104,6 +104,13 @@ def cmd_bound(args) -> int:
     return 0
 
 
+def cmd_grid(args) -> int:
+    from rayflow.tuning.record import format_grid, record_grid
+
+    print(format_grid(record_grid(_cfg(args))), flush=True)
+    return 0
+
+
 def cmd_tune(args) -> int:
     from rayflow.tuning.search import tune
 
@@ -136,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ("demo", "run the demo config (Fashion-MNIST, limited labels, 2 CPUs)"),
                         ("graph", "the stage graph of a config: every node, its key, cached or not, its inputs"),
                         ("bound", "the error bound's terms over a (rho, M) grid of the run's pool, no student trained"),
-                        ("tune", "search rho and M (tune.searcher: grid, random, tpe, bound) on validation data")]:
+                        ("tune", "search rho and M (tune.searcher: grid, random, tpe, bound) on validation data"),
+                        ("grid", "record the whole (rho, M) grid on validation data, replay the searchers on it")]:
         common(sub.add_parser(name, help=help_, description=help_))
     ev = sub.add_parser("evaluate", help="evaluate a model artifact on the test split",
                         description="evaluate a model artifact on the test split")
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train-teacher": lambda a: cmd_train(a, "teacher"),
                 "train-student": lambda a: cmd_train(a, "student"),
                 "evaluate": cmd_evaluate, "run": cmd_run, "demo": cmd_demo, "diagnose": cmd_diagnose,
-                "graph": cmd_graph, "bound": cmd_bound, "tune": cmd_tune}
+                "graph": cmd_graph, "bound": cmd_bound, "tune": cmd_tune, "grid": cmd_grid}
     try:
         return handlers[args.command](args)
     except (ConfigError, DataError, CheckpointError, SynthError, PoolError, StoreError) as e:

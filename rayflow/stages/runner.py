@@ -78,34 +78,46 @@ class Runner:
 
     def artifacts(self, nodes: list[Node]) -> list[Artifact]:
         """The artifacts of `nodes`, in order; missing training stages among them train together."""
-        todo: list[tuple[int, Node, View, dict, str, dict]] = []
+        return self.batch([(self, n) for n in nodes])
+
+    def with_config(self, cfg: PipelineConfig) -> Runner:
+        """A runner for `cfg` sharing this one's store, executor, data and teacher predictions (the
+        configs of one search differ in knobs the data split does not depend on)."""
+        other = Runner.__new__(Runner)
+        other.__dict__.update(self.__dict__, cfg=cfg, _built={})
+        return other
+
+    def batch(self, pairs: list[tuple[Runner, Node]]) -> list[Artifact]:
+        """Like `artifacts`, over nodes of several configs (a grid of trials): the missing training
+        stages of all of them train in one executor run."""
+        todo: list[tuple[int, Runner, Node, View, dict, str, dict]] = []
         out: list[Artifact | None] = []
-        for i, node in enumerate(nodes):
-            if node in self._built:
-                out.append(self._built[node])
+        for i, (r, node) in enumerate(pairs):
+            if node in r._built:
+                out.append(r._built[node])
                 continue
-            inputs = {role: self.artifact(n) for role, n in node_inputs(self.cfg, node).items()}
-            doc = key_doc(self.cfg, node, {role: a.key for role, a in inputs.items()})
+            inputs = {role: r.artifact(n) for role, n in node_inputs(r.cfg, node).items()}
+            doc = key_doc(r.cfg, node, {role: a.key for role, a in inputs.items()})
             key = digest(doc)
             found = self.store.lookup(node.stage, key)
             if found is not None:
                 log.info("[%s] reusing cached artifact %s", node.stage, found.uri)
-                self._built[node] = found
+                r._built[node] = found
             elif REGISTRY[node.stage].kind == "train":
-                todo.append((i, node, view(self.cfg, node), inputs, key, doc))
+                todo.append((i, r, node, view(r.cfg, node), inputs, key, doc))
             else:
-                self._built[node] = self._build_task(node, inputs, key, doc)
-            out.append(self._built.get(node))
+                r._built[node] = r._build_task(node, inputs, key, doc)
+            out.append(r._built.get(node))
         if todo:
-            with self.store.holding([(node.stage, key) for _, node, _, _, key, _ in todo], on_wait=log.info):
+            with self.store.holding([(node.stage, key) for _, _, node, _, _, key, _ in todo], on_wait=log.info):
                 # a concurrent run may have committed some while we waited for their locks
-                again = [(t, self.store.lookup(t[1].stage, t[4])) for t in todo]
-                for (i, node, *_), found in again:
+                again = [(t, self.store.lookup(t[2].stage, t[5])) for t in todo]
+                for (i, r, node, *_), found in again:
                     if found is not None:
-                        self._built[node] = out[i] = found
+                        r._built[node] = out[i] = found
                 left = [t for t, found in again if found is None]
-                for (i, node, *_), art in zip(left, self._train([t[1:] for t in left]) if left else []):
-                    self._built[node] = out[i] = art
+                for (i, r, node, *_), art in zip(left, self._train([t[1:] for t in left]) if left else []):
+                    r._built[node] = out[i] = art
         return out  # type: ignore[return-value]
 
     def _build_task(self, node: Node, inputs: dict, key: str, doc: dict) -> Artifact:
@@ -114,7 +126,7 @@ class Runner:
         return self.store.build(node.stage, key, lambda out: stage.build(self, node, v, inputs, Path(out), key),
                                 config_doc=doc, on_wait=log.info)
 
-    def _train(self, todo: list[tuple[Node, View, dict, str, dict]]) -> list[Artifact]:
+    def _train(self, todo: list[tuple[Runner, Node, View, dict, str, dict]]) -> list[Artifact]:
         """Trains the missing supervised nodes in one executor run named after their keys (a killed
         run of the same nodes resumes; a changed config never picks up a stale one)."""
         from rayflow.models.io import save_model
@@ -122,15 +134,15 @@ class Runner:
         from rayflow.train.job import SupervisedJob
 
         s = self.splits
-        names = [f"{node.stage}-{key}" for node, _, _, key, _ in todo]
+        names = [f"{node.stage}-{key}" for _, node, _, _, key, _ in todo]
         run_name = names[0] if len(names) == 1 else \
             f"batch-{hashlib.sha256(' '.join(names).encode()).hexdigest()[:12]}"
         jobs, fakes = [], []
-        for node, v, inputs, _, _ in todo:
+        for r, node, v, inputs, _, _ in todo:
             spec = supervised.spec_of(node, v)
-            fields, fake = supervised.job_fields(self, node, v, inputs)
+            fields, fake = supervised.job_fields(r, node, v, inputs)
             # a validation-mode run (choosing rho and M) never looks at the test set
-            test = None if self.cfg.data.val_fraction else s.test
+            test = None if r.cfg.data.val_fraction else s.test
             jobs.append(SupervisedJob(model=spec.model, train_cfg=spec.train, train=s.train, val=s.val, test=test,
                                       **fields))
             fakes.append(fake)
@@ -142,7 +154,7 @@ class Runner:
                           storage=self.ray_storage(), fakes=fakes)
         c, h, _ = s.shape
         arts = []
-        for (node, _, _, key, doc), job, (state, metrics) in zip(todo, jobs, outs):
+        for (_, node, _, _, key, doc), job, (state, metrics) in zip(todo, jobs, outs):
             def build(out: Path, state=state, metrics=metrics, job=job) -> dict:
                 save_model(out, state, job.model, c, h, job.task.num_outputs)
                 return metrics

@@ -106,6 +106,9 @@ def tune(cfg: PipelineConfig) -> dict:
         out["final"] = final_test(cfg, out["chosen"])
     out["wall_s"] = time.perf_counter() - t0
     runner.store.write_text(f"tune-{t.searcher}.json", json.dumps(out, indent=2, default=float))
+    from rayflow.tuning.record import write_search_report
+
+    write_search_report(runner.store)
     return out
 
 
