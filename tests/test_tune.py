@@ -44,8 +44,9 @@ def test_killed_local_search_resumes_and_completes(tmp_path):
     assert again.returncode == 0, stderr
     done = json.loads((tmp_path / "tune-bound.json").read_text())
     assert len(done["trials"]) == 3 and done["trials"][:len(first)] == json.loads(json.dumps(first, default=float))
-    assert "chosen on validation data" in stdout and done["final"]["chosen"] == done["chosen"]
-    assert all(0 < acc <= 100 for acc in done["final"]["chosen"])  # retrained and tested once per seed
+    assert "chosen on validation data" in stdout and done["chosen"] in [{k: t[k] for k in ("rho", "m")}
+                                                                       for t in done["trials"]]
+    assert len(done["final"]["chosen"]) == 1 and 50 < done["final"]["chosen"][0] <= 100  # retrained, tested once
 
 
 def test_ray_tune_search_runs_trials_as_graph_nodes(tmp_path):

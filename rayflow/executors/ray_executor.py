@@ -39,7 +39,14 @@ class RayExecutor:
         from rayflow.executors.ray_tune import ray_tune
 
         init_ray(self.runtime)
-        return ray_tune(trial, **kw)
+        try:
+            return ray_tune(trial, **kw)
+        finally:
+            # Tune leaves session state in the driver under which a later TorchTrainer.fit() here
+            # never gets its workers (seen on Ray 2.60: worker group start-up timeout with every CPU
+            # free); the next stage restarts Ray, as a fresh driver would
+            if self.runtime.address is None and not __import__("os").environ.get("RAY_ADDRESS"):
+                ray.shutdown()
 
     def remote(self, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> Any:
         init_ray(self.runtime)

@@ -19,11 +19,11 @@ class AskTellSearcher(Searcher):
 
     def __init__(self, searcher: Any, metric: str, mode: str, to_error: Callable[[float], float]):
         super().__init__(metric=metric, mode=mode)
-        self.searcher, self.to_error = searcher, to_error
+        self._inner, self.to_error = searcher, to_error
         self.configs: dict[str, dict] = {}
 
     def suggest(self, trial_id: str) -> dict | None:
-        cfg = self.searcher.ask()
+        cfg = self._inner.ask()
         if cfg is None:
             return Searcher.FINISHED
         self.configs[trial_id] = cfg
@@ -34,17 +34,22 @@ class AskTellSearcher(Searcher):
         if cfg is None:
             return
         value = None if error or not result or self.metric not in result else self.to_error(result[self.metric])
-        self.searcher.tell(cfg, value)
+        self._inner.tell(cfg, value)
+
+    def get_state(self) -> dict:
+        return {"state": self._inner.state(), "configs": dict(self.configs)}
+
+    def set_state(self, state: dict) -> None:
+        self._inner.load(state["state"])
+        self.configs = dict(state["configs"])
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"state": self.searcher.state(), "configs": self.configs}, f)
+            pickle.dump(self.get_state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            saved = pickle.load(f)
-        self.searcher.load(saved["state"])
-        self.configs = saved["configs"]
+            self.set_state(pickle.load(f))
 
 
 def _trainable(config: dict, trial: Callable[[dict, Callable[[dict], None]], dict]) -> None:

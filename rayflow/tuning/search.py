@@ -19,6 +19,7 @@ from rayflow.config import PipelineConfig
 
 log = logging.getLogger("rayflow")
 
+TRIAL_CPUS = 0.01  # a Tune trial's own resources (Ray refuses a zero-resource trial)
 KNOBS = {"rho": "filter.rho", "m": "synth.m_per_class", "real_fraction": "fake.real_fraction",
          "kd_weight": "fake.kd_weight"}
 
@@ -51,6 +52,11 @@ def run_trial(params: dict, *, base: dict) -> dict:
     from rayflow.stages.runner import Runner
 
     cfg = with_params(PipelineConfig.model_validate(base), params, validation=True)
+    # the trial itself holds TRIAL_CPUS: its student's workers take that much less (same threads), or
+    # a student that wants every CPU would wait forever behind its own trial
+    sc = cfg.scaling
+    cfg.scaling = sc.model_copy(update={"cpus_per_worker": sc.cpus_per_worker - TRIAL_CPUS / sc.num_workers,
+                                        "threads_per_worker": sc.threads_per_worker or max(1, int(sc.cpus_per_worker))})
     art = Runner(cfg).artifact(CGAN_KD.student(cfg.seeds[0]))
     m = art.metrics
     return {"val_acc": float(m["val_acc"]), "samples_seen": int(m.get("samples_seen", 0)),
@@ -81,20 +87,20 @@ def tune(cfg: PipelineConfig) -> dict:
     runner = Runner(val_cfg)
     log.info("[tune] building the validation-split teacher, GAN, ratio net and pool before the trials")
     runner.artifacts([Node.of("teacher"), Node.of("gan")] + ([Node.of("dre")] if cfg.dre.enabled else []))
-    prior = bound_prior(cfg, candidates) if t.searcher == "bound" else None
+    name = f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}"
+    prior = _saved_prior(runner.store, name, cfg, candidates) if t.searcher == "bound" else None
     searcher = make_searcher(t.searcher, space, seed=t.seed, candidates=candidates, prior=prior)
     steps, bs = cfg.student.train.steps, cfg.student.train.batch_size
     asha = {"max_t": steps * bs, "grace_period": max(1, steps * bs // t.evals), "reduction_factor": 2} \
         if t.asha else None
     cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
     total = float(cfg.runtime.num_cpus or __import__("os").cpu_count() or 1)
-    name = f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}"
     log.info("[tune] %s searcher, %d trials over rho %s, M %s (%s executor)", t.searcher, t.trials, list(t.rho),
              list(t.m_per_class), runner.executor.name)
     results = runner.executor.tune(
         functools.partial(run_trial, base=cfg.model_dump(mode="json")), searcher=searcher, trials=t.trials,
         metric="val_acc", mode="max", to_error=_to_error, storage=runner.ray_storage(), name=name, asha=asha,
-        max_concurrent=max(1, int(total // max(cpus, 1e-9))))
+        max_concurrent=max(1, int(total // max(cpus, 1e-9))), trial_cpus=TRIAL_CPUS)
     for i, r in enumerate(results):
         log.info("[tune] trial %d: rho %.3f M %d -> val acc %.2f", i, r["rho"], r["m"], r["val_acc"])
     out = {"searcher": t.searcher, "trials": results, "space": space.to_dict(), "candidates": candidates,
@@ -110,6 +116,18 @@ def tune(cfg: PipelineConfig) -> dict:
 
     write_search_report(runner.store)
     return out
+
+
+def _saved_prior(store: Any, name: str, cfg: PipelineConfig, candidates: list[dict]) -> dict[tuple, float]:
+    """The bound per candidate, computed once per search and kept beside it: a resumed search must
+    see the very numbers its searcher's saved state was built on (a recomputation can differ in the
+    last bits with the torch thread count)."""
+    saved = store.read_text(f"{name}.prior.json")
+    if saved:
+        return {tuple(k): v for k, v in json.loads(saved)}
+    prior = bound_prior(cfg, candidates)
+    store.write_text(f"{name}.prior.json", json.dumps([[list(k), v] for k, v in prior.items()]))
+    return prior
 
 
 def _to_error(val_acc: float) -> float:
