@@ -77,6 +77,19 @@ def cfg_(**kw) -> SynthConfig:
     return SynthConfig(**{"m_per_class": 40, "batch_size": 16, "shard_size": 32, "seed": 3, **kw})
 
 
+def spec_of(out_dir, m_per_class, orig_labels=False, **kw):
+    """A FakeSpec over the class-balanced rows of a synth run (what a view of it selects)."""
+    from rayflow.executors import FakeSpec
+
+    files, ids, labels = [], [], []
+    for sid, rel, take in Manifest.load(out_dir).selection(m_per_class):
+        rows = read_shard(out_dir / rel)
+        files += [str(out_dir / rel)] * take
+        ids.append(rows["sample_id"][:take])
+        labels.append(rows["orig_label" if orig_labels else "label"][:take])
+    return FakeSpec(np.array(files, dtype=object), np.concatenate(ids), np.concatenate(labels), **kw)
+
+
 def shard_tables(out_dir) -> dict[str, pa.Table]:
     return {p.name: pq.read_table(p) for p in sorted((out_dir / "shards").glob("*.parquet"))}
 
@@ -283,7 +296,7 @@ def test_ray_data_matches_local(ray_session, nets, tmp_path):
         assert Manifest.load(tmp_path / name).records == Manifest.load(tmp_path / "local").records
 
     fs = read_fake_set(tmp_path / "ray")
-    rows = fake_dataset(tmp_path / "ray").take_all()
+    rows = fake_dataset(spec_of(tmp_path / "ray", 50)).take_all()
     rows.sort(key=lambda r: (r["shard_id"], r["row"]))
     np.testing.assert_array_equal(np.stack([r["image"] for r in rows]), fs.images)
     np.testing.assert_array_equal(np.stack([r["teacher_logits"] for r in rows]), fs.teacher_logits)
@@ -295,7 +308,6 @@ def test_students_on_fake_sets_train_in_one_ray_run(ray_session, nets, digits, t
     """The pipeline's batched student step on Ray: Parquet fake sets ingested through Ray Data
     while the Train worker holds every CPU of the 2-CPU cluster (lazy reads deadlocked there)."""
     from rayflow.config import ScalingConfig, TrainConfig
-    from rayflow.executors import FakeSpec
     from rayflow.train.batched import train_jobs
     from rayflow.train.job import SupervisedJob
 
@@ -305,7 +317,7 @@ def test_students_on_fake_sets_train_in_one_ray_run(ray_session, nets, digits, t
         return SupervisedJob(model=ModelConfig(name="mlp"), train_cfg=TrainConfig(steps=100, augment=[], seed=seed),
                              train=digits.train, test=digits.test)
 
-    spec = FakeSpec(str(tmp_path / "fakes"), 40, real_fraction=0.5, orig_labels=True, use_logits=False)
+    spec = spec_of(tmp_path / "fakes", 40, real_fraction=0.5, orig_labels=True, use_logits=False)
     out = train_jobs(ray_executor(), [job(0), job(1), job(2)], names=["s0", "s1", "s2"], run_name="batch",
                      scaling=ScalingConfig(num_workers=1, cpus_per_worker=2),
                      storage=(str(tmp_path / "ray_storage"), None), fakes=[spec, None, spec])

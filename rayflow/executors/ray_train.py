@@ -3,6 +3,7 @@ students, cGAN), and the worker-side TrainContext. Checkpoints go through Ray's 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,12 @@ def _worker(config: dict) -> Any:
 
 
 def _checkpoint(ckpt: Any, metrics: dict) -> Checkpoint:
-    return Checkpoint(dict(metrics), ckpt.as_directory)
+    @contextlib.contextmanager
+    def open_dir():
+        with ckpt.as_directory() as d:
+            yield Path(d)
+
+    return Checkpoint(dict(metrics), open_dir)
 
 
 def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tuple[str, Any],

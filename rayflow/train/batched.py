@@ -79,7 +79,7 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
                     ctx.report({**metrics, "item": index}, Path(d))
                 else:
                     ctx.report({**metrics, "item": index})
-        elif ctx.rank == 0:
+        if ctx.rank == 0:
             print(f"[{item['name']}] step {metrics['step']}/{job.train_cfg.steps} "
                   f"loss {metrics['train_loss']:.4f} {metrics['images_per_s']:.0f} img/s", flush=True)
 
