@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,7 +46,7 @@ class RayExecutor:
             # Tune leaves session state in the driver under which a later TorchTrainer.fit() here
             # never gets its workers (seen on Ray 2.60: worker group start-up timeout with every CPU
             # free); the next stage restarts Ray, as a fresh driver would
-            if self.runtime.address is None and not __import__("os").environ.get("RAY_ADDRESS"):
+            if self.runtime.address is None and not os.environ.get("RAY_ADDRESS"):
                 ray.shutdown()
 
     def remote(self, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> Any:

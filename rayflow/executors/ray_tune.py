@@ -8,7 +8,6 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
@@ -83,7 +82,3 @@ def ray_tune(trial: Callable, *, searcher: Any, trials: int, metric: str, mode: 
         if r.error is None and r.metrics:
             out.append({**r.config, **{k: v for k, v in r.metrics.items() if not isinstance(v, dict)}})
     return out
-
-
-def cluster_cpus() -> float:
-    return float(ray.cluster_resources().get("CPU", 1))

@@ -116,7 +116,8 @@ def build_view(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: s
 
     p, spec = node.p, view_of(v, node.p)
     first = inputs["pool"]
-    burnin, C = Manifest.load(first.file(SHARDS)).burnin, Manifest.load(first.file(SHARDS)).num_classes
+    man = Manifest.load(first.file(SHARDS))
+    burnin, C = man.burnin, man.num_classes
     segments = [first]
     while True:
         index = pool_index([s.file(SHARDS) for s in segments])

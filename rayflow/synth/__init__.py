@@ -1,9 +1,9 @@
 """Synthetic-data stage of cGAN-KD: generate -> cDR-RS subsampling -> teacher label/filter -> Parquet.
 
 ``run_synth(inputs, cfg, out_dir, executor)`` writes one Parquet file per shard plus
-``manifest.json`` (resumable); ``read_fake_set`` / ``fake_dataset`` read the class-balanced result
-back (numpy; the executor package streams it as a Ray Dataset). No Ray import here. Names are imported lazily, so a reader (or a Ray worker running the Parquet UDF)
-that needs only ``rayflow.synth.io`` does not pay for importing torch.
+``manifest.json`` (resumable); ``read_fake_set`` reads the class-balanced result back (numpy;
+the executor package streams views as Ray Datasets). No Ray import here. Names are imported
+lazily, so a reader (or a Ray worker running the Parquet UDF) that needs only ``rayflow.synth.io`` does not pay for importing torch.
 """
 
 from importlib import import_module

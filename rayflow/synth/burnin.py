@@ -58,71 +58,50 @@ def compute_burnin(inputs: SynthInputs, cfg: SynthConfig, *, device: str = "cpu"
             stats.max_ratio.append(top)
             stats.subsample_rate.append(float(np.minimum(r / top, 1.0).mean()))
         score.set_max_ratio(stats.max_ratio)
-    if inputs.pool:
-        stats.filter_ce, stats.filter_accepted = _pool_filter_sample(inputs, cfg, gen, score, stats, device)
-        stats.filter_need = inputs.filter_burnin
-    if inputs.filter:
+    if inputs.pool or inputs.filter:
         label = Label(inputs.teacher_dir, num_classes=C, batch_size=bs, device=device)
         need = inputs.filter_burnin
-        ces = []
-        for c in range(C):
-            rate = stats.subsample_rate[c] if score is not None else 1.0
-            got: list[np.ndarray] = []
-            have = drawn = 0
-            for k in range(50):
-                if have >= need:
-                    break
-                n = math.ceil((need - have) / max(rate, 1e-3) * 1.2) + 8
-                x = gen.draw(c, n, derive_seed(cfg.seed, _FILTER_BURNIN_STREAM, c, k))
-                y = torch.full((n,), c, dtype=torch.long)
-                if score is not None:
-                    _, acc = score.accept(x, y, key=(_BURNIN_KEY, c, k))
-                    x, y = x[torch.from_numpy(acc)], y[torch.from_numpy(acc)]
-                if len(x):
-                    got.append(teacher_ce(torch.from_numpy(label.logits(x)), y).numpy())
-                have += len(x)
-                drawn += n
-            if have < need:
-                raise SynthError(f"filter burn-in: class {c} got only {have} of {need} subsampled samples "
-                                 f"from {drawn} draws (acceptance too low)")
-            ces.append(np.concatenate(got)[:need])
+        samples = [_filter_burnin_draws(inputs, cfg, gen, score, label, stats, c) for c in range(C)]
+    if inputs.pool:  # the sample itself: a view fixes the cutoff of any rho from it
+        stats.filter_ce = [ce.astype(float).tolist() for ce, _ in samples]
+        stats.filter_accepted = [acc.tolist() for _, acc in samples]
+        stats.filter_need = need
+    if inputs.filter:
+        ces = [ce[acc][:need] for ce, acc in samples]
         cutoffs = class_cutoffs(np.concatenate(ces), np.repeat(np.arange(C), need), inputs.rho, C)
         stats.cutoffs = [float(v) for v in cutoffs]
         stats.filter_rate = [float((ce <= cut).mean()) for ce, cut in zip(ces, cutoffs)]
     return stats
 
 
-def _pool_filter_sample(inputs: SynthInputs, cfg: SynthConfig, gen: Generate, score: Score | None,
-                        stats: BurninStats, device: str) -> tuple[list[list[float]], list[list[bool]]]:
-    """Per class, draws of the filter burn-in stream with their teacher CE and cDR-RS outcome, until
-    `filter_burnin` of them are accepted: enough to fix the cutoff of any rho, with or without
-    subsampling (the same draws and rejection keys as a filtering run's burn-in)."""
-    label = Label(inputs.teacher_dir, num_classes=inputs.num_classes, batch_size=cfg.batch_size, device=device)
-    need, ces, accs = inputs.filter_burnin, [], []
-    for c in range(inputs.num_classes):
-        rate = stats.subsample_rate[c] if score is not None else 1.0
-        ce_c, acc_c, have, drawn = [], [], 0, 0
-        for k in range(50):
-            if have >= need:
-                break
-            n = math.ceil((need - have) / max(rate, 1e-3) * 1.2) + 8
-            x = gen.draw(c, n, derive_seed(cfg.seed, _FILTER_BURNIN_STREAM, c, k))
-            y = torch.full((n,), c, dtype=torch.long)
-            acc = score.accept(x, y, key=(_BURNIN_KEY, c, k))[1] if score is not None else np.ones(n, bool)
-            ce = np.empty(n, np.float32)
-            for part in (acc, ~acc):  # accepted draws in the batches a filtering run scores them in
-                if part.any():
-                    t = torch.from_numpy(part)
-                    ce[part] = teacher_ce(torch.from_numpy(label.logits(x[t])), y[t]).numpy()
-            ce_c.append(ce)
-            acc_c.append(acc)
-            have, drawn = have + int(acc.sum()), drawn + n
-        if have < need:
-            raise SynthError(f"filter burn-in: class {c} got only {have} of {need} subsampled samples "
-                             f"from {drawn} draws (acceptance too low)")
-        ces.append(np.concatenate(ce_c).astype(float).tolist())
-        accs.append(np.concatenate(acc_c).astype(bool).tolist())
-    return ces, accs
+def _filter_burnin_draws(inputs: SynthInputs, cfg: SynthConfig, gen: Generate, score: Score | None, label: Label,
+                         stats: BurninStats, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """(teacher CE, cDR-RS outcome) of class `c`'s filter burn-in draws, until `filter_burnin` of them
+    are accepted. A pool (`inputs.pool`) also scores the rejected draws, apart from the accepted ones,
+    so the accepted draws' CEs come from the very batches a filtering run scores them in; otherwise
+    rejected draws keep CE NaN."""
+    need = inputs.filter_burnin
+    rate = stats.subsample_rate[c] if score is not None else 1.0
+    ce_c, acc_c, have, drawn = [], [], 0, 0
+    for k in range(50):
+        if have >= need:
+            break
+        n = math.ceil((need - have) / max(rate, 1e-3) * 1.2) + 8
+        x = gen.draw(c, n, derive_seed(cfg.seed, _FILTER_BURNIN_STREAM, c, k))
+        y = torch.full((n,), c, dtype=torch.long)
+        acc = score.accept(x, y, key=(_BURNIN_KEY, c, k))[1] if score is not None else np.ones(n, bool)
+        ce = np.full(n, np.nan, np.float32)
+        for part in (acc, ~acc) if inputs.pool else (acc,):
+            if part.any():
+                t = torch.from_numpy(part)
+                ce[part] = teacher_ce(torch.from_numpy(label.logits(x[t])), y[t]).numpy()
+        ce_c.append(ce)
+        acc_c.append(acc)
+        have, drawn = have + int(acc.sum()), drawn + n
+    if have < need:
+        raise SynthError(f"filter burn-in: class {c} got only {have} of {need} subsampled samples "
+                         f"from {drawn} draws (acceptance too low)")
+    return np.concatenate(ce_c), np.concatenate(acc_c).astype(bool)
 
 
 def plan_draws(draws_per_class: int, num_classes: int, shard_size: int, first_id: int, seed: int) -> list[ShardSpec]:

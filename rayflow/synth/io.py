@@ -217,11 +217,3 @@ def select_view_rows(table: pa.Table, *, ids: np.ndarray, labels: np.ndarray,
     out = {k: v[keep] for k, v in cols.items()}
     out["label"] = labels[pos[keep]]
     return out
-
-
-def select_rows(table: pa.Table, *, take: dict[int, int], image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Ray Data UDF of the executor's ``fake_dataset``: keep ``row < take[shard_id]``, decode the list columns."""
-    cols = _decode(table, image_shape)
-    limit = np.array([take.get(int(s), 0) for s in cols["shard_id"]], np.int64)
-    keep = cols["row"] < limit
-    return {k: v[keep] for k, v in cols.items()}

@@ -50,7 +50,7 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
         params = {k: getattr_path(r.cfg, p) for k, p in (("rho", "filter.rho"), ("m", "synth.m_per_class"))}
         recorded.setdefault(space.key(params), []).append(1.0 - float(a.metrics["val_acc"]) / 100.0)
     nokd = base.artifacts([Node.of("nokd", seed=s) for s in cfg.seeds])
-    prior = bound_prior(cfg, candidates)
+    prior = bound_prior(base, cfg, candidates)
     keys = list(recorded)
     measured = np.array([np.mean(recorded[k]) for k in keys])
     rho_s = float(spearmanr([prior[k] for k in keys], measured).statistic)

@@ -43,7 +43,7 @@ def bound_inputs(runner: Any, subsample: bool | None = None) -> BoundInputs:
     """Builds (or finds) the pool, then scores the held-out reals with its ratio net and teacher."""
     from rayflow.stages.supervised import check_heldout
     from rayflow.synth.manifest import Manifest
-    from rayflow.synth.udfs import Label, Score
+    from rayflow.synth.udfs import Score
     from rayflow.synth.view import pool_index
 
     cfg = runner.cfg
@@ -62,8 +62,7 @@ def bound_inputs(runner: Any, subsample: bool | None = None) -> BoundInputs:
                       idx["teacher_ce"], idx["teacher_pred"], accept_prob)
     held = runner.splits.heldout
     images, labels = torch.from_numpy(held.images), torch.from_numpy(held.labels).long()
-    teacher = runner.artifact(Node.of("teacher"))
-    logits = torch.from_numpy(Label(str(teacher.path), num_classes=C, batch_size=500).logits(images))
+    logits = torch.from_numpy(runner.teacher_logits(runner.artifact(Node.of("teacher")), "heldout"))
     if subsample:
         from rayflow.stages.dre import RATIO, features_node
 

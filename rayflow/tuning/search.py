@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -63,13 +64,13 @@ def run_trial(params: dict, *, base: dict) -> dict:
             "artifact": art.uri, "reused": bool(art.reused), "wall_s": float(m.get("wall_s", 0.0))}
 
 
-def bound_prior(cfg: PipelineConfig, candidates: list[dict]) -> dict[tuple, float]:
-    """The bound's total per candidate, from the validation-mode pool (no student trained)."""
+def bound_prior(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> dict[tuple, float]:
+    """The bound's total per candidate, from the pool of `runner` (the validation-mode run; no
+    student trained)."""
     from rayflow.bound import bound_terms
-    from rayflow.stages.runner import Runner
     from rayflow.tuning.scores import bound_inputs
 
-    b = bound_inputs(Runner(with_params(cfg, {}, validation=True)))
+    b = bound_inputs(runner)
     space = space_of(cfg)
     return {space.key(c): float(bound_terms(b.fake, b.real, b.burnin, c["rho"], c["m"], b.n_real,
                                             b.num_classes)["total"]) for c in candidates}
@@ -88,13 +89,13 @@ def tune(cfg: PipelineConfig) -> dict:
     log.info("[tune] building the validation-split teacher, GAN, ratio net and pool before the trials")
     runner.artifacts([Node.of("teacher"), Node.of("gan")] + ([Node.of("dre")] if cfg.dre.enabled else []))
     name = f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}"
-    prior = _saved_prior(runner.store, name, cfg, candidates) if t.searcher == "bound" else None
+    prior = _saved_prior(runner, name, cfg, candidates) if t.searcher == "bound" else None
     searcher = make_searcher(t.searcher, space, seed=t.seed, candidates=candidates, prior=prior)
     steps, bs = cfg.student.train.steps, cfg.student.train.batch_size
     asha = {"max_t": steps * bs, "grace_period": max(1, steps * bs // t.evals), "reduction_factor": 2} \
         if t.asha else None
     cpus = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker
-    total = float(cfg.runtime.num_cpus or __import__("os").cpu_count() or 1)
+    total = float(cfg.runtime.num_cpus or os.cpu_count() or 1)
     log.info("[tune] %s searcher, %d trials over rho %s, M %s (%s executor)", t.searcher, t.trials, list(t.rho),
              list(t.m_per_class), runner.executor.name)
     results = runner.executor.tune(
@@ -118,15 +119,15 @@ def tune(cfg: PipelineConfig) -> dict:
     return out
 
 
-def _saved_prior(store: Any, name: str, cfg: PipelineConfig, candidates: list[dict]) -> dict[tuple, float]:
+def _saved_prior(runner: Any, name: str, cfg: PipelineConfig, candidates: list[dict]) -> dict[tuple, float]:
     """The bound per candidate, computed once per search and kept beside it: a resumed search must
     see the very numbers its searcher's saved state was built on (a recomputation can differ in the
     last bits with the torch thread count)."""
-    saved = store.read_text(f"{name}.prior.json")
+    saved = runner.store.read_text(f"{name}.prior.json")
     if saved:
         return {tuple(k): v for k, v in json.loads(saved)}
-    prior = bound_prior(cfg, candidates)
-    store.write_text(f"{name}.prior.json", json.dumps([[list(k), v] for k, v in prior.items()]))
+    prior = bound_prior(runner, cfg, candidates)
+    runner.store.write_text(f"{name}.prior.json", json.dumps([[list(k), v] for k, v in prior.items()]))
     return prior
 
 
