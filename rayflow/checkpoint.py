@@ -54,7 +54,26 @@ def load_state(path: str | Path) -> dict:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {type(e).__name__}: {e}") from None
 
 
+def _names(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def _mismatch(want: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> list[str]:
+    """Counts and first names of what differs: torch lists every key, kilobytes for another architecture."""
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shapes = [f"{k}: checkpoint {list(got[k].shape)}, model {list(want[k].shape)}" for k in want
+              if k in got and got[k].shape != want[k].shape]
+    return [f"{len(keys)} {what if len(keys) == 1 else plural} ({_names(keys)})" for what, plural, keys in
+            (("missing key", "missing keys", missing), ("unexpected key", "unexpected keys", unexpected),
+             ("shape mismatch", "shape mismatches", shapes)) if keys]
+
+
 def load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    problems = _mismatch(model.state_dict(), state_dict)
+    if problems:
+        raise CheckpointError(f"checkpoint {source} does not fit model {type(model).__name__}: "
+                              f"{'; '.join(problems)}")
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as e:

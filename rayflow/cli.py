@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from rayflow.interrupt import run_guarded
+
 from rayflow.checkpoint import CheckpointError
 from rayflow.config import ConfigError, PipelineConfig, load_config
 from rayflow.data.imageset import DataError
@@ -54,13 +56,16 @@ def cmd_train(args, which: str) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    """model.json is read and compared with the data before the weights load or any image is seen."""
     from rayflow.data import load_splits
-    from rayflow.models.io import load_model
+    from rayflow.models.io import check_fits, load_model, read_arch
     from rayflow.train.loop import evaluate
     from rayflow.train.tasks import Task
 
     cfg = _cfg(args)
+    arch = read_arch(args.model)
     splits = load_splits(cfg.data)
+    check_fits(args.model, arch, splits.test.shape, splits.num_classes)
     model = load_model(args.model)
     m = evaluate(model, splits.test, Task.of(splits.num_classes), prefix="test_")
     print(json.dumps(m, indent=2))
@@ -94,6 +99,34 @@ def cmd_graph(args) -> int:
     from rayflow.pipeline import Pipeline
 
     print(Pipeline(_cfg(args)).graph_text(), flush=True)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    """One node of the stage graph (and what it needs), e.g. `rayflow stage gan` or
+    `rayflow stage pool --param subsample=true --param segment=0`: the artifact a pipeline or a
+    Tune trial would use, under the same key."""
+    import yaml
+
+    from rayflow.stages.graph import REGISTRY, Node, node_key
+    from rayflow.stages.runner import Runner
+
+    if args.name not in REGISTRY:
+        raise ConfigError(f"unknown stage {args.name!r} (stages: {', '.join(sorted(REGISTRY))})")
+    params = {}
+    for kv in args.param:
+        k, sep, val = kv.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {kv!r}: expected KEY=VALUE")
+        params[k.strip()] = yaml.safe_load(val)
+    cfg = _cfg(args)
+    node = Node.of(args.name, **params)
+    try:
+        node_key(cfg, node)
+    except KeyError as e:
+        raise ConfigError(f"stage {args.name!r} needs --param {e.args[0]}=...") from None
+    art = Runner(cfg).artifact(node)
+    print(f"{args.name}: {art.uri}{' (cached)' if art.reused else ''}", flush=True)
     return 0
 
 
@@ -146,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                         ("tune", "search rho and M (tune.searcher: grid, random, tpe, bound) on validation data"),
                         ("grid", "record the whole (rho, M) grid on validation data, replay the searchers on it")]:
         common(sub.add_parser(name, help=help_, description=help_))
+    st = sub.add_parser("stage", help="build one stage of the graph (and its inputs), e.g. `stage gan`",
+                        description="build one stage of the graph (and its inputs) under the pipeline's key")
+    common(st)
+    st.add_argument("name", help="stage name (rayflow graph lists them)")
+    st.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                    help="a node parameter, e.g. --param seed=1 (repeatable)")
     ev = sub.add_parser("evaluate", help="evaluate a model artifact on the test split",
                         description="evaluate a model artifact on the test split")
     common(ev)
@@ -165,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train-teacher": lambda a: cmd_train(a, "teacher"),
                 "train-student": lambda a: cmd_train(a, "student"),
                 "evaluate": cmd_evaluate, "run": cmd_run, "demo": cmd_demo, "diagnose": cmd_diagnose,
-                "graph": cmd_graph, "bound": cmd_bound, "tune": cmd_tune, "grid": cmd_grid}
+                "graph": cmd_graph, "stage": cmd_stage, "bound": cmd_bound, "tune": cmd_tune, "grid": cmd_grid}
     try:
-        return handlers[args.command](args)
+        return run_guarded(handlers[args.command], args)
     except (ConfigError, DataError, CheckpointError, SynthError, PoolError, StoreError) as e:
         print(f"rayflow: error: {e}", file=sys.stderr)
         return 2

@@ -92,6 +92,9 @@ class RuntimeConfig(_Strict):
     num_cpus: int | None = Field(None, gt=0)
     object_store_memory_mb: int = Field(1024, gt=0)
     quiet: bool = True
+    checkpoint_every: int = Field(500, ge=0, description="teacher and student runs save a resume point every N "
+                                                         "steps (0: only at evaluations and the end); not in any "
+                                                         "cache key: a resumed run ends bit for bit the same")
 
 
 class GANConfig(_Strict):
@@ -247,15 +250,28 @@ class PipelineConfig(_Strict):
 # loading
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
+def _override_for(loc: tuple, overrides: list[str]) -> str | None:
+    """The --set item that wrote the field at `loc` (the last one wins, as when applied), or None."""
+    hit = None
+    for item in overrides:
+        path = parse_override(item)[0]
+        if loc and [str(p) for p in loc[:len(path)]] == path[:len(loc)]:
+            hit = item
+    return hit
+
+
+def _format_validation_error(err: ValidationError, source: str, overrides: list[str] | None = None) -> str:
+    """Each error blames where its value came from: the config file, or the --set item."""
+    from_file, from_set = [], []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
-        lines.append(f"{loc}: {msg}")
-    return f"invalid config {source}: " + "; ".join(lines)
+        item = _override_for(e["loc"], overrides or [])
+        (from_set if item else from_file).append(f"--set {item}: {loc}: {msg}" if item else f"{loc}: {msg}")
+    parts = [f"invalid config {source}: " + "; ".join(from_file)] if from_file else []
+    return "; ".join(parts + (["invalid override " + "; ".join(from_set)] if from_set else []))
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -302,11 +318,12 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def build_config(model_cls: type[BaseModel], raw: dict, source: str = "") -> Any:
+def build_config(model_cls: type[BaseModel], raw: dict, source: str = "",
+                 overrides: list[str] | None = None) -> Any:
     try:
         return model_cls.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from None
+        raise ConfigError(_format_validation_error(e, source, overrides)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -314,7 +331,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """YAML file (optional) + overrides -> validated config, or ConfigError naming the bad field."""
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides)
-    return build_config(model_cls, raw, source=str(path) if path else "(defaults)")
+    return build_config(model_cls, raw, source=str(path) if path else "(defaults)", overrides=overrides)
 
 
 def to_yaml(cfg: BaseModel) -> str:

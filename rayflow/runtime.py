@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import warnings
 
 from rayflow.config import RuntimeConfig
@@ -21,6 +23,9 @@ _RAY_ENV_DEFAULTS = {
     # Train V2 re-routes worker print() through logging, and each progress line reached the driver twice
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     "RAY_DEDUP_LOGS": "1",
+    # Tune's own SIGINT handler ends Tuner.fit() quietly and the caller would carry on as if done;
+    # rayflow.interrupt turns Ctrl-C into one line and exit code 130 instead
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
 }
 # Not OMP_WAIT_POLICY=PASSIVE: measured 20 % fewer cGAN steps/s in a 2-thread Train worker than
 # libgomp's default (spin briefly, then sleep); stages run one at a time, so spinning costs little.
@@ -56,8 +61,15 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
         env["py_modules"] = [os.path.join(pkg_root, "rayflow")]
     if address == "local":
         log.info("starting embedded Ray (num_cpus=%s)", rt.num_cpus or os.cpu_count())
-        ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False,
-                 object_store_memory=rt.object_store_memory_mb * 2**20, runtime_env=env, **common)
+        from rayflow import watchdog
+        from rayflow.interrupt import install_handlers
+
+        if _WATCHDOG.get("proc") is None or _WATCHDOG["proc"].poll() is not None:
+            _WATCHDOG["proc"] = watchdog.start()
+        with _own_ports_and_address():
+            ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False,
+                     object_store_memory=rt.object_store_memory_mb * 2**20, runtime_env=env, **common)
+        install_handlers()  # ray.init replaced the SIGTERM handler with its own sys.exit
     else:
         log.info("connecting to Ray at %s", address)
         ray.init(address=address, runtime_env=env, **common)
@@ -69,6 +81,52 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
         ctx.use_datasource_v2 = False
     if rt.quiet:
         quiet_ray_data()
+
+
+_WATCHDOG: dict = {}
+
+
+@contextlib.contextmanager
+def _own_ports_and_address():
+    """An embedded instance on free ports that tells its own processes where it is.
+
+    Why: Ray's defaults gave every embedded run the dashboard agent's fixed port 52365, so a
+    `ray start --head` on the same machine had no agent ("No available agent" on job submission);
+    and Ray's helpers that look a cluster up by themselves (Train's placement-group cleaner) found
+    several instances, or a stale `ray start` one, and printed tracebacks. The GCS port is chosen
+    here, and RAY_ADDRESS naming it is in the environment the raylet, and through it every worker,
+    inherits; the driver's own environment is restored afterwards (a later subprocess must not
+    mistake a finished embedded instance for a cluster).
+    """
+    from ray._private import parameter, services
+
+    init = parameter.RayParams.__init__
+    saved_defaults, saved_env = init.__defaults__, os.environ.get("RAY_ADDRESS")
+    try:
+        names = init.__code__.co_varnames[1:init.__code__.co_argcount]
+        defaults = list(init.__defaults__)
+        first = len(names) - len(defaults)
+        port = _free_port()
+        defaults[names.index("gcs_server_port") - first] = port
+        defaults[names.index("dashboard_agent_listen_port") - first] = 0
+        init.__defaults__ = tuple(defaults)
+        os.environ["RAY_ADDRESS"] = f"{services.get_node_ip_address()}:{port}"
+    except (ValueError, AttributeError, TypeError):  # another Ray layout: its defaults, no address
+        init.__defaults__ = saved_defaults
+    try:
+        yield
+    finally:
+        init.__defaults__ = saved_defaults
+        if saved_env is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = saved_env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def quiet_ray_data() -> None:

@@ -1,14 +1,19 @@
-"""Readers for the supported real-data sources. Each returns (train, test) ImageSets."""
+"""Readers for the supported real-data sources. Each returns (train, test) ImageSets.
+
+Every problem with a user's file becomes one DataError naming the file and what is wrong, raised
+while the data loads, before any compute.
+"""
 
 from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from rayflow.data.imageset import DataError, ImageSet
+from rayflow.data.imageset import DataError, ImageSet, as_images, labelled
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -70,32 +75,53 @@ def load_digits(test_fraction: float = 0.3, seed: int = 0) -> tuple[ImageSet, Im
     return ImageSet(x[~mask], y[~mask], 10), ImageSet(x[mask], y[mask], 10)
 
 
-def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
-    if x.ndim != 4:
-        raise DataError(f"{where}: images must be (N,H,W), (N,H,W,C) or (N,C,H,W), got shape {x.shape}")
-    if x.dtype != np.uint8:
-        if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1.0 and x.min() >= 0.0:
-            x = x * 255.0
-        x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(x)
+# -- user files ------------------------------------------------------------------------------
 
 
-def _labelled(x: np.ndarray, y: np.ndarray, task: str, num_classes: int | None, where: str) -> ImageSet:
-    if task == "regression":
-        return ImageSet(x, np.asarray(y, np.float32), None)
-    y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
-            y = y.astype(np.int64)
-        else:
-            raise DataError(f"{where}: classification labels must be integers, got {y.dtype}")
-    if y.size and y.min() < 0:
-        raise DataError(f"{where}: label {int(y.min())} is out of range (labels must be >= 0)")
-    return ImageSet(x, y.astype(np.int64), num_classes or int(y.max()) + 1)
+def _open_npz(p: Path):
+    """np.load unpickles anything that is not a zip or .npy, so the format is checked first: a
+    corrupt file must read as 'not an NPZ file', not as 'pickled data'."""
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise DataError(f"{p} is a single .npy array, not an NPZ archive (write it with "
+                        f"np.savez(path, images=..., labels=...))")
+    if not zipfile.is_zipfile(p):
+        raise DataError(f"{p} is not a valid NPZ file (not a zip archive)")
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{p} is not a valid NPZ file: {e}") from None
+    if not z.files:
+        z.close()
+        raise DataError(f"NPZ file {p} holds no arrays (expected 'images' and 'labels')")
+    return z
+
+
+def _npz_array(z, key: str, p: Path) -> np.ndarray:
+    """Arrays are read lazily, so object arrays and corrupt members surface here."""
+    try:
+        return z[key]
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise DataError(f"NPZ file {p}: array {key!r} holds object arrays (pickled data), which rayflow "
+                            f"does not load") from None
+        raise DataError(f"NPZ file {p}: cannot read array {key!r}: {e}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"NPZ file {p}: cannot read array {key!r}: {e}") from None
+
+
+def _npz_keys(files: list[str], p: Path) -> bool:
+    """Checks the key set; True when a test split is present (both test keys or neither)."""
+    have = ", ".join(repr(k) for k in sorted(files))
+    missing = [k for k in ("images", "labels") if k not in files]
+    if missing:
+        raise DataError(f"NPZ file {p} has no array {' or '.join(map(repr, missing))} (it has: {have})")
+    test = [k for k in ("test_images", "test_labels") if k in files]
+    if len(test) == 1:
+        other = "test_labels" if test[0] == "test_images" else "test_images"
+        raise DataError(f"NPZ file {p} has {test[0]!r} but no {other!r} (it has: {have}); give both or neither")
+    return bool(test)
 
 
 def load_npz(path: str, task: str, num_classes: int | None) -> tuple[ImageSet, ImageSet | None]:
@@ -103,19 +129,15 @@ def load_npz(path: str, task: str, num_classes: int | None) -> tuple[ImageSet, I
     p = Path(path)
     if not p.is_file():
         raise DataError(f"NPZ file not found: {p}")
-    try:
-        z = np.load(p, allow_pickle=False)
-        files = set(z.files)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read NPZ file {p}: {e}") from None
-    for k in ("images", "labels"):
-        if k not in files:
-            raise DataError(f"NPZ file {p} has no array {k!r} (found: {sorted(files)})")
-    train = _labelled(_to_nchw(z["images"], str(p)), z["labels"], task, num_classes, str(p))
-    test = None
-    if "test_images" in files:
-        test = _labelled(_to_nchw(z["test_images"], str(p)), z["test_labels"], task,
-                         train.num_classes if task == "classification" else None, str(p))
+    with _open_npz(p) as z:
+        has_test = _npz_keys(z.files, p)
+        train = labelled(as_images(_npz_array(z, "images", p), str(p)), _npz_array(z, "labels", p), task,
+                         num_classes, str(p))
+        test = None
+        if has_test:
+            where = f"{p} (test split)"
+            test = labelled(as_images(_npz_array(z, "test_images", p), where), _npz_array(z, "test_labels", p),
+                            task, train.num_classes, where, is_test=True)
     return train, test
 
 
@@ -139,7 +161,7 @@ def load_parquet(path: str, task: str, num_classes: int | None) -> tuple[ImageSe
         x = np.stack([_decode_image(b, f"{p} row {i}") for i, b in enumerate(col.to_pylist())])
     else:
         x = np.asarray(col.to_pylist())
-    return _labelled(_to_nchw(x, str(p)), table.column("label").to_numpy(), task, num_classes, str(p)), None
+    return labelled(as_images(x, str(p)), table.column("label").to_numpy(), task, num_classes, str(p)), None
 
 
 def _decode_image(data: bytes, where: str) -> np.ndarray:
@@ -153,21 +175,33 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
         raise DataError(f"cannot decode image at {where}: {e}") from None
 
 
-def load_folder(path: str, num_classes: int | None) -> tuple[ImageSet, list[str]]:
-    """`path/<class name>/*.png`: class ids follow the sorted folder names."""
-    from PIL import Image
-
-    root = Path(path)
+def _class_folders(root: Path, num_classes: int | None) -> list[str]:
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>.png)")
+    if len(classes) < 2:
+        raise DataError(f"image folder {root}: classification needs at least 2 classes, found 1 class "
+                        f"folder ({classes[0]})")
+    if num_classes is not None and num_classes != len(classes):
+        raise DataError(f"data.num_classes={num_classes} but image folder {root} has {len(classes)} class "
+                        f"folders ({', '.join(classes)})")
+    return classes
+
+
+def load_folder(path: str, num_classes: int | None) -> tuple[ImageSet, list[str]]:
+    """`path/<class name>/*.png`: class ids follow the sorted folder names."""
+    from PIL import Image
+
+    root = Path(path)
+    classes = _class_folders(root, num_classes)
     xs, ys, shape, first = [], [], None, None
     for c, name in enumerate(classes):
-        for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() not in _IMAGE_EXT:
-                continue
+        files = [f for f in sorted((root / name).iterdir()) if f.suffix.lower() in _IMAGE_EXT]
+        if not files:
+            raise DataError(f"class folder {root / name} holds no images ({', '.join(sorted(_IMAGE_EXT))})")
+        for f in files:
             try:
                 a = np.asarray(Image.open(f))
             except Exception as e:
@@ -178,7 +212,5 @@ def load_folder(path: str, num_classes: int | None) -> tuple[ImageSet, list[str]
                 raise DataError(f"image shape mismatch: {f} is {a.shape} but {first} is {shape}")
             xs.append(a)
             ys.append(c)
-    if not xs:
-        raise DataError(f"image folder {root} holds no images ({', '.join(sorted(_IMAGE_EXT))})")
-    n = num_classes or len(classes)
-    return _labelled(_to_nchw(np.stack(xs), str(root)), np.array(ys), "classification", n, str(root)), classes
+    return labelled(as_images(np.stack(xs), str(root)), np.array(ys), "classification", len(classes),
+                     str(root)), classes

@@ -70,17 +70,51 @@ def _read_source(cfg: DataConfig) -> tuple[ImageSet, ImageSet | None]:
     return train, None
 
 
+def _check_num_classes(cfg: DataConfig, train: ImageSet) -> None:
+    """data.num_classes is checked against every source, the built-in ones too, never ignored."""
+    if cfg.num_classes is None:
+        return
+    if train.num_classes is None:
+        raise DataError(f"data.num_classes={cfg.num_classes} is set but data.task is regression")
+    if cfg.num_classes != train.num_classes:
+        raise DataError(f"data.num_classes={cfg.num_classes} but data.name={cfg.name} has "
+                        f"{train.num_classes} classes")
+
+
+def _check_budget(cfg: DataConfig, train: ImageSet, auto_test: bool) -> None:
+    """The per-class takes come out of one pool in turn; checking their sum up front names every field
+    involved instead of blaming whichever one runs out last."""
+    asks = [(f"data.{k}", getattr(cfg, k)) for k in ("val_per_class", "heldout_per_class", "n_per_class")]
+    asks = [(k, n) for k, n in asks if n]
+    if not asks:
+        return
+    need = sum(n for _, n in asks)
+    what = " + ".join(f"{k}={n}" for k, n in asks) + (" needs" if len(asks) == 1 else " need")
+    after = " after holding out the 20 % test split" if auto_test else ""
+    if train.num_classes is None:
+        if need > len(train):
+            raise DataError(f"{what} {need} images but the training set has only {len(train)}{after}")
+        return
+    counts = train.class_counts()
+    c = int(counts.argmin())
+    if counts[c] < need:
+        raise DataError(f"{what} {need} images per class but class {c} has only {int(counts[c])} "
+                        f"training images{after}")
+
+
 def load_splits(cfg: DataConfig) -> Splits:
     train, test = _read_source(cfg)
-    if cfg.num_classes is not None and train.num_classes is not None and cfg.num_classes < train.num_classes:
-        bad = int(train.labels.max())
-        raise DataError(f"label {bad} is out of range for data.num_classes={cfg.num_classes}")
+    _check_num_classes(cfg, train)
     rng = np.random.default_rng(1000 + cfg.seed)
-    if test is None:  # user data without a test split: hold out a stratified 20 %
+    auto_test = test is None
+    if auto_test:  # user data without a test split: hold out a stratified 20 %
         per = max(1, int(0.2 * len(train) / (train.num_classes or 1))) if train.num_classes else 0
-        test, train = _split_off(train, per, rng, "test split", fraction_if_regression=0.2)
+        test, train = _split_off(train, per, rng, "holding out a 20 % test split (the data has none)",
+                                 fraction_if_regression=0.2)
     if test.shape != train.shape:
-        raise DataError(f"image shape mismatch: train images are {train.shape} but test images are {test.shape}")
+        raise DataError(f"{cfg.path or cfg.name}: image shape mismatch: train images are {train.shape} but test "
+                        f"images are {test.shape}")
+    _check_budget(cfg, train, auto_test)
     val = heldout = None
     if cfg.val_per_class:
         val, train = _split_off(train, cfg.val_per_class, rng, "data.val_per_class")

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..config import GANConfig
 from ..data.transforms import to_float, to_uint8
+from ..seeding import reseed_torch
 from .diffaugment import diff_augment
 from .discriminator import ProjectionDiscriminator
 from .ema import EMA, unwrap
@@ -140,7 +141,7 @@ def gan_step(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
 def train_gan(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
               reporter: Callable[[dict, dict | None], None] | None = None,
               on_checkpoint: Callable[[GANState], None] | None = None,
-              log_every: int = 100, batch_size: int | None = None) -> dict:
+              log_every: int = 100, batch_size: int | None = None, rank: int = 0) -> dict:
     """Run `gan_step` from state.step up to cfg.steps (a resumed state continues where it stopped).
 
     `on_checkpoint(state)` fires every cfg.checkpoint_every steps and once at the end; the caller
@@ -148,11 +149,14 @@ def train_gan(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
     checkpoints go through on_checkpoint) fires every `log_every` steps and at the last step with
     step, d_loss, g_loss, d_real, d_fake (means over the window) and steps_per_s.
     Returns the last window's metrics ({"step": ...} only if no step was run).
+    The global torch RNG (z, DiffAugment, `sample_real` if it draws from it) is reseeded from
+    (cfg.seed, rank, step) before every step, so a run resumed at step k continues bit for bit.
     """
     last: dict = {"step": state.step}
     sums: dict[str, float] = {}
     count, t0 = 0, time.perf_counter()
     while state.step < cfg.steps:
+        reseed_torch(cfg.seed, rank, state.step)
         m = gan_step(state, sample_real, cfg, batch_size=batch_size)
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 import torch
 
 from rayflow.checkpoint import load_state, save_state
 from rayflow.config import GANConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.gan.grid import save_grid_png
+from rayflow.progress import Progress
 from rayflow.gan.loop import build_gan, generate, train_gan
 from rayflow.gan.sampling import (
     consistency_probe,
@@ -48,25 +48,22 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
         state.load_state_dict(start_state)
         log.info("[%s] resuming GAN from step %d", name, state.step)
     state.G, state.D = prepare(state.G), prepare(state.D)
-    rng = np.random.default_rng((cfg.seed, rank, state.step))
-    # z and DiffAugment draw from the global torch RNG: seeded the same way, so the same config
-    # trains the same GAN (a resumed run continues from a seed of its resume step)
-    torch.manual_seed(int(np.random.SeedSequence([cfg.seed, rank, state.step]).generate_state(1)[0]))
     per_worker = max(1, cfg.batch_size // world)
 
     def sample_real(n: int):
-        idx = rng.integers(0, len(train), n)
+        # the global torch RNG, which train_gan reseeds every step: a resumed run draws the same
+        idx = torch.randint(0, len(train), (n,)).numpy()
         return torch.tensor(train.images[idx]), torch.tensor(train.labels[idx])
 
     reals = probe_reals(train)
     t0 = time.perf_counter()
     window: dict = {}
 
+    progress = Progress(name, cfg.steps, enabled=rank == 0, start=state.step)
+
     def reporter(m: dict, _):
         window.update(m)
-        if rank == 0:
-            print(f"[{name}] step {m['step']}/{cfg.steps}  d_loss {m['d_loss']:.3f}  g_loss {m['g_loss']:.3f}  "
-                  f"{m['steps_per_s']:.2f} steps/s", flush=True)
+        progress.update(m["step"], d_loss=m["d_loss"], g_loss=m["g_loss"])
 
     curve: list[dict] = []
 
@@ -88,7 +85,7 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
             print(f"[{name}] step {st.step}: label consistency {metrics['label_consistency']:.1f} %", flush=True)
 
     train_gan(state, sample_real, cfg, reporter=reporter, on_checkpoint=on_checkpoint,
-              log_every=min(100, cfg.checkpoint_every), batch_size=per_worker)
+              log_every=max(1, min(100, cfg.steps // 50)), batch_size=per_worker, rank=rank)
     return {"step": state.step, "train_s": time.perf_counter() - t0, "curve": curve}
 
 

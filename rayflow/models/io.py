@@ -9,10 +9,11 @@ import torch
 
 from rayflow.checkpoint import CheckpointError, load_into, load_weights, save_weights
 from rayflow.config import ModelConfig
-from rayflow.models import build_model
+from rayflow.models import build_model, list_models
 
 WEIGHTS = "model.safetensors"
 ARCH = "model.json"
+_SIZES = ("in_channels", "image_size", "num_outputs")
 
 
 def save_model(dir_: Path, state: dict[str, torch.Tensor], model: ModelConfig, in_channels: int,
@@ -22,15 +23,54 @@ def save_model(dir_: Path, state: dict[str, torch.Tensor], model: ModelConfig, i
                                          "image_size": image_size, "num_outputs": num_outputs}))
 
 
-def load_model(dir_: str | Path) -> torch.nn.Module:
+def read_arch(dir_: str | Path) -> dict:
+    """model.json, checked key by key: a hand-edited or foreign file fails in one line naming the
+    file and the key, not with a KeyError from deep inside build_model."""
     d = Path(dir_)
-    if not (d / ARCH).is_file():
+    f = d / ARCH
+    if not f.is_file():
         raise CheckpointError(f"{d} is not a model artifact (no {ARCH})")
     try:
-        arch = json.loads((d / ARCH).read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{d / ARCH} is corrupt: {e}") from None
-    model = build_model(arch["name"], in_channels=arch["in_channels"], image_size=arch["image_size"],
-                        num_outputs=arch["num_outputs"], **arch["kwargs"])
+        arch = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f} is corrupt: {e}") from None
+    if not isinstance(arch, dict):
+        raise CheckpointError(f"{f} must hold a JSON object, got {type(arch).__name__}")
+    missing = [k for k in ("name", *_SIZES) if k not in arch]
+    if missing:
+        raise CheckpointError(f"{f} has no key {', '.join(map(repr, missing))} (it has: "
+                              f"{', '.join(map(repr, sorted(arch))) or 'nothing'})")
+    if arch["name"] not in list_models():
+        raise CheckpointError(f"{f}: unknown model {arch['name']!r}; known models: {', '.join(list_models())}")
+    for k in _SIZES:
+        if not isinstance(arch[k], int) or isinstance(arch[k], bool) or arch[k] < 1:
+            raise CheckpointError(f"{f}: {k} must be a positive integer, got {arch[k]!r}")
+    if not isinstance(arch.setdefault("kwargs", {}), dict):
+        raise CheckpointError(f"{f}: kwargs must be a JSON object, got {arch['kwargs']!r}")
+    return arch
+
+
+def check_fits(dir_: str | Path, arch: dict, shape: tuple[int, int, int], num_classes: int | None) -> None:
+    """Compares model.json with the data before any forward pass: a mismatch otherwise surfaces as a
+    long shape RuntimeError (or a silent IndexError on labels) from inside the network."""
+    c, h, w = shape
+    outputs = 1 if num_classes is None else num_classes
+    ic, size, no = (arch[k] for k in _SIZES)
+    diff = [what for what, ok in (("channel count", ic == c), ("image size", size == h == w),
+                                   ("number of outputs", no == outputs)) if not ok]
+    if diff:
+        kind = "regression (1 output)" if num_classes is None else f"{num_classes} classes"
+        verb = "differs" if len(diff) == 1 else "differ"
+        raise CheckpointError(f"model {dir_} does not fit the data ({' and '.join(diff)} {verb}): model expects "
+                              f"{ic}x{size}x{size} images with {no} outputs; test data is {c}x{h}x{w} with {kind}")
+
+
+def load_model(dir_: str | Path) -> torch.nn.Module:
+    d = Path(dir_)
+    arch = read_arch(d)
+    try:
+        model = build_model(arch["name"], **{k: arch[k] for k in _SIZES}, **arch["kwargs"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{d / ARCH}: cannot build the model: {e}") from None
     load_into(model, load_weights(d / WEIGHTS), str(d / WEIGHTS))
     return model.eval()

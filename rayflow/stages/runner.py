@@ -144,7 +144,7 @@ class Runner:
             # a validation-mode run (choosing rho and M) never looks at the test set
             test = None if r.cfg.data.val_fraction else s.test
             jobs.append(SupervisedJob(model=spec.model, train_cfg=spec.train, train=s.train, val=s.val, test=test,
-                                      **fields))
+                                      checkpoint_every=r.cfg.runtime.checkpoint_every, **fields))
             fakes.append(fake)
             log.info("[%s] training %s for %d steps on %s", node.stage, spec.model.name, spec.train.steps,
                      s.summary())

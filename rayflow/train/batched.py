@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rayflow.checkpoint import load_state, save_state
+from rayflow.progress import Progress
 from rayflow.train.job import FakeData, SupervisedJob, run_job
 from rayflow.train.loop import unwrap
 from rayflow.train.sources import ShardSource
@@ -40,6 +41,10 @@ def train_items(ctx: TrainContext, config: dict) -> dict[int, dict]:
     saved = ctx.load_checkpoint(lambda d: load_state(d / STATE))
     if saved is not None:  # restarted after a failure: resume from the last report
         first, start_state = int(saved.get("item", 0)), saved
+        if ctx.rank == 0:
+            names = [it["name"] for it in config["items"]]
+            print(f"[{names[first]}] resuming at step {int(saved['step'])} from the run's last checkpoint"
+                  + (f" ({first} of {len(names)} models already done)" if first else ""), flush=True)
     out = {}
     for i, item in enumerate(config["items"]):
         if i < first:
@@ -72,19 +77,20 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
             job = dataclasses.replace(job, fake=read_fake(spec))
 
     def reporter(metrics: dict, state: dict | None) -> None:
-        if state is not None:
-            with tempfile.TemporaryDirectory() as d:
-                if ctx.rank == 0:
-                    save_state({**state, "item": index}, Path(d) / STATE)
-                    ctx.report({**metrics, "item": index}, Path(d))
-                else:
-                    ctx.report({**metrics, "item": index})
-        if ctx.rank == 0:
-            print(f"[{item['name']}] step {metrics['step']}/{job.train_cfg.steps} "
-                  f"loss {metrics['train_loss']:.4f} {metrics['images_per_s']:.0f} img/s", flush=True)
+        if state is None:
+            return
+        with tempfile.TemporaryDirectory() as d:
+            if ctx.rank == 0:
+                save_state({**state, "item": index}, Path(d) / STATE)
+                ctx.report({**metrics, "item": index}, Path(d))
+            else:
+                ctx.report({**metrics, "item": index})
 
+    start = int(start_state["step"]) if start_state is not None else 0
+    progress = Progress(item["name"], job.train_cfg.steps, enabled=ctx.rank == 0, start=start)
     metrics = run_job(job, model, rank=ctx.rank, world=ctx.world, device=ctx.device, reporter=reporter,
-                      start_state=start_state, fake_source=fake_source, real_fraction=real_fraction)
+                      start_state=start_state, fake_source=fake_source, real_fraction=real_fraction,
+                      progress=progress)
     if ctx.rank != 0:
         return None
     metrics["worker_s"] = time.perf_counter() - t0

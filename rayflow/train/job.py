@@ -14,6 +14,7 @@ import torch
 from rayflow.config import ModelConfig, TrainConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.models import build_model
+from rayflow.progress import Progress
 from rayflow.train.loop import KDSpec, Reporter, evaluate, predict, train_steps
 from rayflow.train.sources import ArraySource, BatchSource, MixedSource
 from rayflow.train.tasks import Task
@@ -44,6 +45,7 @@ class SupervisedJob:
     fake: FakeData | None = None
     real_logits: np.ndarray | None = None  # teacher logits on the real train images (no-aug KD)
     log_every: int = 100
+    checkpoint_every: int = 0  # a resume point every N steps (results do not depend on it)
 
     @property
     def task(self) -> Task:
@@ -84,7 +86,7 @@ def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSou
 def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world: int = 1,
             device: torch.device | str = "cpu", reporter: Reporter | None = None,
             start_state: dict | None = None, fake_source: BatchSource | None = None,
-            real_fraction: float = 0.75) -> dict:
+            real_fraction: float = 0.75, progress: Progress | None = None) -> dict:
     """Trains `model` (already moved/wrapped by the caller) and returns final metrics."""
     torch.manual_seed(job.train_cfg.seed * 1000 + rank)
     kd = None
@@ -111,4 +113,4 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
     source = make_source(job, rank, world, fake_source, real_fraction)
     return train_steps(model, source, job.train_cfg, task, kd=kd, device=device, evaluate_fn=evaluate_fn,
                        reporter=reporter, start_state=start_state, log_every=job.log_every,
-                       is_main=rank == 0)
+                       is_main=rank == 0, rank=rank, checkpoint_every=job.checkpoint_every, progress=progress)

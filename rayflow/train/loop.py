@@ -19,6 +19,8 @@ import torch.nn as nn
 from rayflow.config import TrainConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.data.transforms import to_float
+from rayflow.progress import Progress
+from rayflow.seeding import reseed_torch
 from rayflow.train.sources import Batch, BatchSource
 from rayflow.train.tasks import Task, kd_loss
 
@@ -108,10 +110,14 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
                 kd: KDSpec | None = None, device: torch.device | str = "cpu",
                 evaluate_fn: Callable[[nn.Module], dict] | None = None,
                 reporter: Reporter | None = None, start_state: dict | None = None,
-                log_every: int = 100, is_main: bool = True) -> dict:
+                log_every: int = 100, is_main: bool = True, rank: int = 0, checkpoint_every: int = 0,
+                progress: Progress | None = None) -> dict:
     """Runs cfg.steps optimizer steps; returns the final metrics (train loss, speed, eval metrics).
 
-    `start_state` (from a checkpoint written by this loop) resumes at its step.
+    `reporter(metrics, state)` gets metrics every `log_every` steps and a resumable state at every
+    evaluation, every `checkpoint_every` steps and at the end. `start_state` (a state written by
+    this loop) resumes at its step, bit for bit like the uninterrupted run: the random draws of
+    step k are seeded by (seed, rank, k) and the source skips the batches already drawn.
     """
     device = torch.device(device)
     opt = make_optimizer(model, cfg)
@@ -120,6 +126,8 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
         unwrap(model).load_state_dict(start_state["model"])
         opt.load_state_dict(start_state["optimizer"])
         step = int(start_state["step"])
+        if hasattr(source, "skip"):
+            source.skip(step)
     if kd is not None and kd.teacher is not None:
         kd.teacher.to(device).eval()
     use_amp = cfg.amp and device.type == "cuda"
@@ -130,6 +138,7 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
         lr = lr_at(step, cfg.steps, cfg.optim.lr, cfg.schedule)
         for g in opt.param_groups:
             g["lr"] = lr
+        reseed_torch(cfg.seed, rank, step)
         b = source.next_batch()
         b = Batch({k: v.to(device, non_blocking=True) for k, v in b.items()})
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -142,18 +151,21 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
         running += loss.item()
         n_run += 1
         last = step == cfg.steps
-        if step % log_every == 0 or last or (cfg.eval_every and step % cfg.eval_every == 0):
+        want_eval = last or bool(cfg.eval_every and step % cfg.eval_every == 0)
+        want_state = want_eval or bool(checkpoint_every and step % checkpoint_every == 0)
+        if progress is not None and is_main:
+            progress.update(step, loss=running / max(n_run, 1))
+        if step % log_every == 0 or want_state:
             dt = time.perf_counter() - t0
             metrics = {"step": step, "samples_seen": step * cfg.batch_size, "train_loss": running / max(n_run, 1),
                        "lr": lr,
                        "images_per_s": seen / max(dt, 1e-9), "elapsed_s": dt}
             running, n_run = 0.0, 0
-            want_eval = last or (cfg.eval_every and step % cfg.eval_every == 0)
             if want_eval and evaluate_fn is not None and is_main:
                 metrics.update(evaluate_fn(model))
                 model.train()
             state = None
-            if want_eval:
+            if want_state:
                 state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "step": step}
             if reporter is not None:
                 reporter(metrics, state)
@@ -162,15 +174,3 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
         if evaluate_fn is not None and is_main:
             metrics.update(evaluate_fn(model))
     return metrics
-
-
-def print_reporter(prefix: str, total: int) -> Reporter:
-    """Local-executor progress: one line per report."""
-
-    def report(metrics: dict, state: dict | None) -> None:
-        extra = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items()
-                          if k.startswith(("val_", "test_")) and isinstance(v, float))
-        print(f"[{prefix}] step {metrics['step']}/{total}  loss {metrics['train_loss']:.4f}  "
-              f"{metrics['images_per_s']:.0f} img/s  {extra}", flush=True)
-
-    return report

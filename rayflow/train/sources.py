@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from rayflow.data.transforms import augment, to_float
+from rayflow.seeding import step_seed
 
 
 class Batch(dict):
@@ -22,6 +23,8 @@ class Batch(dict):
 
 class BatchSource(Protocol):
     def next_batch(self) -> Batch: ...
+
+    def skip(self, n: int) -> None: ...
 
 
 class ArraySource:
@@ -35,8 +38,15 @@ class ArraySource:
         self.ops = list(augment_ops)
         self.seed, self.rank, self.world = seed, rank, world_size
         self.label_dtype = label_dtype
-        self.g = torch.Generator().manual_seed(seed * 7919 + rank)
+        self.g = torch.Generator()
+        self.n = 0  # batches drawn: the augmentation of batch n is seeded by (seed, rank, n)
         self._it = self._indices()
+
+    def skip(self, n: int) -> None:
+        """Continue as if `n` batches had been drawn (a resumed run), without loading them."""
+        for _ in range(n):
+            next(self._it)
+        self.n += n
 
     def _indices(self) -> Iterator[np.ndarray]:
         epoch = 0
@@ -52,7 +62,8 @@ class ArraySource:
         idx = np.sort(next(self._it))
         x = to_float(torch.from_numpy(self.images[idx]))
         if self.ops:
-            x = augment(x, self.ops, self.g)
+            x = augment(x, self.ops, self.g.manual_seed(step_seed(self.seed, self.rank, self.n)))
+        self.n += 1
         b = Batch(x=x, y=torch.as_tensor(self.labels[idx]).to(self.label_dtype))
         if self.t is not None:
             b["t"] = torch.from_numpy(np.asarray(self.t[idx], np.float32))
@@ -64,6 +75,10 @@ class MixedSource:
 
     def __init__(self, real: ArraySource, fake: BatchSource):
         self.real, self.fake = real, fake
+
+    def skip(self, n: int) -> None:
+        self.real.skip(n)
+        self.fake.skip(n)
 
     def next_batch(self) -> Batch:
         r, f = self.real.next_batch(), self.fake.next_batch()
@@ -90,8 +105,16 @@ class ShardSource:
         self.shard, self.bs, self.use_logits, self.orig = shard, batch_size, use_logits, use_orig_label
         self.ops, self.seed = list(augment_ops), seed
         self.cache_bytes = cache_mb * 2**20
-        self.g = torch.Generator().manual_seed(seed)
+        self.g = torch.Generator()
+        self.n = 0
         self._it = self._batches()
+
+    def skip(self, n: int) -> None:
+        """A resumed run: the next batches follow the stream from where it stopped (the same rows
+        only when Ray Data streams the shard in the same order, which it does not promise)."""
+        for _ in range(n):
+            next(self._it)
+        self.n += n
 
     def _stream(self, epoch: int):
         yield from self.shard.iter_batches(batch_size=self.bs, batch_format="numpy", drop_last=True,
@@ -131,7 +154,8 @@ class ShardSource:
         b = next(self._it)
         x = to_float(torch.tensor(b["image"]))
         if self.ops:
-            x = augment(x, self.ops, self.g)
+            x = augment(x, self.ops, self.g.manual_seed(step_seed(self.seed, self.n)))
+        self.n += 1
         out = Batch(x=x, y=torch.tensor(b["orig_label" if self.orig else "label"]).long())
         if self.use_logits:
             out["t"] = torch.tensor(b["teacher_logits"]).float()

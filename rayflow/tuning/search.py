@@ -45,6 +45,7 @@ def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> Pipeline
     if validation:
         raw["data"]["val_fraction"] = cfg.tune.val_fraction
         raw["student"]["train"]["eval_every"] = max(1, cfg.student.train.steps // cfg.tune.evals)
+        raw["runtime"]["checkpoint_every"] = 0  # every report of a trial carries its validation score (ASHA)
     return PipelineConfig.model_validate(raw)
 
 
