@@ -8,16 +8,23 @@ import logging
 import sys
 from pathlib import Path
 
+# Light imports only: `rayflow --help` (and a typo in a command) must not wait for torch or Ray
+# (tests/test_quiet.py); every command imports what it needs when it runs.
+from rayflow.config import ConfigError, PipelineConfig, load_config
 from rayflow.interrupt import run_guarded
 
-from rayflow.checkpoint import CheckpointError
-from rayflow.config import ConfigError, PipelineConfig, load_config
-from rayflow.data.imageset import DataError
-from rayflow.executors.base import PoolError
-from rayflow.store import StoreError
-from rayflow.synth.manifest import SynthError
-
 PACKAGED = Path(__file__).parent / "configs"
+
+# Errors whose message is the whole story (one line, exit code 2, no traceback), by defining module.
+USER_ERRORS = {"rayflow.config": "ConfigError", "rayflow.data.imageset": "DataError",
+               "rayflow.checkpoint": "CheckpointError", "rayflow.synth.manifest": "SynthError",
+               "rayflow.executors.base": "PoolError", "rayflow.store_fs": "StoreError"}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The USER_ERRORS classes of the modules imported so far: an error can only come from a module
+    that is, and importing the others (torch among them) to catch it would cost seconds."""
+    return tuple(getattr(sys.modules[m], name) for m, name in USER_ERRORS.items() if m in sys.modules)
 
 
 def resolve_config(name: str | None) -> Path | None:
@@ -38,6 +45,8 @@ def _cfg(args) -> PipelineConfig:
     cfg = load_config(resolve_config(args.config), args.set)
     if getattr(args, "executor", None):
         cfg.runtime.executor = args.executor
+    if getattr(args, "verbose", False):
+        cfg.runtime.quiet = False  # Ray's INFO logs and Ray Data's progress bars too (no cache key reads it)
     return cfg
 
 
@@ -160,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rayflow", description=(
         "cGAN-based knowledge distillation on Ray. Embedded Ray by default; set RAY_ADDRESS to use a "
         "cluster, or --executor local to run without Ray."))
-    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="debug logging, and Ray's own logs and Ray Data's progress bars")
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -207,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 "graph": cmd_graph, "stage": cmd_stage, "bound": cmd_bound, "tune": cmd_tune, "grid": cmd_grid}
     try:
         return run_guarded(handlers[args.command], args)
-    except (ConfigError, DataError, CheckpointError, SynthError, PoolError, StoreError) as e:
+    except _user_errors() as e:
         print(f"rayflow: error: {e}", file=sys.stderr)
         return 2
 

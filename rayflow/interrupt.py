@@ -8,21 +8,22 @@ import sys
 import threading
 
 MESSAGE = "rayflow: interrupted; re-run the same command to resume"
+_received: list[int] = []
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _on_signal(signum, frame):
+    """Both signals raise KeyboardInterrupt in the main thread: Ray's blocking calls (Cython) pass
+    that one through cleanly (any other exception from a handler surfaced as a SystemError, and
+    Ray re-raises a fresh KeyboardInterrupt, so the signal itself is remembered here)."""
+    _received.append(signum)
+    raise KeyboardInterrupt()
 
 
 def install_handlers() -> None:
-    """(Re)installs the SIGTERM handler: `ray.init` replaces it with its own `sys.exit(15)`."""
+    """(Re)installs the handlers: `ray.init` replaces SIGTERM's with its own `sys.exit(15)`."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
 
 
 def _shutdown_ray() -> None:
@@ -32,12 +33,12 @@ def _shutdown_ray() -> None:
 
 
 def run_guarded(fn, *args) -> int:
-    """`fn(*args)`'s exit code, or 130 / 143 after one line if interrupted."""
+    """`fn(*args)`'s exit code, or 128 + the signal's number after one line if interrupted."""
     install_handlers()
     try:
         return fn(*args)
-    except (KeyboardInterrupt, Terminated) as e:
-        code = 143 if isinstance(e, Terminated) else 130
+    except KeyboardInterrupt:
+        code = 128 + (_received[0] if _received else signal.SIGINT)
         for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the shutdown short
             signal.signal(s, signal.SIG_IGN)
         print(MESSAGE, file=sys.stderr, flush=True)

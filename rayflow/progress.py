@@ -1,5 +1,6 @@
 """One progress line format for every long stage, with rate and ETA: a line at least every
-`every_s` seconds, at each 10 % of the work when the last line is `min_gap_s` old, and at the end.
+`every_s` seconds, at each 10 % of the work when the last line is `min_gap_s` old, and at the end (unless the
+whole stage took under a second).
 Why: a fixed "every 100 steps" printed one line for a 150-step stage and hundreds for a long GAN,
 and a seconds-long stage needs one line, not ten."""
 
@@ -21,7 +22,7 @@ class Progress:
     """`update(done, **fields)` prints `[name] done/total (p %)  fields  rate unit/s  ETA` when due."""
 
     def __init__(self, name: str, total: int, unit: str = "steps", *, every_s: float = 10.0,
-                 every_frac: float = 0.1, min_gap_s: float = 2.0, enabled: bool = True, start: int = 0):
+                 every_frac: float = 0.1, min_gap_s: float = 5.0, enabled: bool = True, start: int = 0):
         self.name, self.total, self.unit = name, max(int(total), 1), unit
         self.every_s, self.min_gap_s, self.enabled = every_s, min_gap_s, enabled
         self.step_frac = max(1, int(self.total * every_frac))
@@ -32,8 +33,8 @@ class Progress:
     def due(self, done: int) -> bool:
         if not self.enabled:
             return False
-        if done >= self.total:
-            return True
+        if done >= self.total:  # the end, unless the whole stage was over in a blink
+            return self.lines > 0 or time.perf_counter() - self.t0 >= 1.0
         quiet_for = time.perf_counter() - self.t_last
         if done // self.step_frac > self.last // self.step_frac and quiet_for >= self.min_gap_s:
             return True

@@ -46,6 +46,8 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
 
     if ray.is_initialized():
         return
+    from rayflow.interrupt import install_handlers
+
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
     address = rt.address or os.environ.get("RAY_ADDRESS") or "local"
     # Worker output reaches the driver (training progress); Ray's own chatter is cut to errors.
@@ -59,10 +61,10 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
     env: dict = {"env_vars": added} if added else {}
     if not _installed():
         env["py_modules"] = [os.path.join(pkg_root, "rayflow")]
+    _quiet_workers(env, rt.quiet)
     if address == "local":
         log.info("starting embedded Ray (num_cpus=%s)", rt.num_cpus or os.cpu_count())
         from rayflow import watchdog
-        from rayflow.interrupt import install_handlers
 
         if _WATCHDOG.get("proc") is None or _WATCHDOG["proc"].poll() is not None:
             _WATCHDOG["proc"] = watchdog.start()
@@ -72,7 +74,13 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
         install_handlers()  # ray.init replaced the SIGTERM handler with its own sys.exit
     else:
         log.info("connecting to Ray at %s", address)
+        gcs = _gcs_address(address)
+        if gcs and "RAY_ADDRESS" not in _job_env_vars():
+            # the cluster's own helpers (Train's placement-group cleaner) otherwise look the cluster
+            # up by themselves and fail on a machine that runs several Ray instances
+            env = {**env, "env_vars": {**env.get("env_vars", {}), "RAY_ADDRESS": gcs}}
         ray.init(address=address, runtime_env=env, **common)
+        install_handlers()
     ctx = ray.data.DataContext.get_current()
     ctx.execution_no_progress_timeout_s = 600  # fail a stuck pipeline in minutes, not 30
     if hasattr(ctx, "use_datasource_v2"):
@@ -123,10 +131,92 @@ def _own_ports_and_address():
             os.environ["RAY_ADDRESS"] = saved_env
 
 
+def _gcs_address(address: str) -> str | None:
+    """host:port of the GCS `address` names (None for a Ray Client `ray://` address or if unknown)."""
+    if address.startswith("ray://"):
+        return None
+    try:
+        from ray._private import services
+
+        return services.canonicalize_bootstrap_address(address)
+    except Exception:  # noqa: BLE001 - ray.init reports an unusable address better
+        return None
+
+
+def _job_env_vars() -> dict:
+    """env_vars of the runtime_env a `ray job submit` gave this driver (Ray refuses to see them twice)."""
+    import json
+
+    try:
+        return json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env", {}).get(
+            "env_vars", {}) or {}
+    except (ValueError, AttributeError):
+        return {}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
         return s.getsockname()[1]
+
+
+# Ray Data's own logger, in the processes init_ray does not run in: its split coordinators (which
+# run the fake-set reads that feed Train workers, one line "Dataset ... execution finished" each)
+# and its actors. Read by ray.data when it is imported, so no process pays for importing it early.
+_QUIET_WORKER_ENV = {"RAY_DATA_LOG_LEVEL": "WARNING", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+_PROGRESS_LOGGER = "ray.data._internal.progress"  # its one line: "Progress bars disabled. To enable..."
+# Ray Data's "will hang" guess reads `ray.available_resources()`, which lags the cluster: it fired
+# right after ray.init on an idle 2-CPU cluster, and between back-to-back reads (the fake sets of a
+# batched run). A pipeline that really cannot get CPUs fails on execution_no_progress_timeout_s,
+# and an actor-pool layout that cannot fit is refused up front (executors/ray_data.min_actors).
+_NO_CPU_WARNING = ("ray.data.dataset", "Warning: The Ray cluster currently does not have any available CPUs")
+QUIET_ENV = "RAYFLOW_QUIET_RAY"  # "0" in the workers of a `rayflow -v` run: Ray's chatter stays
+
+
+def _quiet_workers(env: dict, quiet: bool) -> None:
+    """Adds to the job's runtime_env what quiets Ray in every worker process (env vars the user has
+    not set, and `quiet_ray_process` as the worker setup hook), or, with quiet off, tells the
+    workers so."""
+    chosen = {k: v for k, v in ({**_QUIET_WORKER_ENV, QUIET_ENV: "1"} if quiet else {QUIET_ENV: "0"}).items()
+              if k not in os.environ}
+    if chosen:
+        env["env_vars"] = {**env.get("env_vars", {}), **chosen}
+    from ray._private import ray_constants
+
+    hook_var = getattr(ray_constants, "WORKER_PROCESS_SETUP_HOOK_ENV_VAR", None)
+    # a job submitted with its own setup hook keeps it (Ray refuses two)
+    if quiet and hook_var and hook_var not in os.environ and \
+            "worker_process_setup_hook" not in os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", ""):
+        env["worker_process_setup_hook"] = "rayflow.runtime.quiet_ray_process"
+
+
+def quiet_ray_process() -> None:
+    """Setup hook of every Ray worker process of a quiet run: Ray Data's "progress bars disabled"
+    notice (once per process that executes a dataset: Train's split coordinators do), its stale "will
+    hang" guess, and Ray's deprecation warnings (Train's own DataConfig calls the deprecated
+    `ExecutionOptions.exclude_resources`) off. Cheap: imports nothing, runs before any task."""
+    try:
+        logging.getLogger(_PROGRESS_LOGGER).setLevel(logging.ERROR)
+        _drop_message(*_NO_CPU_WARNING)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
+    except Exception:  # noqa: BLE001 - a failing setup hook would fail every worker start
+        pass
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def _drop_message(logger: str, prefix: str) -> None:
+    """Drops one known message of `logger` (once per process, however often called)."""
+    lg = logging.getLogger(logger)
+    if not any(isinstance(f, _DropMessage) and f.prefix == prefix for f in lg.filters):
+        lg.addFilter(_DropMessage(prefix))
 
 
 def quiet_ray_data() -> None:
@@ -135,6 +225,8 @@ def quiet_ray_data() -> None:
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per execution otherwise
+    logging.getLogger(_PROGRESS_LOGGER).setLevel(logging.ERROR)  # says the bars are off, once
+    _drop_message(*_NO_CPU_WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -155,9 +247,12 @@ def quiet_train_reports() -> None:
 
 
 def quiet_ray_worker() -> None:
-    """Ray Data and Train V2 noise off in a Train worker (its own process, own DataContext)."""
+    """Ray Data and Train V2 noise off in a Train worker (its own process, own DataContext), unless
+    the run is verbose (`rayflow -v`)."""
     import warnings
 
+    if os.environ.get(QUIET_ENV) == "0":
+        return
     quiet_ray_data()
     quiet_train_reports()
     warnings.filterwarnings("ignore", module=r"ray\..*")

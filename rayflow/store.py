@@ -139,18 +139,20 @@ class ArtifactStore:
             yield
 
     def build(self, stage: str, key: str, build: Callable[[Path], dict], *, config_doc: dict | None = None,
-              on_wait: Callable[[str], None] | None = None) -> StoredArtifact:
+              on_wait: Callable[[str], None] | None = None, announce: bool = True) -> StoredArtifact:
         """The committed artifact for (stage, key) (reused=True), or builds and commits it.
 
         `build(tmp_dir)` writes files into a fresh local dir and returns metrics; an exception in it
-        commits nothing and removes the dir."""
+        commits nothing and removes the dir. `announce=False`: the "wrote" line at debug level (the
+        caller summarises a batch)."""
         art = self.lookup(stage, key)
         if art is not None:
             log.info("[%s] reusing %s", stage, art.uri)
             return art
+        say = log.info if announce else log.debug
         if self.is_local:
-            return self._build_local(stage, key, build, config_doc, on_wait)
-        return self._build_remote(stage, key, build, config_doc)
+            return self._build_local(stage, key, build, config_doc, on_wait, say)
+        return self._build_remote(stage, key, build, config_doc, say)
 
     def _run_build(self, tmp: Path, stage: str, key: str, build: Callable[[Path], dict],
                    config_doc: dict | None) -> tuple[dict, str, str]:
@@ -167,7 +169,7 @@ class ArtifactStore:
         return json.loads(marker)["metrics"], marker, token
 
     def _build_local(self, stage: str, key: str, build: Callable[[Path], dict], config_doc: dict | None,
-                     on_wait: Callable[[str], None] | None) -> StoredArtifact:
+                     on_wait: Callable[[str], None] | None, say: Callable[..., None] = log.info) -> StoredArtifact:
         final = Path(self._base(stage, key))
         parent = final.parent
         try:
@@ -191,11 +193,11 @@ class ArtifactStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-        log.info("[%s] wrote %s", stage, final)
+        say("[%s] wrote %s", stage, final)
         return StoredArtifact(stage, key, str(final), final, metrics)
 
     def _build_remote(self, stage: str, key: str, build: Callable[[Path], dict],
-                      config_doc: dict | None) -> StoredArtifact:
+                      config_doc: dict | None, say: Callable[..., None] = log.info) -> StoredArtifact:
         base = self._base(stage, key)
         tmp = cache_tmp_dir(key)  # on the cache's disk: the winner's copy is adopted by a rename
         try:
@@ -223,7 +225,7 @@ class ArtifactStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log.info("[%s] wrote %s", stage, uri)
+        say("[%s] wrote %s", stage, uri)
         return StoredArtifact(stage, key, uri, path, metrics)
 
     def _settle(self, base: str, token: str) -> str:

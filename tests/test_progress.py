@@ -3,13 +3,21 @@
 from rayflow.progress import Progress, fmt_duration
 
 
-def test_short_stage_prints_one_line(capsys):
+def test_short_stage_prints_one_line_and_a_blink_none(capsys, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("rayflow.progress.time.perf_counter", lambda: now[0])
     p = Progress("s", 150)
     for i in range(1, 151):
+        now[0] += 0.02  # 3 s in all
         p.update(i, loss=0.5)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("[s] 150/150 steps (100 %)") and "loss 0.5" in out[0]
-    assert "steps/s" in out[0] and "in 0s" in out[0]
+    assert "steps/s" in out[0] and "in 3s" in out[0]
+    p = Progress("blink", 10)
+    for i in range(1, 11):
+        now[0] += 0.01
+        p.update(i)
+    assert capsys.readouterr().out == ""
 
 
 def test_slow_stage_prints_ten_percent_marks_with_eta(capsys, monkeypatch):

@@ -89,3 +89,14 @@ def test_batched_run_trains_each_item_like_its_own_run(ray_session, digits, tmp_
         (out[0][0][k] == out[1][0][k]).all() for k in out[0][0])  # two different models came back
     # same seed and steps as the run on its own: the earlier item does not leak into the later one
     assert abs(out[1][1]["test_acc"] - alone["test_acc"]) < 0.5
+
+
+def test_ray_and_local_executors_train_bit_identical_weights(ray_session, digits, tmp_path):
+    """Why supervised keys leave the executor out: both run the same loop with per-step seeds."""
+    job = _job(digits)
+    job.train_cfg = job.train_cfg.model_copy(update={"augment": ["crop", "flip"], "steps": 60})
+    ray_w, _ = run_ray_training(job, ScalingConfig(num_workers=1), tmp_path, "ray")
+    local_w, _ = train_jobs(get_executor(RuntimeConfig(executor="local")), [job], names=["local"],
+                            run_name="local", scaling=ScalingConfig(num_workers=1),
+                            storage=(str(tmp_path), None))[0]
+    assert ray_w.keys() == local_w.keys() and all((ray_w[k] == local_w[k]).all() for k in ray_w)

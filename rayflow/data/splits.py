@@ -55,7 +55,15 @@ def upscale(s: ImageSet, size: int) -> ImageSet:
     return ImageSet(np.ascontiguousarray(x), s.labels, s.num_classes)
 
 
-def _read_source(cfg: DataConfig) -> tuple[ImageSet, ImageSet | None]:
+def _read_source(cfg: DataConfig, executor=None) -> tuple[ImageSet, ImageSet | None]:
+    if cfg.name == "rotation":
+        from rayflow.data.rotation import load_rotation
+
+        return load_rotation(cfg)
+    if cfg.name == "chairs":  # renders through `executor` (default: in process), cached
+        from rayflow.data.chairs import load_chairs
+
+        return load_chairs(cfg, executor)
     if cfg.name == "fashion_mnist":
         return sources.load_fashion_mnist()
     if cfg.name == "digits":
@@ -102,8 +110,9 @@ def _check_budget(cfg: DataConfig, train: ImageSet, auto_test: bool) -> None:
                         f"training images{after}")
 
 
-def load_splits(cfg: DataConfig) -> Splits:
-    train, test = _read_source(cfg)
+def load_splits(cfg: DataConfig, executor=None) -> Splits:
+    """`executor` (rayflow.executors) runs work a source needs (chairs renders); None: in process."""
+    train, test = _read_source(cfg, executor)
     _check_num_classes(cfg, train)
     rng = np.random.default_rng(1000 + cfg.seed)
     auto_test = test is None

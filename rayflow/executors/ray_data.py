@@ -3,6 +3,8 @@ that streams a synth artifact's Parquet shards into Ray Train workers."""
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -40,12 +42,29 @@ def ray_map_batches(items: list[dict], steps: Callable[[str, int | None], list[S
     device = "cuda" if pool.gpus_per_actor > 0 else "cpu"
     chain = steps(device, pool.threads_per_actor or max(1, int(pool.cpus_per_actor)))
     start = min_actors(pool, len(chain))
+    restarts = _actor_restarts()
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     for i, step in enumerate(chain):
-        ds = ds.map_batches(step.cls, batch_size=1 if i == 0 else None, fn_constructor_kwargs=step.kwargs,
-                            compute=ActorPoolStrategy(min_size=start, max_size=pool.max_actors),
-                            num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor)
+        with warnings.catch_warnings():  # Ray 2.60 deprecates extra remote args, but names no max_restarts
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ds.map_batches(step.cls, batch_size=1 if i == 0 else None, fn_constructor_kwargs=step.kwargs,
+                                compute=ActorPoolStrategy(min_size=start, max_size=pool.max_actors),
+                                num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor, **restarts)
     yield from ds.iter_rows()
+
+
+def _actor_restarts() -> dict:
+    """Ray Data's actor pools restart actors endlessly by default, and Ray 2.60 hands every pool
+    actor its DataContext and UDF as object refs, so the driver logs `core_worker.cc ... has
+    constructor arguments in the object store and max_restarts > 0` for any actor pool, whatever
+    our constructor arguments (ray-project/ray#57733). On one node a restart can only follow a crash
+    of the actor itself (an OOM kill, a segfault), which a restart mostly repeats, while the synth
+    manifest lets a re-run redo just the unfinished shards: no restarts there, and no warning. On a
+    multi-node cluster a lost node is worth surviving: Ray Data's default (and its warning) stays."""
+    takes_remote_args = any(p.kind is inspect.Parameter.VAR_KEYWORD
+                            for p in inspect.signature(ray.data.Dataset.map_batches).parameters.values())
+    single_node = sum(1 for n in ray.nodes() if n.get("Alive")) <= 1
+    return {"max_restarts": 0} if takes_remote_args and single_node else {}
 
 
 def fake_dataset(spec: FakeSpec, **read_kwargs) -> ray.data.Dataset:

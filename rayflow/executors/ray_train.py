@@ -88,6 +88,11 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
                                        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
                                        callbacks=callbacks),
     )
+    # Train V2 swaps in its own SIGINT handler for good ("graceful abort", then exit code 1 with no
+    # message); rayflow.interrupt's KeyboardInterrupt + ray.shutdown ends the run the same way
+    # a kill does, and the next run resumes from the committed record
+    if hasattr(trainer, "_register_sigint_handler"):
+        trainer._register_sigint_handler = lambda controller: None
     result = trainer.fit()
     if result.error:
         raise result.error

@@ -3,7 +3,8 @@
 D(x, y) = linear(h) + <embed(y), h>, h = sum-pooled ReLU features of residual down-blocks.
 Projection (not concatenation) is what makes a conditional D informative about the label; SN
 (Lipschitz control) plus hinge loss is the SN-GAN/BigGAN recipe the prototype found stable on CPU.
-`label_embedding` is the CcGAN seam: any module mapping y to (N, feature_dim(...)).
+`label_embedding` is the CcGAN seam: any module mapping y to (N, feature_dim(...)); for float
+labels (`num_classes=None`) build it with `label_embed.projection_embedding` (<W h(y), phi(x)>).
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ class ProjectionDiscriminator(nn.Module):
         """Output size a custom `label_embedding` must have."""
         return cls.widths_for(image_size, base_channels)[-1]
 
-    def __init__(self, num_classes: int, in_channels: int = 1, image_size: int = 28,
+    def __init__(self, num_classes: int | None, in_channels: int = 1, image_size: int = 28,
                  base_channels: int = 64, label_embedding: nn.Module | None = None):
         super().__init__()
+        if label_embedding is None and num_classes is None:
+            raise ValueError("continuous labels (num_classes=None) need a label_embedding module")
         self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
         w = self.widths_for(image_size, base_channels)
         self.widths = w

@@ -4,7 +4,8 @@ Why this shape: nearest-upsample + 3x3 conv avoids the checkerboards of transpos
 label enters through conditional BN in every block (BigGAN) *and* is concatenated to z before the
 first linear layer, which makes G follow the condition early in training (cheap, helps CPU runs).
 The label -> vector step is a separate module (`label_embedding`) so a continuous-label CcGAN can
-swap in its own embedding (any module mapping `y` to `(N, cond_dim)`) without touching G.
+swap in its own embedding (any module mapping `y` to `(N, cond_dim)`) without touching G:
+`num_classes=None` means float labels in [0, 1] embedded by `label_embed` (see GeneratorSpec).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.base import channels_last
+from .label_embed import make_label_embedding
 
 
 def spatial_plan(image_size: int) -> tuple[int, int]:
@@ -82,7 +84,7 @@ class CondGenerator(nn.Module):
     layer, which costs little compute; convs stay narrow at high resolution to keep CPU steps cheap.
     """
 
-    def __init__(self, num_classes: int, z_dim: int = 64, out_channels: int = 1, image_size: int = 28,
+    def __init__(self, num_classes: int | None, z_dim: int = 64, out_channels: int = 1, image_size: int = 28,
                  base_channels: int = 64, label_embedding: nn.Module | None = None,
                  cond_dim: int | None = None):
         super().__init__()
@@ -90,6 +92,8 @@ class CondGenerator(nn.Module):
         self.out_channels, self.image_size = out_channels, image_size
         self.base_side, n_up = spatial_plan(image_size)
         if label_embedding is None:
+            if num_classes is None:
+                raise ValueError("continuous labels (num_classes=None) need a label_embedding module")
             label_embedding = nn.Embedding(num_classes, cond_dim or 64)
         self.cond_dim = _embedding_dim(label_embedding, cond_dim)
         self.label_embedding = label_embedding
@@ -123,21 +127,30 @@ class CondGenerator(nn.Module):
 class GeneratorSpec:
     """The one factory of generators: constructor arguments of :class:`CondGenerator` (calling it
     builds one). Training, checkpoint probing, the artifact loader and synth actors all build from
-    it, so a label-embedding variant is one field here, not four call sites."""
+    it, so a label-embedding variant is one field here, not four call sites.
 
-    num_classes: int
+    `num_classes=None`: a CcGAN generator for float labels in [0, 1], embedded by
+    `label_embedding` ("mlp" | "sinusoidal", `embed_dim` outputs); both fields are ignored for
+    classes (so class specs, and their weights, are unchanged)."""
+
+    num_classes: int | None
     z_dim: int = 64
     base_channels: int = 64
     out_channels: int = 1
     image_size: int = 28
+    label_embedding: str = "mlp"
+    embed_dim: int = 128
 
     @classmethod
-    def of(cls, cfg, num_classes: int, in_channels: int, image_size: int) -> "GeneratorSpec":
-        """From a GANConfig and the data's shape."""
+    def of(cls, cfg, num_classes: int | None, in_channels: int, image_size: int) -> "GeneratorSpec":
+        """From a GANConfig and the data's shape (num_classes None = continuous labels)."""
+        cont = {} if num_classes is not None else {"label_embedding": cfg.label_embedding,
+                                                   "embed_dim": cfg.embed_dim}
         return cls(num_classes, z_dim=cfg.z_dim, base_channels=cfg.g_channels, out_channels=in_channels,
-                   image_size=image_size)
+                   image_size=image_size, **cont)
 
     def __call__(self) -> CondGenerator:
+        emb = None if self.num_classes is not None else make_label_embedding(self.label_embedding, self.embed_dim)
         return CondGenerator(self.num_classes, z_dim=self.z_dim, out_channels=self.out_channels,
-                             image_size=self.image_size, base_channels=self.base_channels)
+                             image_size=self.image_size, base_channels=self.base_channels, label_embedding=emb)
 

@@ -3,6 +3,10 @@
 `gan_step` works whether G/D are bare modules or DistributedDataParallel wrappers: forwards and
 backwards go through the wrappers (so gradients are all-reduced), `unwrap` is used only where
 the bare module is needed (EMA, state dicts, attributes such as z_dim).
+
+Class labels and continuous labels (CcGAN, `num_classes=None`) share everything but the batch
+plan: a CcGAN's D step draws target labels and vicinal reals from a `VicinalSampler` (vicinal.py)
+and weights the hinge terms; its G step draws noisy target labels from the same sampler.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from .diffaugment import diff_augment
 from .discriminator import ProjectionDiscriminator
 from .ema import EMA, unwrap
 from .generator import GeneratorSpec
+from .label_embed import LabelMLP, projection_embedding
 from .losses import LeCam, d_loss, g_loss
+from .vicinal import VicinalSampler, vicinal_weights
 
 SampleReal = Callable[[int], tuple[Tensor, Tensor]]
-"""n -> (images (n, C, H, W) float in [-1, 1] or uint8, labels (n,)) from the real training set."""
+"""n -> (images (n, C, H, W) float in [-1, 1] or uint8, labels (n,)) from the real training set.
+For continuous labels gan_step needs a `VicinalSampler` (also callable as a SampleReal)."""
 
 
 @dataclass
@@ -60,19 +67,38 @@ class GANState:
             self.lecam.load_state_dict(sd["lecam"])
 
 
-def build_gan(cfg: GANConfig, num_classes: int, in_channels: int, image_size: int, *,
-              device: torch.device | str | None = None) -> GANState:
-    """Fresh G, D, EMA(G) and Adam optimisers; weights depend only on cfg.seed (global RNG untouched)."""
+def build_gan(cfg: GANConfig, num_classes: int | None, in_channels: int, image_size: int, *,
+              device: torch.device | str | None = None, y2h: nn.Module | None = None) -> GANState:
+    """Fresh G, D, EMA(G) and Adam optimisers; weights depend only on cfg.seed (global RNG untouched).
+
+    num_classes None = continuous labels in [0, 1] (CcGAN): G and D each get their own
+    `cfg.label_embedding` of size `cfg.embed_dim`, trained with the GAN. `y2h` (a pre-trained
+    LabelMLP, see label_embed.fit_y2h) replaces both by frozen copies: the paper's setup."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         G = GeneratorSpec.of(cfg, num_classes, in_channels, image_size)()
         D = ProjectionDiscriminator(num_classes, in_channels=in_channels, image_size=image_size,
-                                    base_channels=cfg.d_channels)
+                                    base_channels=cfg.d_channels,
+                                    label_embedding=None if num_classes is not None else projection_embedding(
+                                        cfg.label_embedding, cfg.embed_dim,
+                                        ProjectionDiscriminator.feature_dim(image_size, cfg.d_channels)))
+    if y2h is not None:
+        _install_y2h(G, D, y2h)
     if device is not None:
         G, D = G.to(device), D.to(device)
     optG = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
     optD = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
     return GANState(G=G, D=D, ema=EMA(G, cfg.ema_decay), optG=optG, optD=optD, step=0)
+
+
+def _install_y2h(G: nn.Module, D: nn.Module, y2h: nn.Module) -> None:
+    """Frozen copies of a pre-trained y2h as G's embedding and under D's projection."""
+    if G.num_classes is not None or not isinstance(G.label_embedding, LabelMLP):
+        raise ValueError("y2h needs continuous labels (num_classes=None) and label_embedding='mlp'")
+    sd = y2h.state_dict()
+    for emb in (G.label_embedding, D.label_embedding.embed):
+        emb.load_state_dict(sd)  # raises on a size mismatch with cfg.embed_dim
+        emb.requires_grad_(False)
 
 
 def _is_ddp(m: nn.Module) -> bool:
@@ -87,11 +113,23 @@ def _real_batch(sample_real: SampleReal, n: int, device: torch.device) -> tuple[
     return x.to(device, torch.float32), torch.as_tensor(y).to(device)
 
 
+def _vicinal_batch(sampler: VicinalSampler, n: int, device: torch.device):
+    """(real images, target labels y*, fake labels, real weights, fake weights) for one CcGAN D step."""
+    x, y, t, y_fake = sampler.d_batch(n)
+    x = to_float(x) if x.dtype == torch.uint8 else x
+    vic = sampler.vicinity
+    w_real, w_fake = vicinal_weights(y, t, vic), vicinal_weights(y_fake, t, vic)
+    return (x.to(device, torch.float32), t.to(device), y_fake.to(device), w_real.to(device),
+            w_fake.to(device))
+
+
 def gan_step(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
              batch_size: int | None = None) -> dict:
     """n_dis hinge D steps (DiffAugment on real and fake), one G step, EMA update; step += 1.
 
     Fakes are drawn with the labels of the real batch (class balance follows the sampler).
+    Continuous labels (G.num_classes None): `sample_real` must be a VicinalSampler; D sees reals
+    and fakes at vicinal targets y* with HVDL/SVDL weights, G trains at y* = y + N(0, sigma^2).
     `batch_size` is this process's batch (under DDP: per worker); default cfg.batch_size.
     Returns float metrics: d_loss, g_loss (means over the D steps for D), d_real, d_fake logits.
     """
@@ -99,16 +137,24 @@ def gan_step(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
     n = batch_size or cfg.batch_size
     z_dim = unwrap(G).z_dim
     device = next(unwrap(D).parameters()).device
+    vicinal = unwrap(G).num_classes is None
+    if vicinal and not hasattr(sample_real, "d_batch"):
+        raise TypeError("a continuous-label GAN needs a VicinalSampler (rayflow.gan.vicinal) as sample_real")
     G.train()
     D.train()
     d_tot = real_tot = fake_tot = 0.0
     for _ in range(cfg.n_dis):
-        x_real, y = _real_batch(sample_real, n, device)
+        if vicinal:  # y = vicinal target labels, fakes drawn at labels within their vicinity
+            x_real, y, y_fake, w_real, w_fake = _vicinal_batch(sample_real, n, device)
+        else:
+            x_real, y = _real_batch(sample_real, n, device)
+            y_fake = y
+            w_real = w_fake = None
         with torch.no_grad():
-            x_fake = G(torch.randn(n, z_dim, device=device), y)
+            x_fake = G(torch.randn(n, z_dim, device=device), y_fake)
         # one D call on real+fake: a single DDP forward/backward, and the same SN power iteration
         logits = D(diff_augment(torch.cat([x_real, x_fake]), cfg.diffaugment), torch.cat([y, y]))
-        loss_d = d_loss(logits[:n], logits[n:])
+        loss_d = d_loss(logits[:n], logits[n:], w_real, w_fake)
         if cfg.lecam > 0:
             loss_d = loss_d + cfg.lecam * state.lecam(logits[:n], logits[n:])
         state.optD.zero_grad(set_to_none=True)
@@ -119,10 +165,13 @@ def gan_step(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
         fake_tot += logits[n:].mean().item()
 
     # G step. Without DDP, freeze D's weights so backward skips their gradients; a DDP-wrapped
-    # D must keep requires_grad as at construction (its reducer expects every gradient).
-    freeze = not _is_ddp(D)
-    if freeze:
-        D.requires_grad_(False)
+    # D must keep requires_grad as at construction (its reducer expects every gradient). Only the
+    # trainable ones are frozen and restored: a frozen pre-trained y2h stays frozen.
+    if vicinal:
+        y = sample_real.targets(n).to(device)
+    frozen = [p for p in D.parameters() if p.requires_grad] if not _is_ddp(D) else []
+    for p in frozen:
+        p.requires_grad_(False)
     try:
         x_fake = G(torch.randn(n, z_dim, device=device), y)
         loss_g = g_loss(D(diff_augment(x_fake, cfg.diffaugment), y))
@@ -130,8 +179,8 @@ def gan_step(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
         loss_g.backward()
         state.optG.step()
     finally:
-        if freeze:
-            D.requires_grad_(True)
+        for p in frozen:
+            p.requires_grad_(True)
     state.ema.update(G)
     state.step += 1
     k = cfg.n_dis

@@ -6,9 +6,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
-    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+def d_loss(real_logits: Tensor, fake_logits: Tensor, w_real: Tensor | None = None,
+           w_fake: Tensor | None = None) -> Tensor:
+    """E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]; with per-sample weights (CcGAN's vicinal losses,
+    vicinal.py) each term is mean(w * hinge), as train_ccgan.py computes it."""
+    real, fake = F.relu(1.0 - real_logits), F.relu(1.0 + fake_logits)
+    if w_real is not None:
+        real = w_real * real
+    if w_fake is not None:
+        fake = w_fake * fake
+    return real.mean() + fake.mean()
 
 
 def g_loss(fake_logits: Tensor) -> Tensor:

@@ -44,8 +44,11 @@ def select_checkpoint(candidates: list[Candidate], select: str, min_consistency:
         best = _lowest_fid_above(candidates, min_consistency)
         if best is not None:
             return best
-        log.warning("[gan] no checkpoint reaches %.1f %% label consistency: using the most consistent one",
-                    min_consistency)
+        # per_class samples class by class (select_per_class says which classes miss the floor);
+        # this choice is only the training state kept with the artifact
+        log.log(logging.DEBUG if select == "per_class" else logging.WARNING,
+                "[gan] no checkpoint reaches %.1f %% label consistency: using the most consistent one",
+                min_consistency)
     return _most_consistent(candidates)
 
 
@@ -54,15 +57,36 @@ def select_per_class(candidates: list[Candidate], min_consistency: float, num_cl
     consistency floor, else the one most consistent on c. One candidate per class."""
     if not candidates:
         raise RuntimeError("the GAN run left no checkpoint")
-    picks = []
+    picks, short = [], []
     for c in range(num_classes):
         best = _lowest_fid_above(candidates, min_consistency, c)
         if best is None:
             best = _most_consistent(candidates, c)
-            log.warning("[gan] class %d reaches %.1f %% label consistency at no checkpoint: using step %d (%.1f %%)",
-                        c, min_consistency, best[0]["step"], _consistency(best[0], c))
+            short.append(f"{c} ({_consistency(best[0], c):.0f} %)")
         picks.append(best)
+    # one line for all classes: on limited data most of them can miss the floor
+    by_step: dict[int, list[int]] = {}
+    for c, (m, _) in enumerate(picks):
+        by_step.setdefault(int(m["step"]), []).append(c)
+    text = "[gan] per-class checkpoints: " + "; ".join(
+        f"step {st} for class{'es' if len(cs) > 1 else ''} {_ranges(cs)}" for st, cs in sorted(by_step.items()))
+    if short:
+        log.warning("%s; %d of %d classes reach %.1f %% label consistency at no checkpoint and use their most "
+                    "consistent one: %s", text, len(short), num_classes, min_consistency, ", ".join(short))
+    else:
+        log.info("%s", text)
     return picks
+
+
+def _ranges(xs: list[int]) -> str:
+    """`0-2, 4, 6-9` from sorted ints."""
+    runs: list[list[int]] = []
+    for x in xs:
+        if runs and x == runs[-1][-1] + 1:
+            runs[-1].append(x)
+        else:
+            runs.append([x])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def route_plan(route_steps: list[int]) -> tuple[list[int], list[int]]:

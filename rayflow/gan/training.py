@@ -6,7 +6,6 @@ local executor. Checkpoints (full GAN state + a sample grid + label consistency)
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import time
@@ -31,7 +30,6 @@ from rayflow.gan.sampling import (
 if TYPE_CHECKING:
     from rayflow.executors.base import TrainContext
 
-log = logging.getLogger("rayflow")
 
 STATE = "state.pt"
 
@@ -46,7 +44,8 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
     state = build_gan(cfg, C, c, h, device=device)
     if start_state is not None:
         state.load_state_dict(start_state)
-        log.info("[%s] resuming GAN from step %d", name, state.step)
+        if rank == 0:
+            print(f"[{name}] resuming at step {state.step} from the run's last checkpoint", flush=True)
     state.G, state.D = prepare(state.G), prepare(state.D)
     per_worker = max(1, cfg.batch_size // world)
 

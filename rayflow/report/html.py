@@ -54,7 +54,7 @@ def _curve_plot(curve: list[dict]) -> str:
     ax[0].set_xlabel("GAN step"), ax[0].legend(), ax[0].set_title("hinge losses")
     if "label_consistency" in curve[0]:
         ax[1].plot(steps, [c.get("label_consistency") for c in curve], marker="o")
-        ax[1].set_ylabel("%"), ax[1].set_title("label consistency (teacher agrees with condition)")
+        ax[1].set_ylabel("%"), ax[1].set_title("label consistency per checkpoint (probe, as in the log)")
     ax[1].set_xlabel("GAN step")
     return _img_tag(_png(fig), "GAN training curves")
 
@@ -103,8 +103,13 @@ def render_report(results: dict) -> str:
     gan = results.get("gan") or {}
     if gan:
         parts.append("<h2>cGAN</h2>" + _table([gan], [("steps", "steps"), ("selected_step", "checkpoint used"),
-                     ("label_consistency", "label consistency %"),
-                     ("fid_teacher_features", "FID (teacher features)"), ("wall_s", "wall s")]))
+                     ("label_consistency", "label consistency % (the artifact's generator)"),
+                     ("fid_teacher_features", "FID (teacher features, vs held-out)"), ("wall_s", "wall s")]))
+        parts.append("<p>Label consistency: how often the teacher's class is the generator's condition. This table "
+                     "measures the artifact's own generator (with <code>gan.select: per_class</code>, each class "
+                     "from its own checkpoint) on fresh samples; the training log's <i>step N: label consistency</i> "
+                     "lines and the curve below probe each checkpoint on other samples, so they differ by sampling "
+                     "noise (and by the routing). The log's <i>the artifact's generator</i> line gives both.</p>")
         per_class = gan.get("label_consistency_per_class") or []
         routes = gan.get("route_steps") or []
         if per_class:

@@ -92,6 +92,7 @@ class Runner:
         stages of all of them train in one executor run."""
         todo: list[tuple[int, Runner, Node, View, dict, str, dict]] = []
         out: list[Artifact | None] = []
+        reused: dict[str, list[Artifact]] = {}
         for i, (r, node) in enumerate(pairs):
             if node in r._built:
                 out.append(r._built[node])
@@ -101,13 +102,14 @@ class Runner:
             key = digest(doc)
             found = self.store.lookup(node.stage, key)
             if found is not None:
-                log.info("[%s] reusing cached artifact %s", node.stage, found.uri)
+                reused.setdefault(node.stage, []).append(found)
                 r._built[node] = found
             elif REGISTRY[node.stage].kind == "train":
                 todo.append((i, r, node, view(r.cfg, node), inputs, key, doc))
             else:
                 r._built[node] = r._build_task(node, inputs, key, doc)
             out.append(r._built.get(node))
+        _log_reused(reused)
         if todo:
             with self.store.holding([(node.stage, key) for _, _, node, _, _, key, _ in todo], on_wait=log.info):
                 # a concurrent run may have committed some while we waited for their locks
@@ -146,10 +148,13 @@ class Runner:
             jobs.append(SupervisedJob(model=spec.model, train_cfg=spec.train, train=s.train, val=s.val, test=test,
                                       checkpoint_every=r.cfg.runtime.checkpoint_every, **fields))
             fakes.append(fake)
-            log.info("[%s] training %s for %d steps on %s", node.stage, spec.model.name, spec.train.steps,
-                     s.summary())
+            log.log(logging.INFO if len(todo) == 1 else logging.DEBUG, "[%s] training %s for %d steps on %s",
+                    node.stage, spec.model.name, spec.train.steps, s.summary())
         if len(todo) > 1:
-            log.info("training %d models in one %s run (%s)", len(todo), self.executor.name, run_name)
+            log.info("training %d models (%s) on %s in one %s run (%s)", len(todo),
+                     _batch_summary([(node.stage, job.model.name, job.train_cfg.steps)
+                                     for (_, node, *_), job in zip(todo, jobs)]),
+                     s.summary(), self.executor.name, run_name)
         outs = train_jobs(self.executor, jobs, names=names, run_name=run_name, scaling=self.cfg.scaling,
                           storage=self.ray_storage(), fakes=fakes)
         c, h, _ = s.shape
@@ -159,5 +164,32 @@ class Runner:
                 save_model(out, state, job.model, c, h, job.task.num_outputs)
                 return metrics
 
-            arts.append(self.store.build(node.stage, key, build, config_doc=doc, on_wait=log.info))
+            arts.append(self.store.build(node.stage, key, build, config_doc=doc, on_wait=log.info,
+                                         announce=len(todo) == 1))
+        if len(todo) > 1:
+            parents = sorted({a.uri.rstrip("/").rsplit("/", 1)[0] for a in arts})
+            log.info("wrote %d models under %s", len(arts), ", ".join(parents))
         return arts
+
+
+def _log_reused(reused: dict[str, list[Artifact]]) -> None:
+    """One line per stage: the artifact, or for a batch (the students of a grid) their count."""
+    for stage, arts in reused.items():
+        if len(arts) == 1:
+            log.info("[%s] reusing cached artifact %s", stage, arts[0].uri)
+            continue
+        for a in arts:
+            log.debug("[%s] reusing cached artifact %s", stage, a.uri)
+        parents = sorted({a.uri.rstrip("/").rsplit("/", 1)[0] for a in arts})
+        log.info("[%s] reusing %d cached artifacts under %s", stage, len(arts), ", ".join(parents))
+
+
+def _batch_summary(items: list[tuple[str, str, int]]) -> str:
+    """`nokd, blkd, oracle: mlp, 150 steps` / `cgankd ×5: mlp, 150 steps` from (stage, model, steps)
+    per job: one line for a batch instead of one per model."""
+    groups: dict[tuple[str, int], dict[str, int]] = {}
+    for stage, model, steps in items:
+        stages = groups.setdefault((model, steps), {})
+        stages[stage] = stages.get(stage, 0) + 1
+    return "; ".join(", ".join(st if n == 1 else f"{st} ×{n}" for st, n in stages.items())
+                     + f": {model}, {steps} steps" for (model, steps), stages in groups.items())

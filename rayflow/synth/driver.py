@@ -33,6 +33,7 @@ from rayflow.executors import Executor, LocalExecutor, PoolSpec, StepSpec
 from rayflow.gan.loop import generate
 from rayflow.memory import release_freed_memory
 from rayflow.models.io import ARCH, WEIGHTS
+from rayflow.progress import Progress
 from rayflow.synth.burnin import compute_burnin, plan_draws, plan_round, score_kwargs
 from rayflow.synth.inputs import BurninStats, SynthInputs
 from rayflow.synth.io import write_shards
@@ -53,7 +54,8 @@ class SynthOptions:
     fused: bool = True  # one actor runs generate -> score -> label -> write (see docs/design.md)
     max_rounds: int = 20
     progress: bool = True
-    progress_every_s: float = 10.0  # at most one per-shard progress line per this many seconds
+    progress_every_s: float = 10.0  # a round's progress line (rate, ETA) every this many seconds; a
+    # shorter round prints only its summary line
 
 
 def _hash_state(h: Any, state: dict[str, torch.Tensor]) -> None:
@@ -149,6 +151,16 @@ def _sweep_tmp(out_dir: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def _kept_text(kept: np.ndarray, m: int, verb: str = "kept") -> str:
+    """`kept 2000 samples (200 per class; target 200)`: shards overshoot the target (readers take the
+    first m of each class), and a list of per-class counts `of m` read like a failure."""
+    lo, hi = int(kept.min()), int(kept.max())
+    per = f"{lo} per class" if lo == hi else f"{lo}-{hi} per class"
+    short = int((kept < m).sum())
+    need = f"{short} of {len(kept)} classes short of {m}" if short else f"target {m}"
+    return f"{verb} {int(kept.sum())} samples ({per}; {need})"
+
+
 def _image_shape(G: nn.Module) -> tuple[int, int, int]:
     return tuple(int(v) for v in generate(G, torch.zeros(1, dtype=torch.long), seed=0).shape[1:])
 
@@ -199,11 +211,11 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
         t_main = time.perf_counter()
         skipped = len(man.records)
         done = draws = kept_now = in_driver = 0
-        last_line = t_main
+        counted = "n_draws" if inputs.pool else "n_kept"  # what a class needs m of
         while True:
             pending = man.pending()
             if not pending:
-                kept = man.per_class("n_draws" if inputs.pool else "n_kept")
+                kept = man.per_class(counted)
                 if (kept >= m).all():
                     break
                 if man.num_rounds >= opts.max_rounds:
@@ -225,26 +237,30 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
                 and man.num_rounds > 1
             run = LocalExecutor() if small else executor
             t_round = time.perf_counter()
-            for rec in map(_record, run.map_batches([s.item() for s in pending], steps, pool)):
+            # lines while a long round runs (the summary below ends every round, so not after the last
+            # shard), timed from the first finished shard: the actors' start-up (20 s on a busy 2-core
+            # box) would put the whole round's ETA at minutes
+            prog = None
+            for i, rec in enumerate(map(_record, run.map_batches([s.item() for s in pending], steps, pool)), 1):
                 man.mark_done(rec)
                 man.save()
                 done, draws, kept_now = done + 1, draws + rec["n_draws"], kept_now + rec["n_kept"]
                 in_driver += small
                 if on_shard is not None:
                     on_shard(rec)
-                now = time.perf_counter()
-                if opts.progress and now - last_line >= opts.progress_every_s:
-                    last_line = now
-                    print(f"[synth] round {man.num_rounds}: shard {rec['shard_id']} done, "
-                          f"kept per class {man.per_class('n_kept').tolist()} of {m}, "
-                          f"{kept_now / (now - t_main):.0f} samples/s", flush=True)
+                if prog is None:
+                    prog = Progress(f"synth round {man.num_rounds}", len(pending), "shards", start=i,
+                                    every_s=opts.progress_every_s, min_gap_s=opts.progress_every_s,
+                                    enabled=opts.progress)
+                elif i < len(pending):
+                    prog.update(i, kept=int(man.per_class(counted).sum()))
             lost = [s.shard_id for s in man.pending()]
             if lost:  # never loop on shards the executor did not report
                 raise SynthError(f"shard(s) {lost[:10]} of round {man.num_rounds} ended without a summary")
             if opts.progress:
                 now = time.perf_counter()
                 print(f"[synth] round {man.num_rounds} finished: {len(pending)} shards in {now - t_round:.1f} s, "
-                      f"kept per class {man.per_class('n_kept').tolist()} of {m}, "
+                      f"{_kept_text(man.per_class(counted), m, 'drew' if inputs.pool else 'kept')}, "
                       f"{kept_now / max(now - t_main, 1e-9):.0f} samples/s, {draws / max(now - t_main, 1e-9):.0f} "
                       f"draws/s ({'top-up in the driver' if small else executor.name})", flush=True)
     finally:
