@@ -34,7 +34,9 @@ class RotationConfig(_Strict):
 
     base: Literal["fashion_mnist", "digits"] = "fashion_mnist"
     angle_range: tuple[float, float] = Field((0.0, 90.0), description="degrees, lo inclusive, hi exclusive")
-    angles_per_image: int = Field(1, gt=0, description="train: each real image turned by this many random angles")
+    angles_per_image: int = Field(1, gt=0, description="train: each real image turned by this many random angles "
+                                  "(val/heldout rows are drawn row by row, so with k > 1 they can share a source "
+                                  "image with train; test never does)")
     test_angles_per_image: int = Field(1, gt=0)
     pad_to: int | None = Field(None, gt=0, description="canvas the image is centred on before turning "
                                                        "(default: ceil(side * sqrt 2), corners survive)")

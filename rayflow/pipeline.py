@@ -120,7 +120,11 @@ class Pipeline:
         results["grids"] = grids(gan, {k: (v.__dict__, view_files(runner, a)) for k, (v, a) in sets.items()}, scratch)
         results["wall_s"] = time.perf_counter() - t0
         self._write(results)
-        self.runner.store.write_text("report.html", render_report(results))
+        from rayflow.tuning.record import search_results
+
+        grid, tunes = search_results(self.runner.store)  # `rayflow grid` / `rayflow tune` on this output
+        self.runner.store.write_text("report.html", render_report({**results, "search": {"grid": grid,
+                                                                                        "tunes": tunes}}))
         return results
 
     def _write(self, results: dict, name: str = "results.json") -> None:

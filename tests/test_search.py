@@ -314,3 +314,13 @@ def test_bound_with_wrong_prior_degrades_but_finds_best(synth):
             if noise == "mean":  # exact values: the best is always found, within the grid size
                 assert run["trials_to_best"] is not None and run["trials_to_best"] <= n
         assert table[0]["mean_trials"] <= n
+
+
+def test_report_has_the_search_section_when_a_search_ran():
+    from rayflow.report import render_report
+
+    tune = {"searcher": "bound", "trials": [{}, {}], "chosen": {"rho": 0.7, "m_per_class": 100},
+            "final": {"chosen": 80.1, "hand-set": 79.5, "hand_set": {"rho": 0.9}}}
+    page = render_report({"rows": [], "search": {"grid": None, "tunes": [tune]}})
+    assert "Choosing rho and M" in page and "bound searcher: 2 trials" in page and "80.1" in page
+    assert "Choosing rho and M" not in render_report({"rows": [], "search": {"grid": None, "tunes": []}})

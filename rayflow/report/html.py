@@ -124,6 +124,11 @@ def render_report(results: dict) -> str:
         parts.append("<h2>Synthetic data</h2>" + _acceptance_plot(results["synth"]))
     for title, p in (results.get("grids") or {}).items():
         parts.append(f"<h3>{html.escape(title)}</h3>{_file_img(p, title)}")
+    search = results.get("search") or {}
+    if search.get("grid") or search.get("tunes"):
+        from rayflow.report.search_html import render_search
+
+        parts.append(render_search(search.get("grid"), search.get("tunes") or []))  # its own <h2>
     parts.append(f"<p>total wall time {results.get('wall_s', 0):.0f} s</p>")
     return "\n".join(parts)
 

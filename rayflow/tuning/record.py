@@ -87,14 +87,19 @@ def format_grid(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def search_results(store: Any) -> tuple[dict | None, list[dict]]:
+    """The recorded grid (grid.json) and the tune-<searcher>.json runs found in the store."""
+    grid = store.read_text("grid.json")
+    tunes = [json.loads(t) for t in (store.read_text(f"tune-{s}.json") for s in ("grid", "random", "tpe", "bound"))
+             if t]
+    return (json.loads(grid) if grid else None), tunes
+
+
 def write_search_report(store: Any) -> str:
     """search.html from the grid.json and tune-<searcher>.json found in the store."""
     from rayflow.report.search_html import render_search
 
-    grid = store.read_text("grid.json")
-    tunes = [json.loads(t) for t in (store.read_text(f"tune-{s}.json") for s in ("grid", "random", "tpe", "bound"))
-             if t]
     page = ("<!doctype html><meta charset='utf-8'><title>rayflow search</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 8px}</style>"
-            + render_search(json.loads(grid) if grid else None, tunes))
+            + render_search(*search_results(store)))
     return store.write_text("search.html", page)
