@@ -27,6 +27,18 @@ data:
 		($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist); \
 	fi
 
+# Chair meshes for `data.name: chairs` (RC-49-like yaw regression): Debian's Sweet Home 3D furniture,
+# 120 MB, offline. The CC0 archive is the default source; every model's licence goes into the rendered
+# set's metadata. Non-root users: sudo, or set RAYFLOW_FURNITURE_DIR to a folder holding the .sh3f files.
+.PHONY: chairs-data
+chairs-data:
+	@if [ -n "$$RAYFLOW_FURNITURE_DIR" ] || [ -f /usr/share/sweethome3d/furniture/BlendSwap-CC-0.sh3f ]; then \
+		echo "sweethome3d-furniture present"; \
+	else \
+		$(SUDO) apt-get install -y sweethome3d-furniture || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y sweethome3d-furniture); \
+	fi
+
 demo: install data
 	$(BIN)/rayflow demo
 

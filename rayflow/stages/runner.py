@@ -49,7 +49,7 @@ class Runner:
         if self._splits is None:
             from rayflow.data import load_splits
 
-            self._splits = load_splits(self.cfg.data)
+            self._splits = load_splits(self.cfg.data, executor=self.executor)
             log.info("data: %s (%s)", self.cfg.data.name, self._splits.summary())
         return self._splits
 
