@@ -1,7 +1,8 @@
 """GAN quality without Inception weights: label consistency and FID in a feature space of our own.
 
 No Inception network is available offline, so both metrics use the teacher trained on the same
-real data: label consistency = teacher argmax equals the conditioning class; FID = Frechet
+real data: label consistency = the teacher sees the condition (argmax equals the class, or a
+continuous prediction within half a stratum of the label); FID = Frechet
 distance between teacher embeddings (pre-head features) of real and generated images.
 Comparable across runs of this project, not with published FIDs.
 """
@@ -38,15 +39,23 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def gan_quality(teacher: torch.nn.Module, fake_u8: torch.Tensor, fake_labels: torch.Tensor,
-                real_u8: torch.Tensor | None = None, num_classes: int | None = None) -> dict:
-    """label_consistency (%), per-class consistency, and FID vs `real_u8` if given."""
+                real_u8: torch.Tensor | None = None, num_classes=None) -> dict:
+    """label_consistency (%: the teacher sees the condition; see rayflow.labels), per stratum,
+    label_mae for a continuous space, and FID vs `real_u8` if given. `num_classes`: a label space,
+    a class count, or None for continuous labels."""
+    from rayflow.labels import as_space
+
+    space = as_space(num_classes if num_classes is not None or fake_labels.is_floating_point()
+                     else int(fake_labels.max()) + 1)
     logits, feats = _embed(teacher, fake_u8)
-    y = fake_labels.numpy()
-    agree = logits.argmax(1) == y
-    out = {"label_consistency": 100.0 * float(agree.mean())}
-    if num_classes:
-        out["label_consistency_per_class"] = [100.0 * float(agree[y == c].mean()) if (y == c).any() else None
-                                              for c in range(num_classes)]
+    out_t = torch.from_numpy(logits)
+    agree = space.agreement(out_t, fake_labels).numpy()
+    strata = space.strata_of(fake_labels.numpy())
+    out = {"label_consistency": 100.0 * float(agree.mean()),
+           "label_consistency_per_class": [100.0 * float(agree[strata == c].mean()) if (strata == c).any() else None
+                                           for c in range(space.num_strata)]}
+    if space.continuous:
+        out["label_mae"] = float(space.teacher_error(out_t, fake_labels).mean())
     if real_u8 is not None:
         _, real_feats = _embed(teacher, real_u8)
         out["fid_teacher_features"] = frechet_distance(real_feats, feats)

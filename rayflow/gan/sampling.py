@@ -13,10 +13,12 @@ from rayflow.gan.ema import recalibrate_bn, unwrap
 from rayflow.gan.generator import GeneratorSpec
 from rayflow.gan.loop import generate
 from rayflow.gan.quality import gan_quality
+from rayflow.labels import as_space
 
 
-def grid_labels(num_classes: int, per_class: int = 10) -> torch.Tensor:
-    return torch.arange(num_classes).repeat_interleave(per_class)
+def grid_labels(space, per_class: int = 10) -> torch.Tensor:
+    """Conditioning labels stratum after stratum; `space`: a label space or a class count."""
+    return as_space(space).grid(per_class)
 
 
 def generator_spec(cfg: GANConfig, train: ImageSet) -> GeneratorSpec:
@@ -31,7 +33,7 @@ def ema_generator(state: dict, cfg: GANConfig, train: ImageSet) -> torch.nn.Modu
     return G
 
 
-def for_sampling(G: torch.nn.Module, cfg: GANConfig, num_classes: int) -> torch.nn.Module:
+def for_sampling(G: torch.nn.Module, cfg: GANConfig, num_classes) -> torch.nn.Module:
     """An eval-mode copy of (EMA) G to sample from, with BN statistics re-estimated from its own
     samples when `gan.recalibrate_bn` (BigGAN's "standing statistics"). Why: the EMA copy carries
     raw G's running stats, which do not match the averaged weights (quality run, step 3000: label
@@ -42,13 +44,14 @@ def for_sampling(G: torch.nn.Module, cfg: GANConfig, num_classes: int) -> torch.
     return g.eval()
 
 
-def consistency_probe(G: torch.nn.Module, teacher: torch.nn.Module | None, num_classes: int,
+def consistency_probe(G: torch.nn.Module, teacher: torch.nn.Module | None, num_classes,
                       per_class: int = 100, seed: int = 12345, real_u8: torch.Tensor | None = None) -> dict:
     """Label consistency (and FID vs `real_u8`, both in teacher space) of one checkpoint's samples."""
     if teacher is None:
         return {}
     labels = grid_labels(num_classes, per_class)
-    return gan_quality(teacher, generate(G, labels, seed), labels, real_u8=real_u8, num_classes=num_classes)
+    return gan_quality(teacher, generate(G, labels, seed), labels, real_u8=real_u8,
+                       num_classes=as_space(num_classes))
 
 
 def probe_reals(train: ImageSet, n: int = 2000) -> torch.Tensor:

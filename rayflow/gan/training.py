@@ -18,6 +18,8 @@ from rayflow.checkpoint import load_state, save_state
 from rayflow.config import GANConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.gan.grid import save_grid_png
+from rayflow.gan.vicinal import VicinalSampler
+from rayflow.labels import space_of
 from rayflow.progress import Progress
 from rayflow.gan.loop import build_gan, generate, train_gan
 from rayflow.gan.sampling import (
@@ -40,8 +42,8 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
              teacher: torch.nn.Module | None, name: str) -> dict:
     """Trains the GAN; `save_checkpoint(metrics, state, grid_png)` persists (rank 0 gives state)."""
     c, h, _ = train.shape
-    C = train.num_classes
-    state = build_gan(cfg, C, c, h, device=device)
+    space = space_of(train.num_classes)  # probes and sample grids stratum by stratum
+    state = build_gan(cfg, train.num_classes, c, h, device=device)
     if start_state is not None:
         state.load_state_dict(start_state)
         if rank == 0:
@@ -53,6 +55,13 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
         # the global torch RNG, which train_gan reseeds every step: a resumed run draws the same
         idx = torch.randint(0, len(train), (n,)).numpy()
         return torch.tensor(train.images[idx]), torch.tensor(train.labels[idx])
+
+    if space.continuous:  # CcGAN: reals drawn from the vicinity of each target label
+        sample_real = VicinalSampler.from_config(train.images, train.labels, cfg)
+        if rank == 0:
+            v = sample_real.vicinity
+            print(f"[{name}] continuous labels: {v.kind} vicinity, kappa {v.kappa:.4g}, sigma {v.sigma:.4g}",
+                  flush=True)
 
     reals = probe_reals(train)
     t0 = time.perf_counter()
@@ -71,14 +80,14 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
         if rank != 0:
             save_checkpoint(metrics, None, None)
             return
-        G = for_sampling(st.G_ema, cfg, C)
-        q = consistency_probe(G, teacher, C, real_u8=reals)
+        G = for_sampling(st.G_ema, cfg, space)
+        q = consistency_probe(G, teacher, space, real_u8=reals)
         metrics.update({k: v for k, v in q.items() if not isinstance(v, list)})
         curve.append({"step": st.step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         metrics["curve"] = json.dumps(curve)
         with tempfile.TemporaryDirectory() as d:
             grid = Path(d) / f"samples_step{st.step:06d}.png"
-            save_grid_png(generate(G, grid_labels(C), seed=1), grid, nrow=10)
+            save_grid_png(generate(G, grid_labels(space), seed=1), grid, nrow=10)
             save_checkpoint(metrics, st.state_dict(), grid)
         if "label_consistency" in metrics:
             print(f"[{name}] step {st.step}: label consistency {metrics['label_consistency']:.1f} %", flush=True)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rayflow.checkpoint import load_state, save_state
+from rayflow.labels import space_of
 from rayflow.stages.graph import Node, StageDef, View, digest, register
 
 log = logging.getLogger("rayflow")
@@ -110,7 +111,7 @@ def build_gan(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: st
     route_steps = None
     if cfg.select == "per_class" and any("label_consistency_per_class" in m for m, _ in candidates):
         log.debug("[gan] training state of step %d kept with the artifact", chosen["step"])
-        picks = select_per_class(candidates, cfg.min_consistency, train.num_classes)  # logs the routing
+        picks = select_per_class(candidates, cfg.min_consistency, space_of(train.num_classes).num_strata)  # logs the routing
         route_steps = [int(m["step"]) for m, _ in picks]
         G = routed_generator([(int(m["step"]), _state(ck)) for m, ck in picks], cfg, train)
     else:
