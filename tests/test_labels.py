@@ -100,3 +100,14 @@ def test_regression_gan_stage_runs_and_its_artifact_reloads(tmp_path):
     G = load_generator(gan_dir)
     imgs = generate(G, torch.tensor([0.1, 0.9]), seed=0)
     assert imgs.shape == (2, 1, 16, 16) and imgs.dtype == torch.uint8 and not np.array_equal(imgs[0], imgs[1])
+
+
+def test_plain_kd_for_a_scalar_output_pulls_towards_the_teachers_prediction():
+    from rayflow.train.tasks import Task
+
+    task = Task.of(None)
+    out = torch.tensor([[0.2], [0.8]], requires_grad=True)
+    near, far = task.distill(out, torch.tensor([[0.2], [0.8]]), 4.0), task.distill(out, torch.tensor([[0.9], [0.1]]), 4.0)
+    assert near.item() == 0.0 and far.item() == pytest.approx(0.49)
+    far.backward()
+    assert out.grad[0, 0] < 0 < out.grad[1, 0]  # descent moves each output towards the teacher's

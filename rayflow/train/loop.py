@@ -22,7 +22,7 @@ from rayflow.data.transforms import to_float
 from rayflow.progress import Progress
 from rayflow.seeding import reseed_torch
 from rayflow.train.sources import Batch, BatchSource
-from rayflow.train.tasks import Task, kd_loss
+from rayflow.train.tasks import Task
 
 Reporter = Callable[[dict, dict | None], None]
 
@@ -103,7 +103,7 @@ def _loss(model: nn.Module, b: Batch, task: Task, kd: KDSpec | None) -> torch.Te
     have = ~missing
     if not have.any():
         return loss
-    return (1 - kd.alpha) * loss + kd.alpha * kd_loss(out[have], t[have], kd.temperature)
+    return (1 - kd.alpha) * loss + kd.alpha * task.distill(out[have], t[have], kd.temperature)
 
 
 def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: Task, *,

@@ -45,6 +45,13 @@ class Task:
             return (out.squeeze(1) - y).abs()
         return F.cross_entropy(out, y, reduction="none")
 
+    def distill(self, out: torch.Tensor, teacher_out: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The KD term: Hinton's softened KL for classes; for a scalar output ("plain KD" of the
+        paper's regression tables) the squared error to the teacher's prediction."""
+        if self.num_classes is None:
+            return F.mse_loss(out.reshape(len(out), -1)[:, 0], teacher_out.reshape(len(out), -1)[:, 0])
+        return kd_loss(out, teacher_out, temperature)
+
     def score(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample metric contribution: 1/0 correct, or absolute error."""
         if self.num_classes is None:
