@@ -60,6 +60,30 @@ class Classes:
     def display_error(self, e):
         return e
 
+    np_dtype = np.int64
+
+    def agree(self, a, b) -> np.ndarray:
+        """Two label arrays agree: the same class."""
+        return np.asarray(a) == np.asarray(b)
+
+    def draw(self, stratum: int, n: int, seed: int) -> torch.Tensor:
+        """`n` conditioning labels of one stratum (the class itself; `seed` unused)."""
+        return torch.full((int(n),), int(stratum), dtype=torch.long)
+
+    def cutoffs(self, errors: list[np.ndarray], rho: float) -> np.ndarray:
+        """The filter's cutoffs, one per stratum: each class's own rho-quantile (the paper's M2)."""
+        from rayflow.filtering import class_cutoffs
+
+        return class_cutoffs(np.concatenate(errors), np.repeat(np.arange(len(errors)), [len(e) for e in errors]),
+                             rho, len(errors))
+
+    def ratio_embedding(self) -> tuple[torch.nn.Module, int]:
+        """The density-ratio net's label input: the official nn.Embedding(C, C)."""
+        return torch.nn.Embedding(self.num_classes, self.num_classes), self.num_classes
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "num_classes": self.num_classes}
+
 
 @dataclass(frozen=True)
 class Continuous:
@@ -116,6 +140,37 @@ class Continuous:
         """An error in normalised units -> the original unit."""
         return e if self.range is None else e * self.range.span
 
+    np_dtype = np.float32
+
+    def agree(self, a, b) -> np.ndarray:
+        """Two label arrays agree: within half a stratum (see `agreement`)."""
+        return np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) <= self.tolerance
+
+    def draw(self, stratum: int, n: int, seed: int) -> torch.Tensor:
+        """`n` labels uniform inside the stratum, a function of (stratum, n, seed) only: a shard of
+        draws is conditioned on a spread of labels, as CcGAN's sampler does, not on one value."""
+        g = torch.Generator().manual_seed(int(seed))
+        return (int(stratum) + torch.rand(int(n), generator=g)) / self.bins
+
+    def cutoffs(self, errors: list[np.ndarray], rho: float) -> np.ndarray:
+        """One global rho-quantile of |teacher - y| over every stratum (the paper's regression filter),
+        repeated per stratum so per-stratum code reads it unchanged."""
+        from rayflow.filtering import global_cutoff
+
+        return np.full(len(errors), global_cutoff(np.concatenate(errors), rho), np.float64)
+
+    def ratio_embedding(self) -> tuple[torch.nn.Module, int]:
+        """The density-ratio net's label input for a scalar label: a fixed sinusoidal embedding
+        (no weights, so the net's state dict is all it needs to reload)."""
+        from rayflow.gan.label_embed import SinusoidalEmbedding
+
+        return SinusoidalEmbedding(32), 32
+
+    def to_dict(self) -> dict:
+        r = self.range
+        return {"kind": self.kind, "bins": self.bins,
+                "range": None if r is None else {"lo": r.lo, "hi": r.hi, "unit": r.unit, "source": r.source}}
+
 
 LabelSpace = Classes | Continuous
 
@@ -125,8 +180,21 @@ def space_of(num_classes: int | None, label_range: LabelRange | None = None, bin
     return Classes(num_classes) if num_classes is not None else Continuous(label_range, bins)
 
 
-def as_space(x: LabelSpace | int | None) -> LabelSpace:
-    """A label space from a space, a class count, or None (continuous, normalised units)."""
+def as_space(x: LabelSpace | int | dict | None) -> LabelSpace:
+    """A label space from a space, a class count, its `to_dict()`, or None (continuous, normalised)."""
     if isinstance(x, (Classes, Continuous)):
         return x
+    if isinstance(x, dict):
+        if x.get("kind") == "classes":
+            return Classes(int(x["num_classes"]))
+        r = x.get("range")
+        return Continuous(None if r is None else LabelRange(**r), int(x.get("bins", 10)))
     return space_of(x)
+
+
+def space_of_data(data_cfg, num_classes: int | None, bins: int = 10) -> LabelSpace:
+    """The space of the configured data (`DataConfig`): classes, or a continuous range in the unit
+    the built-in regression sets report in (degrees)."""
+    from rayflow.data.labels import label_range
+
+    return space_of(num_classes, label_range(data_cfg) if num_classes is None else None, bins)

@@ -35,8 +35,28 @@ class Pipeline:
         return self.runner.splits
 
     @property
+    def space(self):
+        from rayflow.labels import space_of_data
+
+        return space_of_data(self.cfg.data, self.splits.num_classes)
+
+    @property
     def metric(self) -> str:
-        return "test_acc" if self.splits.num_classes is not None else "test_mae"
+        """The table's metric: accuracy in %, or the MAE in the labels' own unit (degrees) when the
+        data set has one (the networks see labels normalised to [0, 1])."""
+        if self.splits.num_classes is not None:
+            return "test_acc"
+        r = self.space.range
+        return "test_mae" if r is None or not r.unit else f"test_mae_{r.unit}"
+
+    def _in_unit(self, rows: list[dict]) -> list[dict]:
+        """Rows with the metric in the labels' unit added (`test_mae` stays, normalised)."""
+        m = self.metric
+        if m.startswith("test_mae_"):
+            for r in rows:
+                if "test_mae" in r:
+                    r[m] = float(self.space.display_error(r["test_mae"]))
+        return rows
 
     def teacher(self):
         return self.runner.artifact(Node.of("teacher"))
@@ -60,7 +80,7 @@ class Pipeline:
         t0 = time.perf_counter()
         teacher = self.teacher()
         check_heldout(self.runner)
-        rows = [row("teacher", teacher)] + self.baselines()
+        rows = self._in_unit([row("teacher", teacher)] + self.baselines())
         results = {"rows": rows, "metric": self.metric, "wall_s": time.perf_counter() - t0,
                    "diagnostic": headroom(rows, self.metric)}
         self._write(results, name="diagnose.json")
@@ -103,7 +123,7 @@ class Pipeline:
         variants, sets = self._fake_sets(notes)
         plan = [(seed, v) for seed in cfg.seeds for v in variants]
         arts = runner.artifacts([v.student(seed) for seed, v in plan])
-        rows += [row(v.label, a, seed) for (seed, v), a in zip(plan, arts)]
+        rows = self._in_unit(rows + [row(v.label, a, seed) for (seed, v), a in zip(plan, arts)])
         results = {"name": cfg.name, "metric": metric, "rows": rows, "notes": notes,
                    "config": cfg.model_dump(mode="json"), "output_dir": runner.store.location,
                    "gan": gan.metrics, "synth": {k: a.metrics for k, (_, a) in sets.items()}}

@@ -97,8 +97,16 @@ class RatioMLP(nn.Module):
         return self.body(torch.cat([h, features], dim=1)).squeeze(1)
 
 
-def build_ratio_net(cfg, feature_dim: int, num_classes: int | None, *, dropout: float = 0.5,
+def build_ratio_net(cfg, feature_dim: int, num_classes, *, dropout: float = 0.5,
                     label_embedding: nn.Module | None = None, label_dim: int | None = None) -> RatioMLP:
-    """RatioMLP with the hidden widths of a ``DREConfig`` (``cfg.hidden``)."""
-    return RatioMLP(feature_dim, num_classes, hidden=list(cfg.hidden), dropout=dropout,
+    """RatioMLP with the hidden widths of a ``DREConfig`` (``cfg.hidden``, or a sequence of widths).
+    ``num_classes`` is a class count or a label space; a space picks the label input (an embedding of
+    class ids, or a sinusoidal embedding of a continuous label)."""
+    hidden = list(getattr(cfg, "hidden", cfg))
+    if label_embedding is None and not isinstance(num_classes, int):
+        from rayflow.labels import as_space
+
+        label_embedding, label_dim = as_space(num_classes).ratio_embedding()
+        num_classes = None
+    return RatioMLP(feature_dim, num_classes, hidden=hidden, dropout=dropout,
                     label_embedding=label_embedding, label_dim=label_dim)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,20 @@ META = "dre.json"
 FIELDS = ("hidden", "steps", "batch_size", "lr", "penalty", "seed")  # what training the ratio net reads
 
 
-def fit_ratio_net(cfg: DREConfig, feature_dir: str, gan_dir: str, train: ImageSet) -> tuple[dict, dict]:
+def fit_ratio_net(cfg: DREConfig, feature_dir: str | PathLike, gan_dir: str | PathLike,
+                  train: ImageSet) -> tuple[dict, dict]:
     """Plain torch: returns (ratio-net state_dict, metrics). Runs in-process or as a remote task."""
     from rayflow.dre import build_ratio_net, train_ratio_net
     from rayflow.dre.features import embed
     from rayflow.gan import generate
     from rayflow.gan.artifact import load_generator
+    from rayflow.labels import as_space
     from rayflow.models.io import load_model
 
     torch.manual_seed(cfg.seed)
     fnet, G = load_model(feature_dir), load_generator(gan_dir)
     feature_dim = embed(fnet, torch.tensor(train.images[:2])).shape[1]
-    net = build_ratio_net(cfg, feature_dim, train.num_classes)
+    net = build_ratio_net(cfg, feature_dim, as_space(train.num_classes))  # class embedding or sinusoidal y
     rng = np.random.default_rng(cfg.seed)
     calls = {"n": 0}
 
@@ -72,7 +75,8 @@ def build_dre(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: st
 
     cfg, features, gan = dre_config(v), inputs["features"], inputs["gan"]
     log.info("[dre] training the density-ratio net for %d steps on %s features", cfg.steps, features.stage)
-    state, m = runner.executor.remote(fit_ratio_net, cfg, str(features.path), str(gan.path), runner.splits.train,
+    # NodePaths, resolved where the task runs (the driver's download cache is on the driver's disk only)
+    state, m = runner.executor.remote(fit_ratio_net, cfg, features.node_path(), gan.node_path(), runner.splits.train,
                                       num_cpus=runner.cfg.scaling.cpus_per_worker)
     save_weights(state, out / RATIO)
     (out / META).write_text(json.dumps({"feature_dim": m["feature_dim"], "num_classes": runner.splits.num_classes}))

@@ -59,6 +59,7 @@ def work_dir(runner: Any, key: str) -> Path:
 
 def build_pool(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: str) -> dict:
     from rayflow.gan.artifact import arch_of, load_generator
+    from rayflow.labels import as_space
     from rayflow.synth.driver import SynthOptions, run_synth
     from rayflow.synth.inputs import BurninStats, SynthInputs
     from rayflow.synth.manifest import Manifest
@@ -68,12 +69,13 @@ def build_pool(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: s
     cfg = SynthConfig(m_per_class=draws, **{f: v[f"synth.{f}"] for f in CONTENT if f != "pool_draws"})
     gan = inputs["gan"]
     burnin = BurninStats.from_dict(Manifest.load(inputs["first"].file(SHARDS)).burnin) if seg else None
-    # paths, not tensors: the actors load the nets themselves (small constructor arguments)
-    si = SynthInputs(num_classes=arch_of(gan.path)["num_classes"],
-                     generator=functools.partial(load_generator, str(gan.path)),
-                     teacher_dir=str(inputs["teacher"].path),
-                     feature_dir=str(inputs["features"].path) if p["subsample"] else None,
-                     ratio_state=str(inputs["dre"].file(RATIO)) if p["subsample"] else None,
+    # NodePaths, not tensors: the actors load the nets themselves (small constructor arguments), from
+    # their own node (the driver's download cache is on the driver's disk only)
+    si = SynthInputs(num_classes=as_space(arch_of(gan.path)["num_classes"]),  # classes, or a [0, 1] label
+                     generator=functools.partial(load_generator, gan.node_path()),
+                     teacher_dir=inputs["teacher"].node_path(),
+                     feature_dir=inputs["features"].node_path() if p["subsample"] else None,
+                     ratio_state=inputs["dre"].node_path(RATIO) if p["subsample"] else None,
                      ratio_hidden=tuple(v["dre.hidden"]) if p["subsample"] else (512, 256, 128),
                      subsample=p["subsample"], filter=False, relabel=False, pool=True,
                      first_shard_id=seg * SEGMENT_SHARDS, filter_burnin=v["filter.burnin"],
@@ -81,8 +83,10 @@ def build_pool(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: s
     log.info("[pool] segment %d: %d draws per class, subsample=%s (%s executor)", seg, draws, p["subsample"],
              runner.executor.name)
     sc, full = runner.cfg.scaling, runner.cfg.synth
+    # an object store: the work dir is on the driver's disk, so actors (maybe on other nodes) return each
+    # shard's Parquet bytes and the driver writes them; a local store is every node's (shared) path
     opts = SynthOptions(local_threads=int(sc.cpus_per_worker * sc.num_workers), gen_actors=full.gen_actors,
-                        fused=full.fused)
+                        fused=full.fused, ship_shards=not runner.store.is_local)
     work = work_dir(runner, key)
     metrics = run_synth(si, cfg, work, runner.executor, options=opts)
     shutil.move(str(work), str(out / SHARDS))
@@ -117,12 +121,13 @@ def build_view(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: s
     p, spec = node.p, view_of(v, node.p)
     first = inputs["pool"]
     man = Manifest.load(first.file(SHARDS))
-    burnin, C = man.burnin, man.num_classes
+    burnin, space = man.burnin, man.space
+    C = space.num_strata
     segments = [first]
     while True:
         index = pool_index([s.file(SHARDS) for s in segments])
         try:
-            rows = select(index, burnin, spec, C)
+            rows = select(index, burnin, spec, space)
             break
         except ViewShortError as e:
             nxt = v["synth.pool_draws"] * (2 ** (len(segments) + 1) - 1)
@@ -139,24 +144,28 @@ def build_view(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: s
     pred = index["teacher_pred"][np.searchsorted(index["sample_id"], rows["sample_id"])]
     return {"m_per_class": spec.m_per_class, "samples": len(rows["label"]), "segments": len(segments),
             "pool_draws_per_class": int(sum(s.metrics["draws_per_class"] for s in segments)),
-            "eligible_per_class": eligible_per_class(index, burnin, spec, C),
-            "label_consistency_orig": 100.0 * float((pred == rows["orig_label"]).mean()),
-            "label_consistency_final": 100.0 * float((pred == rows["label"]).mean()),
+            "eligible_per_class": eligible_per_class(index, burnin, spec, space),
+            "label_consistency_orig": 100.0 * float(space.agree(pred, rows["orig_label"]).mean()),
+            "label_consistency_final": 100.0 * float(space.agree(pred, rows["label"]).mean()),
             "subsample_accept": float(index["accepted"].mean()), "num_classes": C,
-            "subsample_accept_per_class": [float(index["accepted"][index["orig_label"] == c].mean()) for c in range(C)], "subsample": p["subsample"],
+            "subsample_accept_per_class": [float(index["accepted"][index["stratum"] == c].mean()) for c in range(C)],
+            "subsample": p["subsample"],
             "filter": p["filter"], "relabel": p["relabel"], "rho": spec.rho}
 
 
 def view_files(runner: Any, view_art: Any) -> dict[str, np.ndarray]:
-    """A view artifact's rows with the local path of the pool file each comes from."""
+    """A view artifact's rows with the pool file each comes from, as a NodePath (a local path wherever it
+    is opened: the driver, a Train worker, a Ray Data read task)."""
     import pyarrow.parquet as pq
 
-    t = pq.read_table(view_art.file(VIEW)).to_pydict()
+    t = pq.read_table(view_art.file(VIEW))
+    col = {k: t.column(k).to_numpy(zero_copy_only=False) for k in t.column_names}  # labels keep their dtype
     sub = bool(view_art.metrics["subsample"])
-    segs = {i: runner.artifact(pool_node(sub, i)) for i in sorted(set(t["segment"]))}
-    files = np.array([str(segs[s].file(SHARDS) / f) for s, f in zip(t["segment"], t["file"])], dtype=object)
-    return {"sample_id": np.asarray(t["sample_id"], np.int64), "label": np.asarray(t["label"], np.int64),
-            "orig_label": np.asarray(t["orig_label"], np.int64), "file": files}
+    segs = {i: runner.artifact(pool_node(sub, i)) for i in sorted(set(col["segment"].tolist()))}
+    files = np.empty(len(col["file"]), dtype=object)  # NodePaths: read on any node (ray_data.fake_dataset)
+    files[:] = [segs[s].node_path(f"{SHARDS}/{f}") for s, f in zip(col["segment"].tolist(), col["file"].tolist())]
+    return {"sample_id": col["sample_id"].astype(np.int64), "label": col["label"],
+            "orig_label": col["orig_label"], "file": files}
 
 
 register(StageDef("view", reads=_view_reads,

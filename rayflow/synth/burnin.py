@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from rayflow.config import SynthConfig
-from rayflow.filtering import class_cutoffs, teacher_ce
 from rayflow.synth.inputs import (
     _BURNIN_KEY,
     _DRE_BURNIN_STREAM,
@@ -28,7 +27,7 @@ from rayflow.synth.udfs import Generate, Label, Score, derive_seed
 
 
 def score_kwargs(inputs: SynthInputs, cfg: SynthConfig) -> dict[str, Any]:
-    return dict(feature_dir=str(inputs.feature_dir), ratio_state=inputs.ratio_state, num_classes=inputs.num_classes,
+    return dict(feature_dir=inputs.feature_dir, ratio_state=inputs.ratio_state, num_classes=inputs.space,
                 ratio_hidden=tuple(inputs.ratio_hidden), ratio_dropout=inputs.ratio_dropout, seed=cfg.seed,
                 batch_size=cfg.batch_size)
 
@@ -36,30 +35,30 @@ def score_kwargs(inputs: SynthInputs, cfg: SynthConfig) -> dict[str, Any]:
 def compute_burnin(inputs: SynthInputs, cfg: SynthConfig, *, device: str = "cpu") -> BurninStats:
     """Burn-in statistics in plain torch, as the official ``make_fake_datasets`` does.
 
-    Per class: ``max_ratio`` = max density ratio of ``dre_burnin`` draws (and the mean acceptance
-    probability under it); then ``filter_burnin`` draws that passed the rejection sampler (with that
-    max frozen) give the teacher-CE cutoff = ``np.quantile(CE, rho)``.
+    Per stratum (class): ``max_ratio`` = max density ratio of ``dre_burnin`` draws (and the mean
+    acceptance probability under it); then ``filter_burnin`` draws that passed the rejection sampler
+    (with that max frozen) give the cutoff = ``np.quantile(error, rho)``, per class, or over all
+    strata for a continuous label (the label space decides).
     """
     inputs.validate(cfg)
-    C, bs = inputs.num_classes, cfg.batch_size
-    gen = Generate(inputs.generator, inputs.generator_state, batch_size=bs, device=device)
+    C, bs, space = inputs.num_strata, cfg.batch_size, inputs.space
+    gen = Generate(inputs.generator, inputs.generator_state, batch_size=bs, device=device, space=space)
     stats = BurninStats()
     score = None
     if inputs.subsample:
         score = Score(**score_kwargs(inputs, cfg), device=device)
         stats.max_ratio, stats.subsample_rate = [], []
         for c in range(C):
-            n = inputs.dre_burnin
-            r = score.ratios(gen.draw(c, n, derive_seed(cfg.seed, _DRE_BURNIN_STREAM, c)),
-                             torch.full((n,), c, dtype=torch.long))
+            y, x = gen.draw_labelled(c, inputs.dre_burnin, derive_seed(cfg.seed, _DRE_BURNIN_STREAM, c))
+            r = score.ratios(x, y)
             top = float(r.max())
             if not top > 0:
-                raise SynthError(f"density-ratio burn-in: all {n} ratios of class {c} are 0 (degenerate ratio net)")
+                raise SynthError(f"density-ratio burn-in: all {len(r)} ratios of stratum {c} are 0 (degenerate ratio net)")
             stats.max_ratio.append(top)
             stats.subsample_rate.append(float(np.minimum(r / top, 1.0).mean()))
         score.set_max_ratio(stats.max_ratio)
     if inputs.pool or inputs.filter:
-        label = Label(inputs.teacher_dir, num_classes=C, batch_size=bs, device=device)
+        label = Label(inputs.teacher_dir, num_classes=space, batch_size=bs, device=device)
         need = inputs.filter_burnin
         samples = [_filter_burnin_draws(inputs, cfg, gen, score, label, stats, c) for c in range(C)]
     if inputs.pool:  # the sample itself: a view fixes the cutoff of any rho from it
@@ -68,7 +67,7 @@ def compute_burnin(inputs: SynthInputs, cfg: SynthConfig, *, device: str = "cpu"
         stats.filter_need = need
     if inputs.filter:
         ces = [ce[acc][:need] for ce, acc in samples]
-        cutoffs = class_cutoffs(np.concatenate(ces), np.repeat(np.arange(C), need), inputs.rho, C)
+        cutoffs = space.cutoffs(ces, inputs.rho)
         stats.cutoffs = [float(v) for v in cutoffs]
         stats.filter_rate = [float((ce <= cut).mean()) for ce, cut in zip(ces, cutoffs)]
     return stats
@@ -87,14 +86,13 @@ def _filter_burnin_draws(inputs: SynthInputs, cfg: SynthConfig, gen: Generate, s
         if have >= need:
             break
         n = math.ceil((need - have) / max(rate, 1e-3) * 1.2) + 8
-        x = gen.draw(c, n, derive_seed(cfg.seed, _FILTER_BURNIN_STREAM, c, k))
-        y = torch.full((n,), c, dtype=torch.long)
+        y, x = gen.draw_labelled(c, n, derive_seed(cfg.seed, _FILTER_BURNIN_STREAM, c, k))
         acc = score.accept(x, y, key=(_BURNIN_KEY, c, k))[1] if score is not None else np.ones(n, bool)
         ce = np.full(n, np.nan, np.float32)
         for part in (acc, ~acc) if inputs.pool else (acc,):
             if part.any():
                 t = torch.from_numpy(part)
-                ce[part] = teacher_ce(torch.from_numpy(label.logits(x[t])), y[t]).numpy()
+                ce[part] = label.errors(label.logits(x[t]), y[t].numpy())
         ce_c.append(ce)
         acc_c.append(acc)
         have, drawn = have + int(acc.sum()), drawn + n

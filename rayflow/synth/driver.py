@@ -36,7 +36,7 @@ from rayflow.models.io import ARCH, WEIGHTS
 from rayflow.progress import Progress
 from rayflow.synth.burnin import compute_burnin, plan_draws, plan_round, score_kwargs
 from rayflow.synth.inputs import BurninStats, SynthInputs
-from rayflow.synth.io import write_shards
+from rayflow.synth.io import write_bytes_atomic, write_shards
 from rayflow.synth.manifest import MANIFEST, SHARD_DIR, Manifest, SynthError
 from rayflow.synth.udfs import Generate, Label, Score, build_generator, ratio_weights
 
@@ -52,6 +52,8 @@ class SynthOptions:
     local_threads: int | None = None  # torch threads of the in-process work (None: leave as is)
     gen_actors: int = 2  # max actors per pool (fused: shards processed at once)
     fused: bool = True  # one actor runs generate -> score -> label -> write (see docs/design.md)
+    ship_shards: bool = False  # actors return each shard's bytes and this process writes them (out_dir
+    # is on this machine only, e.g. under the temp dir for an object store); else actors write out_dir
     max_rounds: int = 20
     progress: bool = True
     progress_every_s: float = 10.0  # a round's progress line (rate, ETA) every this many seconds; a
@@ -68,12 +70,13 @@ def _hash_state(h: Any, state: dict[str, torch.Tensor]) -> None:
 def _fingerprint(inputs: SynthInputs, cfg: SynthConfig, G: nn.Module) -> str:
     h = hashlib.sha256()
     desc = {"m_per_class": cfg.m_per_class, "batch_size": cfg.batch_size, "shard_size": cfg.shard_size,
-            "seed": cfg.seed, "num_classes": inputs.num_classes, "subsample": inputs.subsample,
+            "seed": cfg.seed, "num_classes": inputs.num_strata, "subsample": inputs.subsample,
             "filter": inputs.filter, "rho": inputs.rho, "relabel": inputs.relabel, "soft_labels": inputs.soft(cfg),
             "dre_burnin": inputs.dre_burnin, "filter_burnin": inputs.filter_burnin, "pool": inputs.pool,
             "first_shard_id": inputs.first_shard_id,
             "ratio_hidden": list(inputs.ratio_hidden), "ratio_dropout": inputs.ratio_dropout,
-            "burnin": inputs.burnin.to_dict() if inputs.burnin else None}
+            "burnin": inputs.burnin.to_dict() if inputs.burnin else None,
+            **({"label_space": inputs.space.to_dict()} if inputs.space.continuous else {})}
     h.update(json.dumps(desc, sort_keys=True).encode())
     _hash_state(h, G.state_dict())
     if inputs.subsample:
@@ -90,12 +93,12 @@ def _step_kwargs(inputs: SynthInputs, cfg: SynthConfig, burnin: BurninStats, out
     """Constructor kwargs of the steps (None: step skipped), shared by both executors."""
     kw: dict[str, dict | None] = {
         "generate": dict(generator=inputs.generator, generator_state=inputs.generator_state,
-                         batch_size=cfg.batch_size),
+                         batch_size=cfg.batch_size, space=inputs.space if inputs.space.continuous else None),
         "score": dict(score_kwargs(inputs, cfg), max_ratio=burnin.max_ratio) if inputs.subsample else None,
-        "label": dict(teacher_dir=str(inputs.teacher_dir), num_classes=inputs.num_classes,
+        "label": dict(teacher_dir=inputs.teacher_dir, num_classes=inputs.space,  # a path, or NodePath
                       cutoffs=burnin.cutoffs if inputs.filter else None, relabel=inputs.relabel,
                       all_draws=inputs.pool, batch_size=cfg.batch_size) if inputs.uses_teacher(cfg) else None,
-        "write": dict(out_dir=str(out_dir), image_shape=tuple(image_shape), num_classes=inputs.num_classes,
+        "write": dict(out_dir=str(out_dir), image_shape=tuple(image_shape), num_classes=inputs.space,
                       meta=header),
     }
     return kw
@@ -106,6 +109,14 @@ def _record(summary: dict[str, Any]) -> dict[str, Any]:
     return {"shard_id": int(summary["shard_id"]), "label": int(summary["label"]), "file": str(summary["file"]),
             "n_draws": int(summary["n_draws"]), "n_accepted": int(summary["n_accepted"]),
             "n_kept": int(summary["n_kept"]), "label_counts": [int(v) for v in summary["label_counts"]]}
+
+
+def _landed(row: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The manifest record of a finished shard, after writing its file if an actor shipped the bytes (a
+    record always names a complete file)."""
+    if row.get("data") is not None:
+        write_bytes_atomic(row["data"], out / str(row["file"]))
+    return _record(row)
 
 
 class _StepsThenWrite:
@@ -161,8 +172,8 @@ def _kept_text(kept: np.ndarray, m: int, verb: str = "kept") -> str:
     return f"{verb} {int(kept.sum())} samples ({per}; {need})"
 
 
-def _image_shape(G: nn.Module) -> tuple[int, int, int]:
-    return tuple(int(v) for v in generate(G, torch.zeros(1, dtype=torch.long), seed=0).shape[1:])
+def _image_shape(G: nn.Module, space) -> tuple[int, int, int]:
+    return tuple(int(v) for v in generate(G, space.grid(1)[:1], seed=0).shape[1:])
 
 
 def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
@@ -181,13 +192,14 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     opts = options or SynthOptions()
     t_start = time.perf_counter()
     inputs.validate(cfg)
-    C, m = inputs.num_classes, cfg.m_per_class
+    C, m = inputs.num_strata, cfg.m_per_class
     out = Path(out_dir)
     G = build_generator(inputs.generator, inputs.generator_state)
-    image_shape = _image_shape(G)
+    image_shape = _image_shape(G, inputs.space)
     header = {"num_classes": C, "image_shape": list(image_shape), "m_per_class": m, "seed": cfg.seed,
               "subsample": inputs.subsample, "filter": inputs.filter, "rho": inputs.rho,
-              "relabel": inputs.relabel, "soft_labels": inputs.soft(cfg), "pool": inputs.pool}
+              "relabel": inputs.relabel, "soft_labels": inputs.soft(cfg), "pool": inputs.pool,
+              **({"label_space": inputs.space.to_dict()} if inputs.space.continuous else {})}
     man = Manifest.open(out, _fingerprint(inputs, cfg, G), header)
     del G
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +217,8 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
         release_freed_memory()  # the burn-in's nets and batches are gone; keep the driver small
         burnin_s = time.perf_counter() - t0
         kw = _step_kwargs(inputs, cfg, burnin, out, image_shape, header)
+        if opts.ship_shards:
+            kw["write"]["out_dir"] = None
         steps = _chain(kw, opts.fused)
         pool = PoolSpec(max_actors=opts.gen_actors, cpus_per_actor=opts.cpus_per_actor,
                         gpus_per_actor=cfg.num_gpus_per_actor, threads_per_actor=opts.threads_per_actor)
@@ -241,7 +255,8 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
             # shard), timed from the first finished shard: the actors' start-up (20 s on a busy 2-core
             # box) would put the whole round's ETA at minutes
             prog = None
-            for i, rec in enumerate(map(_record, run.map_batches([s.item() for s in pending], steps, pool)), 1):
+            rows = run.map_batches([s.item() for s in pending], steps, pool)
+            for i, rec in enumerate((_landed(row, out) for row in rows), 1):
                 man.mark_done(rec)
                 man.save()
                 done, draws, kept_now = done + 1, draws + rec["n_draws"], kept_now + rec["n_kept"]

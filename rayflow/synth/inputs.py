@@ -16,6 +16,7 @@ from torch import nn
 
 from rayflow.config import SynthConfig
 from rayflow.filtering import check_rho
+from rayflow.labels import Classes, LabelSpace, as_space
 from rayflow.models.io import ARCH
 from rayflow.synth.manifest import SynthError
 
@@ -64,10 +65,11 @@ class SynthInputs:
     into it when given. Teacher and feature extractor are model directories
     (``rayflow.models.io``); the ratio net is a :class:`~rayflow.dre.RatioMLP` state dict with
     ``ratio_hidden``/``ratio_dropout`` (its ``feature_dim`` is the feature net's).
-    ``burnin`` skips :func:`compute_burnin` when given.
+    ``burnin`` skips :func:`compute_burnin` when given. ``num_classes`` is the class count, or a
+    label space (a continuous label: draws spread inside strata, a global filter cutoff).
     """
 
-    num_classes: int
+    num_classes: int | LabelSpace
     generator: Callable[[], nn.Module]
     generator_state: dict[str, torch.Tensor] | None = None
     teacher_dir: str | Path | None = None
@@ -88,6 +90,15 @@ class SynthInputs:
     pool: bool = False
     first_shard_id: int = 0
 
+    @property
+    def space(self) -> LabelSpace:
+        return as_space(self.num_classes)
+
+    @property
+    def num_strata(self) -> int:
+        """Per-stratum work (burn-in, planning, shares) runs over this many strata (= classes)."""
+        return self.space.num_strata
+
     def soft(self, cfg: SynthConfig) -> bool:
         return cfg.soft_labels if self.soft_labels is None else bool(self.soft_labels)
 
@@ -97,8 +108,8 @@ class SynthInputs:
     def validate(self, cfg: SynthConfig) -> None:
         """One SynthError listing every problem, before any compute."""
         errs = []
-        C = self.num_classes
-        if C < 2:
+        C = self.num_strata
+        if isinstance(self.space, Classes) and C < 2:
             errs.append(f"num_classes must be >= 2, got {C}")
         if self.subsample:
             if self.feature_dir is None or self.ratio_state is None:

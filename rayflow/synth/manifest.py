@@ -47,7 +47,8 @@ def shard_file(shard_id: int) -> str:
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One work item: ``n_draws`` generator draws of class ``label`` from the shard's ``seed``."""
+    """One work item: ``n_draws`` generator draws of stratum ``label`` (the class, for class ids)
+    from the shard's ``seed``."""
 
     shard_id: int
     label: int
@@ -112,6 +113,13 @@ class Manifest:
     @property
     def num_classes(self) -> int:
         return int(self.header["num_classes"])
+
+    @property
+    def space(self):
+        """The label space the shards were drawn in (classes unless the header names another)."""
+        from rayflow.labels import as_space
+
+        return as_space(self.header.get("label_space") or self.num_classes)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

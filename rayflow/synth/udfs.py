@@ -26,11 +26,12 @@ from torch import nn
 
 from rayflow.checkpoint import load_into, load_weights
 from rayflow.data.transforms import to_float
-from rayflow.dre import RatioMLP, RejectionSampler, ratio_scores
+from rayflow.dre import RejectionSampler, build_ratio_net, ratio_scores
 from rayflow.dre.features import embed
-from rayflow.filtering import keep_mask, relabel, teacher_ce
+from rayflow.filtering import keep_mask
 from rayflow.gan.generator import GeneratorSpec  # noqa: F401  (re-exported)
 from rayflow.gan.loop import generate
+from rayflow.labels import LabelSpace, as_space
 from rayflow.models.io import load_model
 from rayflow.synth.io import by_shard
 from rayflow.synth.manifest import SynthError
@@ -75,25 +76,38 @@ class _Step:
 
 
 class Generate(_Step):
-    """Work items ``{shard_id, label, n_draws, seed}`` -> one row per draw:
-    ``shard_id, draw, n_draws, orig_label`` (int64) and ``image`` (uint8 ``(n, C, H, W)``)."""
+    """Work items ``{shard_id, label, n_draws, seed}`` (``label``: the stratum) -> one row per draw:
+    ``shard_id, draw, n_draws`` (int64), ``orig_label`` (the conditioning label: the class, or a
+    continuous label drawn inside the stratum) and ``image`` (uint8 ``(n, C, H, W)``)."""
 
     def __init__(self, generator: Callable[[], nn.Module], generator_state: dict | None = None, *,
-                 batch_size: int = 500, device: str | None = "cpu", threads: int | None = None):
+                 batch_size: int = 500, device: str | None = "cpu", threads: int | None = None,
+                 space: LabelSpace | int | dict | None = None):
         super().__init__(batch_size, device, threads)
         self.G = build_generator(generator, generator_state).to(self.device)
+        self.space = None if space is None else as_space(space)  # None: class ids
+
+    def labels(self, stratum: int, n: int, seed: int) -> torch.Tensor:
+        """The conditioning labels of ``n`` draws of one stratum; a function of (stratum, n, seed)."""
+        if self.space is None:
+            return torch.full((int(n),), int(stratum), dtype=torch.long)
+        return self.space.draw(stratum, n, derive_seed(int(seed), 1))
+
+    def draw_labelled(self, stratum: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(labels, uint8 images)`` of ``n`` draws of one stratum; depends only on (G, stratum, n, seed)."""
+        y = self.labels(stratum, n, seed)
+        return y, generate(self.G, y, seed=int(seed), batch_size=self.batch_size)
 
     def draw(self, label: int, n: int, seed: int) -> torch.Tensor:
-        """``n`` uint8 images of class ``label``; depends only on (G, label, n, seed)."""
-        labels = torch.full((int(n),), int(label), dtype=torch.long)
-        return generate(self.G, labels, seed=int(seed), batch_size=self.batch_size)
+        """``n`` uint8 images of stratum ``label`` (the class, for class ids)."""
+        return self.draw_labelled(label, n, seed)[1]
 
     def __call__(self, batch: Batch) -> Batch:
         parts = []
         for sid, label, n, seed in zip(*(np.asarray(batch[k]).tolist() for k in ("shard_id", "label", "n_draws", "seed"))):
+            y, x = self.draw_labelled(label, n, seed)
             parts.append({"shard_id": np.full(n, sid, np.int64), "draw": np.arange(n, dtype=np.int64),
-                          "n_draws": np.full(n, n, np.int64), "orig_label": np.full(n, label, np.int64),
-                          "image": self.draw(label, n, seed).numpy()})
+                          "n_draws": np.full(n, n, np.int64), "orig_label": y.numpy(), "image": x.numpy()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
@@ -101,16 +115,18 @@ def ratio_weights(state: dict | str | Path) -> dict:
     """The ratio net's state dict, given as one or as a safetensors path. A path keeps actor
     constructor arguments small (Ray keeps large ones in the object store, where an actor restart
     cannot rely on them)."""
-    return load_weights(state) if isinstance(state, (str, Path)) else state
+    return state if isinstance(state, dict) else load_weights(state)  # a path: str, Path or NodePath
 
 
 class Score(_Step):
-    """Adds ``ratio`` (float32) and ``accepted`` (bool): cDR-RS rejection with M̄ frozen per class.
+    """Adds ``ratio`` (float32) and ``accepted`` (bool): cDR-RS rejection with M̄ frozen per stratum
+    (per class; for a continuous label, per slice of its range).
 
-    ``max_ratio`` (per class, from the burn-in) may be ``None`` for :meth:`ratios`-only use.
+    ``max_ratio`` (per stratum, from the burn-in) may be ``None`` for :meth:`ratios`-only use.
     """
 
-    def __init__(self, feature_dir: str | Path, ratio_state: dict | str | Path, *, num_classes: int,
+    def __init__(self, feature_dir: str | Path, ratio_state: dict | str | Path, *,
+                 num_classes: LabelSpace | int | dict,
                  ratio_hidden: Sequence[int] = (512, 256, 128), ratio_dropout: float = 0.5,
                  max_ratio: Sequence[float] | None = None, seed: int = 0, batch_size: int = 500,
                  device: str | None = "cpu", threads: int | None = None):
@@ -119,7 +135,8 @@ class Score(_Step):
         feature_dim = getattr(self.features, "feature_dim", None)
         if feature_dim is None:
             raise SynthError(f"feature net in {feature_dir} has no feature_dim (not a rayflow FeatureNet)")
-        net = RatioMLP(int(feature_dim), num_classes, hidden=list(ratio_hidden), dropout=ratio_dropout)
+        self.space = as_space(num_classes)
+        net = build_ratio_net(list(ratio_hidden), int(feature_dim), self.space, dropout=ratio_dropout)
         load_into(net, ratio_weights(ratio_state), "ratio-net state dict")
         self.ratio_net = net.to(self.device).eval()
         self.seed = int(seed)
@@ -144,7 +161,8 @@ class Score(_Step):
             raise SynthError("Score.accept needs the burn-in max ratio per class (max_ratio)")
         ratio = self.ratios(images, labels)
         acc = np.concatenate([
-            self.sampler.accept(ratio[sl], labels[sl].numpy(), rng_key=(*key, b), update_max=False)
+            self.sampler.accept(ratio[sl], self.space.strata_of(labels[sl].numpy()), rng_key=(*key, b),
+                                update_max=False)
             for b, sl in enumerate(_chunks(len(images), self.batch_size))]) if len(images) else np.zeros(0, bool)
         return ratio, acc
 
@@ -159,41 +177,49 @@ class Score(_Step):
 
 
 class Label(_Step):
-    """Adds ``teacher_logits`` (float32 ``(n, K)``), ``teacher_ce`` (float32, w.r.t. ``orig_label``),
-    ``keep`` (bool) and ``label`` (int64); rows not ``accepted`` by :class:`Score` get NaN and
-    ``keep=False`` without running the teacher.
+    """Adds ``teacher_logits`` (float32 ``(n, K)``: class logits, or the teacher's prediction for a
+    scalar label), ``teacher_ce`` (float32: the teacher's error w.r.t. ``orig_label``, cross-entropy
+    or |prediction - y|), ``keep`` (bool) and ``label``; rows not ``accepted`` by :class:`Score` get
+    NaN and ``keep=False`` without running the teacher.
 
-    ``cutoffs`` (per class, from the filter burn-in) enable filtering: keep ``ce <= cutoffs[orig]``;
-    ``relabel`` sets ``label`` to the teacher argmax, else to ``orig_label``. ``all_draws`` (a scored
-    pool) runs the teacher on the rejected draws too and keeps every row; the accepted ones are still
-    scored in the very batches a filtering run uses, so their numbers are identical to its.
+    ``cutoffs`` (per stratum, from the filter burn-in; one global value repeated for a continuous
+    label) enable filtering: keep ``error <= cutoffs[stratum]``; ``relabel`` sets ``label`` to the
+    teacher's label (argmax, or its clipped prediction), else to ``orig_label``. ``all_draws`` (a
+    scored pool) runs the teacher on the rejected draws too and keeps every row; the accepted ones
+    are still scored in the very batches a filtering run uses, so their numbers are identical to its.
     """
 
-    def __init__(self, teacher_dir: str | Path, *, num_classes: int, cutoffs: Sequence[float] | None = None,
+    def __init__(self, teacher_dir: str | Path, *, num_classes: LabelSpace | int | dict,
+                 cutoffs: Sequence[float] | None = None,
                  relabel: bool = False, all_draws: bool = False, batch_size: int = 500,
                  device: str | None = "cpu", threads: int | None = None):
         super().__init__(batch_size, device, threads)
         self.all_draws = bool(all_draws)
         self.teacher = load_model(teacher_dir).to(self.device)
-        self.num_classes = int(num_classes)
+        self.space = as_space(num_classes)
+        self.num_outputs = self.space.num_outputs
         self.cutoffs = None if cutoffs is None else np.asarray(cutoffs, np.float64)
         self.relabel = bool(relabel)
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        """Teacher logits (float32 ``(n, K)``) of uint8 ``images``, in sub-batches of ``batch_size``."""
+        """Teacher outputs (float32 ``(n, K)``) of uint8 ``images``, in sub-batches of ``batch_size``."""
         out = [self.teacher(to_float(images[sl].to(self.device))).float().cpu().numpy()
                for sl in _chunks(len(images), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.num_outputs), np.float32)
+
+    def errors(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The filter's score of each draw: the teacher's error w.r.t. its conditioning label."""
+        return self.space.teacher_error(torch.from_numpy(outputs), torch.from_numpy(labels)).numpy()
 
     def __call__(self, batch: Batch) -> Batch:
         out, groups = by_shard(batch)
         n = len(out["draw"])
         accepted = out["accepted"] if "accepted" in out else np.ones(n, bool)
-        logits = np.full((n, self.num_classes), np.nan, np.float32)
+        logits = np.full((n, self.num_outputs), np.nan, np.float32)
         ce = np.full(n, np.nan, np.float32)
         keep = np.zeros(n, bool)
-        label = out["orig_label"].astype(np.int64)
+        label = out["orig_label"].astype(self.space.np_dtype)
         for _, sl in groups:  # the teacher runs on each shard's accepted draws, in draw order
             rows = np.arange(sl.start, sl.stop)
             for r in (rows[accepted[sl]], rows[~accepted[sl]] if self.all_draws else rows[:0]):
@@ -202,9 +228,10 @@ class Label(_Step):
                 lg = self.logits(torch.from_numpy(out["image"][r]))
                 logits[r] = lg
                 orig = out["orig_label"][r]
-                ce[r] = teacher_ce(torch.from_numpy(lg), torch.from_numpy(orig)).numpy()
-                keep[r] = True if self.cutoffs is None or self.all_draws else keep_mask(ce[r], orig, self.cutoffs)
+                ce[r] = self.errors(lg, orig)
+                keep[r] = True if self.cutoffs is None or self.all_draws else \
+                    keep_mask(ce[r], self.space.strata_of(orig), self.cutoffs)
                 if self.relabel:
-                    label[r] = relabel(lg)
+                    label[r] = self.space.teacher_label(torch.from_numpy(lg)).numpy()
         out.update(teacher_logits=logits, teacher_ce=ce, keep=keep, label=label)
         return out

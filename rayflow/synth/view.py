@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from rayflow.filtering import check_rho, class_cutoffs, keep_mask
+import torch
+
+from rayflow.filtering import check_rho, keep_mask
+from rayflow.labels import LabelSpace, as_space
 from rayflow.synth.io import FakeSet, _decode, _header
 from rayflow.synth.manifest import Manifest, SynthError
 
@@ -47,10 +50,11 @@ class ViewShortError(SynthError):
                          f"{[short[c] for c in sorted(short)]} of {need}")
 
 
-def view_cutoffs(burnin: dict, view: View, num_classes: int) -> np.ndarray | None:
-    """Per-class cutoffs of `view` from the pool's filter burn-in sample: the rho-quantile of the first
-    `filter_burnin` (accepted, when subsampling) burn-in CEs of each class, as a filtering run fixes them
-    (exactly so when the view subsamples as its pool does; the pipeline never asks otherwise)."""
+def view_cutoffs(burnin: dict, view: View, num_classes: LabelSpace | int) -> np.ndarray | None:
+    """Per-stratum cutoffs of `view` from the pool's filter burn-in sample: the rho-quantile of the first
+    `filter_burnin` (accepted, when subsampling) burn-in errors of each class (or of all strata at once,
+    for a continuous label), as a filtering run fixes them (exactly so when the view subsamples as its
+    pool does; the pipeline never asks otherwise)."""
     if view.rho is None or view.rho >= 1.0:  # rho = 1 keeps everything: no cutoff at all
         return None
     ces, accs = burnin["filter_ce"], burnin["filter_accepted"]
@@ -59,8 +63,7 @@ def view_cutoffs(burnin: dict, view: View, num_classes: int) -> np.ndarray | Non
     for ce, acc in zip(ces, accs):
         ce = np.asarray(ce, np.float32)
         losses.append((ce[np.asarray(acc, bool)] if view.subsample else ce)[:need])
-    labels = np.repeat(np.arange(num_classes), need)
-    return class_cutoffs(np.concatenate(losses), labels, view.rho, num_classes)
+    return as_space(num_classes).cutoffs(losses, view.rho)
 
 
 def pool_index(shard_dirs: list[str | Path]) -> dict[str, np.ndarray]:
@@ -68,11 +71,13 @@ def pool_index(shard_dirs: list[str | Path]) -> dict[str, np.ndarray]:
     parts = []
     for d in shard_dirs:
         man = Manifest.load(d)
+        space = man.space
         for _, rec in sorted(man.records.items()):
             t = pq.read_table(Path(d) / rec["file"], columns=list(INDEX_COLUMNS))  # no images read
             cols = {k: t.column(k).to_numpy(zero_copy_only=False) for k in INDEX_COLUMNS[:-1]}
             logits = t.column("teacher_logits").combine_chunks().values.to_numpy(zero_copy_only=False)
-            cols["teacher_pred"] = logits.reshape(t.num_rows, -1).argmax(1)
+            cols["teacher_pred"] = space.teacher_label(torch.from_numpy(np.array(logits.reshape(t.num_rows, -1)))).numpy()
+            cols["stratum"] = space.strata_of(cols["orig_label"])
             cols["file"] = np.full(len(cols["sample_id"]), str(Path(d) / rec["file"]), dtype=object)
             parts.append(cols)
     if not parts:
@@ -82,16 +87,23 @@ def pool_index(shard_dirs: list[str | Path]) -> dict[str, np.ndarray]:
     return {k: v[order] for k, v in out.items()}
 
 
-def select(index: dict[str, np.ndarray], burnin: dict, view: View, num_classes: int) -> dict[str, np.ndarray]:
-    """The view's rows: per conditioning class the first `m_per_class` eligible draws by sample id.
-    -> {sample_id, label, orig_label, file}; raises ViewShortError when a class has too few."""
+def _eligible(index: dict[str, np.ndarray], burnin: dict, view: View, space: LabelSpace) -> np.ndarray:
     ok = index["accepted"].copy() if view.subsample else np.ones(len(index["sample_id"]), bool)
-    cut = view_cutoffs(burnin, view, num_classes)
+    cut = view_cutoffs(burnin, view, space)
     if cut is not None:
-        ok &= keep_mask(index["teacher_ce"], index["orig_label"], cut)
+        ok &= keep_mask(index["teacher_ce"], index["stratum"], cut)
+    return ok
+
+
+def select(index: dict[str, np.ndarray], burnin: dict, view: View, num_classes: LabelSpace | int
+           ) -> dict[str, np.ndarray]:
+    """The view's rows: per conditioning stratum (class) the first `m_per_class` eligible draws by
+    sample id. -> {sample_id, label, orig_label, file}; raises ViewShortError when one has too few."""
+    space = as_space(num_classes)
+    ok = _eligible(index, burnin, view, space)
     rows, short = [], {}
-    for c in range(num_classes):
-        r = np.flatnonzero(ok & (index["orig_label"] == c))
+    for c in range(space.num_strata):
+        r = np.flatnonzero(ok & (index["stratum"] == c))
         if len(r) < view.m_per_class:
             short[c] = len(r)
         rows.append(r[:view.m_per_class])
@@ -99,16 +111,15 @@ def select(index: dict[str, np.ndarray], burnin: dict, view: View, num_classes: 
         raise ViewShortError(short, view.m_per_class)
     r = np.sort(np.concatenate(rows))
     label = index["teacher_pred"][r] if view.relabel else index["orig_label"][r]
-    return {"sample_id": index["sample_id"][r], "label": label.astype(np.int64),
-            "orig_label": index["orig_label"][r].astype(np.int64), "file": index["file"][r]}
+    return {"sample_id": index["sample_id"][r], "label": label.astype(space.np_dtype),
+            "orig_label": index["orig_label"][r].astype(space.np_dtype), "file": index["file"][r]}
 
 
-def eligible_per_class(index: dict[str, np.ndarray], burnin: dict, view: View, num_classes: int) -> list[int]:
-    ok = index["accepted"].copy() if view.subsample else np.ones(len(index["sample_id"]), bool)
-    cut = view_cutoffs(burnin, view, num_classes)
-    if cut is not None:
-        ok &= keep_mask(index["teacher_ce"], index["orig_label"], cut)
-    return np.bincount(index["orig_label"][ok], minlength=num_classes).astype(int).tolist()
+def eligible_per_class(index: dict[str, np.ndarray], burnin: dict, view: View, num_classes: LabelSpace | int
+                       ) -> list[int]:
+    space = as_space(num_classes)
+    ok = _eligible(index, burnin, view, space)
+    return np.bincount(index["stratum"][ok], minlength=space.num_strata).astype(int).tolist()
 
 
 def read_view(files: np.ndarray, sample_ids: np.ndarray, labels: np.ndarray) -> FakeSet:
@@ -124,5 +135,5 @@ def read_view(files: np.ndarray, sample_ids: np.ndarray, labels: np.ndarray) -> 
         pos = np.searchsorted(cols["sample_id"], want)
         parts.append({k: v[pos] for k, v in cols.items()})
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return FakeSet(cat["image"], labels, cat["orig_label"].astype(np.int64), cat["teacher_logits"],
+    return FakeSet(cat["image"], labels, cat["orig_label"], cat["teacher_logits"],
                    cat["ratio"], cat["teacher_ce"])
