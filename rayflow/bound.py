@@ -3,9 +3,11 @@
 
     total = intercept + β·B·(tv + teacher_err) + c·(N+M)^(−1/2) + B·sqrt(log(1/δ) / (2(N+M)))
 
-β = M/(N+M) with M = m_per_class·C fakes. ``tv`` and ``teacher_err`` depend on ρ only; β, the
-complexity and the sample term on M only. Without a fitted complexity (c = 0, intercept = 0) and
-B = 1 it bounds the 0-1 risk minus the student's training error; ``vacuous`` flags total ≥ B.
+β = M/(N+M) with M = m_per_class·S fakes (S strata: the classes, or the slices of a continuous label).
+``tv`` and ``teacher_err`` depend on ρ only; β, the complexity and the sample term on M only. Without a
+fitted complexity (c = 0, intercept = 0) and B = 1 it bounds the 0-1 risk (classes) or the MAE in
+normalised label units (a continuous label, ``num_classes`` a :class:`rayflow.labels.Continuous`)
+minus the student's training error; ``vacuous`` flags total ≥ B.
 """
 
 from __future__ import annotations
@@ -27,13 +29,17 @@ from rayflow.bound_terms import (
     _iw_error,
     _normaliser,
     _prior,
+    _what,
     cutoffs,
     kept_mask,
+    label_error,
+    label_space,
     real_mass_dropped,
     teacher_error_on_kept,
     tv_from_ratios,
 )
 from rayflow.filtering import check_rho
+from rayflow.labels import LabelSpace
 
 __all__ = [
     "FakeScores",
@@ -45,6 +51,8 @@ __all__ = [
     "cutoffs",
     "fit_complexity",
     "kept_mask",
+    "label_error",
+    "label_space",
     "real_mass_dropped",
     "teacher_error_on_kept",
     "tv_from_ratios",
@@ -55,7 +63,7 @@ _EPS = 1e-12
 
 @dataclass
 class _Prep:
-    """Accepted fakes (labels, loss, pred, normalised ratio) and reals, ready for any ρ."""
+    """Accepted fakes (stratum, loss, label error, normalised ratio) and reals, ready for any ρ."""
     C: int
     prior: np.ndarray
     fy: np.ndarray
@@ -72,23 +80,26 @@ class _Prep:
     clip_q: float | None
 
 
-def _prepare(fy, fr, fl, fp, ry, rr, rl, rp, C, prior, clip_q, clip_cap) -> _Prep:
+def _prepare(fy, fr, fl, fwrong, ry, rr, rl, rerr, C, prior, clip_q, clip_cap) -> _Prep:
     norm, cs, cm = _normaliser(fy, fr, C, clip_q, clip_cap)
-    return _Prep(C, prior, fy, fl, (fp != fy).astype(np.float64), _apply(fy, fr, norm), ry, rl,
-                 (rp != ry).astype(np.float64), _apply(ry, rr, norm), float(norm[1]), cs, cm, clip_q)
+    return _Prep(C, prior, fy, fl, fwrong, _apply(fy, fr, norm), ry, rl, rerr, _apply(ry, rr, norm),
+                 float(norm[1]), cs, cm, clip_q)
 
 
-def _arrays(fake: FakeScores, real: RealScores):
+def _arrays(fake: FakeScores, real: RealScores, space: LabelSpace):
+    """(stratum, ratio, loss, label error) of the accepted fakes, then of the reals."""
     acc = fake.accepted
     fr = fake.ratio[acc].astype(np.float64)
     if fake.accept_prob is not None:
         fr = fr / fake.accept_prob[acc]
-    return (fake.labels[acc].astype(np.int64), fr, fake.loss[acc].astype(np.float64), fake.pred[acc],
-            real.labels.astype(np.int64), real.ratio.astype(np.float64), real.loss.astype(np.float64), real.pred)
+    fy = fake.labels[acc]
+    return (space.strata_of(fy), fr, fake.loss[acc].astype(np.float64), label_error(space, fake.pred[acc], fy),
+            space.strata_of(real.labels), real.ratio.astype(np.float64), real.loss.astype(np.float64),
+            label_error(space, real.pred, real.labels))
 
 
 def _eval(p: _Prep, cut: np.ndarray, mode: str = "sum") -> dict[str, Any]:
-    """The ρ-dependent terms at per-class cutoffs ``cut``; ``mode`` picks teacher_err (see bound_grid)."""
+    """The ρ-dependent terms at per-stratum cutoffs ``cut``; ``mode`` picks teacher_err (see bound_grid)."""
     C, pi = p.C, p.prior
     keep = p.fl <= cut[p.fy]
     yk, wk = p.fy[keep], p.frt[keep]
@@ -132,6 +143,7 @@ def _complexity(complexity: Any) -> tuple[float, float, bool]:
 
 
 def _assemble(ev: dict, rho: float, m: int, n_real: int, C: int, delta: float, B: float, cx) -> dict[str, Any]:
+    """``C``: the number of strata a view takes ``m`` fakes of each."""
     M = m * C
     n = n_real + M
     beta = M / n
@@ -146,9 +158,8 @@ def _assemble(ev: dict, rho: float, m: int, n_real: int, C: int, delta: float, B
     return t
 
 
-def _check(fake, real, burnin, n_real, num_classes, delta, B, ms=()):
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+def _check(fake, real, burnin, n_real, num_classes, delta, B, ms=()) -> LabelSpace:
+    space = label_space(num_classes)
     if not isinstance(n_real, (int, np.integer)) or n_real <= 0:
         raise ValueError(f"n_real must be a positive integer (real training images), got {n_real!r}")
     if not 0.0 < delta < 1.0:
@@ -160,38 +171,43 @@ def _check(fake, real, burnin, n_real, num_classes, delta, B, ms=()):
             raise ValueError(f"m_per_class must be a positive integer, got {m!r}")
     if real is None:
         raise ValueError("real: held-out real scores are needed (the filter's dropped real mass)")
-    fake.validate(num_classes)
-    real.validate(num_classes)
+    fake.validate(space)
+    real.validate(space)
     if len(burnin) != 2:
         raise ValueError("burnin must be a (loss, labels) pair")
+    return space
 
 
 def bound_grid(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rhos: Sequence[float],
-               ms: Sequence[int], n_real: int, num_classes: int, delta: float = 0.05, B: float = 1.0,
+               ms: Sequence[int], n_real: int, num_classes: int | LabelSpace, delta: float = 0.05, B: float = 1.0,
                complexity: Any = None, *, class_prior: Any = None, clip_q: float | None = 0.999,
                clip_cap: float | None = None, teacher_mode: str = "sum") -> list[dict[str, Any]]:
     """Term dicts (see :func:`bound_terms`) for every (ρ, M) in ``rhos × ms``, ρ-major. ``teacher_mode``:
     ``"sum"`` (default: disagreement + importance-weighted error, the triangle-inequality bound),
-    ``"disagree"`` (assumes a perfect teacher) or ``"iw"``; ``teacher_err_used`` says which was used."""
+    ``"disagree"`` (assumes a perfect teacher) or ``"iw"``; ``teacher_err_used`` says which was used.
+    ``num_classes``: the class count, or the label space (a continuous label: strata, one global
+    cutoff, MAE label errors; docs/bound.md "Regression"); ``class_prior`` weighs the strata."""
     if teacher_mode not in ("sum", "disagree", "iw"):
         raise ValueError(f"teacher_mode must be 'sum', 'disagree' or 'iw', got {teacher_mode!r}")
     rhos = [check_rho(r) for r in rhos]
-    _check(fake, real, burnin, n_real, num_classes, delta, B, ms)
-    prior = _prior(class_prior, num_classes)
-    missing = np.flatnonzero((_bc(real.labels.astype(np.int64), None, num_classes) == 0) & (prior > 0))
+    space = _check(fake, real, burnin, n_real, num_classes, delta, B, ms)
+    S = space.num_strata
+    prior = _prior(class_prior, S)
+    missing = np.flatnonzero((_bc(space.strata_of(real.labels), None, S) == 0) & (prior > 0))
     if len(missing):
-        raise ValueError(f"RealScores.labels: no held-out real image of class(es) {missing.tolist()[:10]}")
-    p = _prepare(*_arrays(fake, real), num_classes, prior, clip_q, clip_cap)
+        raise ValueError(f"RealScores.labels: no held-out real image of {_what(space)} {missing.tolist()[:10]}")
+    p = _prepare(*_arrays(fake, real, space), S, prior, clip_q, clip_cap)
     cx = _complexity(complexity)
     out = []
     for rho in rhos:
-        ev = _eval(p, cutoffs(burnin[0], burnin[1], rho, num_classes), teacher_mode)
-        out += [_assemble(ev, rho, m, n_real, num_classes, delta, B, cx) for m in ms]
+        ev = _eval(p, cutoffs(burnin[0], burnin[1], rho, space), teacher_mode)
+        out += [_assemble(ev, rho, m, n_real, S, delta, B, cx) for m in ms]
     return out
 
 
 def bound_terms(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rho: float, m_per_class: int,
-                n_real: int, num_classes: int, delta: float = 0.05, B: float = 1.0, complexity: Any = None, *,
+                n_real: int, num_classes: int | LabelSpace, delta: float = 0.05, B: float = 1.0,
+                complexity: Any = None, *,
                 class_prior: Any = None, clip_q: float | None = 0.999, clip_cap: float | None = None,
                 teacher_mode: str = "sum") -> dict[str, Any]:
     """Every term of the bound at one view (ρ, M = m_per_class per class); keys in docs/bound.md."""
@@ -208,19 +224,23 @@ def _strata(y: np.ndarray):
 
 
 def bootstrap(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rho: float, m_per_class: int,
-              n_real: int, num_classes: int, delta: float = 0.05, B: float = 1.0, complexity: Any = None, *,
+              n_real: int, num_classes: int | LabelSpace, delta: float = 0.05, B: float = 1.0,
+              complexity: Any = None, *,
               n_boot: int = 200, seed: int = 0, level: float = 0.95, class_prior: Any = None,
               clip_q: float | None = 0.999, clip_cap: float | None = None, teacher_mode: str = "sum") -> dict[str, Any]:
     """Percentile intervals of ``total``, ``tv`` and ``teacher_err``: resample the accepted fakes and
     the held-out reals with replacement within each class (class counts fixed); the burn-in cutoffs
-    are held fixed. -> {point, total: (lo, hi), tv, teacher_err, samples, n_boot, level}."""
+    are held fixed. -> {point, total: (lo, hi), tv, teacher_err, samples, n_boot, level}. A continuous
+    label resamples within each stratum."""
     if not (isinstance(n_boot, (int, np.integer)) and n_boot >= 2) or not 0.0 < level < 1.0:
         raise ValueError(f"bootstrap needs n_boot >= 2 and level in (0, 1), got {n_boot}, {level}")
     point = bound_terms(fake, real, burnin, rho, m_per_class, n_real, num_classes, delta, B, complexity,
                         class_prior=class_prior, clip_q=clip_q, clip_cap=clip_cap, teacher_mode=teacher_mode)
-    arrs = _arrays(fake, real)
-    prior, cx = _prior(class_prior, num_classes), _complexity(complexity)
-    cut = cutoffs(burnin[0], burnin[1], rho, num_classes)
+    space = label_space(num_classes)
+    S = space.num_strata
+    arrs = _arrays(fake, real, space)
+    prior, cx = _prior(class_prior, S), _complexity(complexity)
+    cut = cutoffs(burnin[0], burnin[1], rho, space)
     (fo, fs, fc), (ro, rs, rc) = _strata(arrs[0]), _strata(arrs[4])
     rng = np.random.default_rng(seed)
     keys = ("total", "tv", "teacher_err")
@@ -230,8 +250,8 @@ def bootstrap(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rho: 
         ri = ro[rs + (rng.random(len(ro)) * rc).astype(np.int64)]
         f = [a[fi] for a in arrs[:4]]
         r = [a[ri] for a in arrs[4:]]
-        p = _prepare(*f, *r, num_classes, prior, clip_q, clip_cap)
-        t = _assemble(_eval(p, cut, teacher_mode), rho, m_per_class, n_real, num_classes, delta, B, cx)
+        p = _prepare(*f, *r, S, prior, clip_q, clip_cap)
+        t = _assemble(_eval(p, cut, teacher_mode), rho, m_per_class, n_real, S, delta, B, cx)
         for k in keys:
             samples[k][b] = t[k]
     lo, hi = 50 * (1 - level), 50 * (1 + level)

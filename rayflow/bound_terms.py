@@ -1,10 +1,15 @@
 """Plug-in estimators of the terms of the cGAN-KD error bound (docs/bound.md). No Ray imports.
 
 Inputs are per-draw scores of a fake pool (:class:`FakeScores`) and of held-out real images
-(:class:`RealScores`). The density ratio is self-normalised **per conditioning class** over the
-accepted fakes of that class (r̃ = r / mean r), clipped at a high quantile (``clip_q``) and/or a fixed
-cap (``clip_cap``, in self-normalised units) and renormalised. Classes are combined with a class
-prior (default uniform: a view takes M fakes of every class). :mod:`rayflow.bound` assembles the bound.
+(:class:`RealScores`). The density ratio is self-normalised **per conditioning stratum** over the
+accepted fakes of that stratum (r̃ = r / mean r), clipped at a high quantile (``clip_q``) and/or a fixed
+cap (``clip_cap``, in self-normalised units) and renormalised. Strata are combined with a prior
+(default uniform: a view takes M fakes of every stratum). :mod:`rayflow.bound` assembles the bound.
+
+Where the label space matters (``num_classes``: a class count or a :mod:`rayflow.labels` space): a
+stratum is a class, or a slice of a continuous [0, 1] label; ``loss`` is the teacher's CE, or
+|prediction − y|; cutoffs are per class, or one global ρ-quantile; the label error is 0-1
+(prediction ≠ label), or |prediction − y| (the MAE's units). See docs/bound.md, "Regression".
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from rayflow.filtering import check_rho, class_cutoffs
+from rayflow.filtering import check_rho
+from rayflow.labels import Classes, Continuous, LabelSpace, as_space
 
 __all__ = [
     "FakeScores",
@@ -22,6 +28,8 @@ __all__ = [
     "TVEstimate",
     "cutoffs",
     "kept_mask",
+    "label_error",
+    "label_space",
     "real_mass_dropped",
     "teacher_error_on_kept",
     "tv_from_ratios",
@@ -36,7 +44,44 @@ def _arr(x: Any) -> np.ndarray:
     return np.asarray(x).reshape(-1)
 
 
-def _labels(owner: str, name: str, y: np.ndarray, num_classes: int | None) -> None:
+def label_space(num_classes: LabelSpace | int | dict) -> LabelSpace:
+    """The label space of a ``num_classes`` argument: a positive class count, or a label space."""
+    ok = (int, np.integer, dict, Classes, Continuous)
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, ok):
+        raise ValueError(f"num_classes must be a positive integer or a label space, got {num_classes!r}")
+    if isinstance(num_classes, (int, np.integer)) and num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return as_space(int(num_classes) if isinstance(num_classes, (int, np.integer)) else num_classes)
+
+
+def _space_or_none(num_classes: LabelSpace | int | dict | None) -> LabelSpace | None:
+    return None if num_classes is None else label_space(num_classes)
+
+
+def label_error(space: LabelSpace, pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per sample, the student's loss between two labels (float64): 0-1 for classes (the labels
+    differ), |pred − y| for a continuous label (the MAE, in normalised units)."""
+    if space.continuous:
+        return np.abs(np.asarray(pred, np.float64) - np.asarray(y, np.float64))
+    return (~space.agree(pred, y)).astype(np.float64)
+
+
+def _strata(space: LabelSpace | None, y: np.ndarray) -> np.ndarray:
+    return y.astype(np.int64) if space is None else space.strata_of(y)
+
+
+def _labels(owner: str, name: str, y: np.ndarray, num_classes: LabelSpace | int | None, pred: bool = False) -> None:
+    space = num_classes if isinstance(num_classes, (Classes, Continuous)) else None
+    if space is not None and space.continuous:
+        if y.dtype.kind not in "iuf":
+            raise ValueError(f"{owner}.{name} must hold numbers (a continuous label), got dtype {y.dtype}")
+        if len(y) and not np.all(np.isfinite(y)):
+            raise ValueError(f"{owner}.{name} contains NaN or infinite values")
+        if not pred and len(y) and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"{owner}.{name} must be normalised to [0, 1], got range [{y.min():g}, {y.max():g}]")
+        return
+    if space is not None:
+        num_classes = space.num_classes
     if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
         raise ValueError(f"{owner}.{name} must hold integer class ids")
     if y.dtype.kind not in "iuf":
@@ -74,11 +119,11 @@ class FakeScores:
     probability min(1, r/K_y) of each draw; when given, the ratio used w.r.t. the accepted
     distribution is ``ratio / accept_prob`` (the net was fitted against the raw generator)."""
 
-    labels: np.ndarray  # conditioning class
+    labels: np.ndarray  # conditioning class (or continuous label in [0, 1])
     ratio: np.ndarray  # r(x|y) = p_real / p_fake from the ratio net, >= 0
     accepted: np.ndarray  # passed cDR-RS (all True without subsampling)
-    loss: np.ndarray  # teacher CE w.r.t. the conditioning class
-    pred: np.ndarray  # teacher argmax
+    loss: np.ndarray  # teacher CE w.r.t. the conditioning class (or |prediction − y|): the filter's score
+    pred: np.ndarray  # teacher argmax (or its prediction, clipped to [0, 1])
     accept_prob: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -90,11 +135,12 @@ class FakeScores:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def validate(self, num_classes: int | None = None) -> FakeScores:
+    def validate(self, num_classes: LabelSpace | int | None = None) -> FakeScores:
+        """``num_classes``: the class count (or None: any class id >= 0), or a label space."""
         _lengths("FakeScores", labels=self.labels, ratio=self.ratio, accepted=self.accepted, loss=self.loss,
                  pred=self.pred, accept_prob=self.accept_prob)
         _labels("FakeScores", "labels", self.labels, num_classes)
-        _labels("FakeScores", "pred", self.pred, num_classes)
+        _labels("FakeScores", "pred", self.pred, num_classes, pred=True)
         _no_nan("FakeScores", "ratio", self.ratio, nonneg=True)
         _no_nan("FakeScores", "loss", self.loss)
         if self.accepted.dtype != bool:
@@ -117,8 +163,8 @@ class RealScores:
 
     labels: np.ndarray
     ratio: np.ndarray  # the same ratio net on the image's features, with its true label
-    loss: np.ndarray  # teacher CE w.r.t. the true label
-    pred: np.ndarray
+    loss: np.ndarray  # teacher CE w.r.t. the true label (or |prediction − y|)
+    pred: np.ndarray  # teacher argmax (or its prediction)
 
     def __post_init__(self) -> None:
         for k in ("labels", "ratio", "loss", "pred"):
@@ -127,10 +173,10 @@ class RealScores:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def validate(self, num_classes: int | None = None) -> RealScores:
+    def validate(self, num_classes: LabelSpace | int | None = None) -> RealScores:
         _lengths("RealScores", labels=self.labels, ratio=self.ratio, loss=self.loss, pred=self.pred)
         _labels("RealScores", "labels", self.labels, num_classes)
-        _labels("RealScores", "pred", self.pred, num_classes)
+        _labels("RealScores", "pred", self.pred, num_classes, pred=True)
         _no_nan("RealScores", "ratio", self.ratio, nonneg=True)
         _no_nan("RealScores", "loss", self.loss)
         return self
@@ -148,17 +194,34 @@ class TVEstimate:
     n: int
 
 
-def cutoffs(burnin_loss: Any, burnin_labels: Any, rho: float, num_classes: int) -> np.ndarray:
-    """Per-class cutoffs ``(C,)``: ``filtering.class_cutoffs`` at ρ < 1; ρ = 1 keeps everything (+inf),
-    unlike ``class_cutoffs(…, 1.0, …)`` = the burn-in max, which would drop pool draws above it."""
+def cutoffs(burnin_loss: Any, burnin_labels: Any, rho: float, num_classes: LabelSpace | int) -> np.ndarray:
+    """Per-stratum cutoffs ``(S,)`` from the filter burn-in, as the label space sets them (its
+    ``cutoffs``: each class's ρ-quantile, ``filtering.class_cutoffs``; or one global ρ-quantile over
+    every stratum, repeated, for a continuous label) at ρ < 1; ρ = 1 keeps everything (+inf), unlike
+    ``class_cutoffs(…, 1.0, …)`` = the burn-in max, which would drop pool draws above it.
+    ``burnin_labels``: the stratum (class) of each burn-in draw, or its continuous label."""
+    space = label_space(num_classes)
     if check_rho(rho) == 1.0:
-        return np.full(int(num_classes), np.inf)
-    return class_cutoffs(_arr(burnin_loss), _arr(burnin_labels), rho, int(num_classes))
+        return np.full(space.num_strata, np.inf)
+    loss, lab = _arr(burnin_loss), _arr(burnin_labels)
+    if len(loss) != len(lab):
+        raise ValueError(f"burn-in: {len(loss)} losses but {len(lab)} labels")
+    if space.continuous and lab.dtype.kind == "f":
+        lab = space.strata_of(lab)
+    else:
+        _labels("burnin", "labels", lab, space.num_strata)
+        lab = lab.astype(np.int64)
+    S = space.num_strata
+    order = np.argsort(lab, kind="stable")
+    groups = np.split(loss[order], np.cumsum(np.bincount(lab, minlength=S)[:S])[:-1])
+    return np.asarray(space.cutoffs(groups, rho), np.float64)
 
 
-def kept_mask(fake: FakeScores, cut: np.ndarray) -> np.ndarray:
-    """Draws a view at these cutoffs may take: accepted and ``loss <= cut[label]``."""
-    return fake.accepted & (fake.loss <= np.asarray(cut, np.float64)[fake.labels.astype(np.int64)])
+def kept_mask(fake: FakeScores, cut: np.ndarray, num_classes: LabelSpace | int | None = None) -> np.ndarray:
+    """Draws a view at these cutoffs may take: accepted and ``loss <= cut[stratum]`` (``num_classes``:
+    the label space; None: the labels are class ids)."""
+    y = _strata(_space_or_none(num_classes), fake.labels)
+    return fake.accepted & (fake.loss <= np.asarray(cut, np.float64)[y])
 
 
 def _prior(class_prior: Any, C: int) -> np.ndarray:
@@ -235,23 +298,31 @@ def tv_from_ratios(ratio_fake_kept: Any, kept_share: float = 1.0, real_dropped: 
                       clipped_share=cshare, clipped_mass=cmass, cap=float(norm[1]), n=len(r))
 
 
-def _dropped_per_class(real: RealScores, cut: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
-    y = real.labels.astype(np.int64)
+def _dropped_per_class(y: np.ndarray, real: RealScores, cut: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
     n = _bc(y, None, C)
     return _div(_bc(y, (real.loss > cut[y]).astype(np.float64), C), n, np.nan), n
 
 
-def real_mass_dropped(real: RealScores, cutoffs: Any, class_prior: Any = None) -> float:
-    """P_r(Aᶜ): Σ_y π_y · share of class-y held-out reals with teacher loss > cutoff_y (0 at ρ = 1)."""
+def real_mass_dropped(real: RealScores, cutoffs: Any, class_prior: Any = None,
+                      num_classes: LabelSpace | int | None = None) -> float:
+    """P_r(Aᶜ): Σ_y π_y · share of stratum-y held-out reals with teacher loss > cutoff_y (0 at ρ = 1).
+    ``num_classes``: the label space (None: classes, as many as cutoffs)."""
     cut = _arr(cutoffs).astype(np.float64)
     C = len(cut)
-    real.validate(C)
-    d, n = _dropped_per_class(real, cut, C)
+    space = _space_or_none(num_classes)
+    if space is not None and space.num_strata != C:
+        raise ValueError(f"cutoffs: {C} values for {space.num_strata} strata")
+    real.validate(space if space is not None else C)
+    d, n = _dropped_per_class(_strata(space, real.labels), real, cut, C)
     p = _prior(class_prior, C)
     missing = np.flatnonzero((n == 0) & (p > 0))
     if len(missing):
-        raise ValueError(f"RealScores.labels: no held-out real image of class(es) {missing.tolist()[:10]}")
+        raise ValueError(f"RealScores.labels: no held-out real image of {_what(space)} {missing.tolist()[:10]}")
     return float(np.sum(p * np.nan_to_num(d)))
+
+
+def _what(space: LabelSpace | None) -> str:
+    return "stratum(s)" if space is not None and space.continuous else "class(es)"
 
 
 def _iw_error(ry, rrt, rerr, rkept, C, prior, clip_q) -> tuple[float, int]:
@@ -269,39 +340,46 @@ def _iw_error(ry, rrt, rerr, rkept, C, prior, clip_q) -> tuple[float, int]:
 
 
 def teacher_error_on_kept(fake: FakeScores, kept_mask: Any, real: RealScores | None = None,
-                          cutoffs: Any = None, *, num_classes: int | None = None, class_prior: Any = None,
-                          clip_q: float | None = 0.999, clip_cap: float | None = None) -> dict[str, Any]:
-    """Teacher label error on the kept fakes.
+                          cutoffs: Any = None, *, num_classes: LabelSpace | int | None = None,
+                          class_prior: Any = None, clip_q: float | None = 0.999,
+                          clip_cap: float | None = None) -> dict[str, Any]:
+    """Teacher label error on the kept fakes, in the student's loss units (:func:`label_error`).
 
-    ``disagree``: Σ_y π_y · share of kept class-y fakes whose teacher argmax ≠ conditioning label.
-    ``iw``: teacher error (pred ≠ true label) on held-out reals reweighted to the kept-fake
-    distribution, w = 1_A(x, y) / r̃(x|y) (needs ``real`` and ``cutoffs``; NaN otherwise).
+    ``disagree``: Σ_y π_y · mean over kept stratum-y fakes of the label error between the teacher's
+    label and the conditioning label (classes: the share with argmax ≠ label; continuous: the mean
+    |prediction − y|).
+    ``iw``: the teacher's label error w.r.t. the true label on held-out reals, reweighted to the
+    kept-fake distribution, w = 1_A(x, y) / r̃(x|y) (needs ``real`` and ``cutoffs``; NaN otherwise).
     ``value`` (what :func:`rayflow.bound.bound_terms` uses): ``disagree + iw`` (triangle inequality,
-    P(y ≠ y*) ≤ P(pred ≠ y) + P(pred ≠ y*)) when ``iw`` is available, else ``disagree`` (``used``
-    says which). Classes with no kept fake count as error 1.
+    P(y ≠ y*) ≤ P(pred ≠ y) + P(pred ≠ y*), or E|y − y*| ≤ E|pred − y| + E|pred − y*|) when ``iw`` is
+    available, else ``disagree`` (``used`` says which). Strata with no kept fake count as error 1.
+    ``num_classes``: the class count (None: from the labels) or the label space.
     """
-    C = int(num_classes) if num_classes is not None else int(fake.labels.max()) + 1
-    fake.validate(C)
+    space = label_space(num_classes) if num_classes is not None else Classes(int(fake.labels.max()) + 1)
+    C = space.num_strata
+    fake.validate(space)
     keep = _arr(kept_mask).astype(bool) & fake.accepted
     if len(keep) != len(fake):
         raise ValueError(f"kept_mask: length {len(keep)} but the pool holds {len(fake)} draws")
     prior = _prior(class_prior, C)
-    y = fake.labels.astype(np.int64)
+    y = space.strata_of(fake.labels)
     nk = _bc(y[keep], None, C)
-    dis = float(np.sum(prior * _div(_bc(y[keep], (fake.pred[keep] != y[keep]).astype(float), C), nk, 1.0)))
+    wrong = label_error(space, fake.pred[keep], fake.labels[keep])
+    dis = float(np.sum(prior * _div(_bc(y[keep], wrong, C), nk, 1.0)))
     out = {"disagree": dis, "iw": float("nan"), "iw_classes_missing": 0, "used": "disagree", "value": dis}
     if real is None:
         return out
     if cutoffs is None:
         raise ValueError("teacher_error_on_kept: the importance-weighted estimate needs the cutoffs")
-    real.validate(C)
+    real.validate(space)
     cut = _arr(cutoffs).astype(np.float64)
     acc = fake.accepted
     raw = fake.ratio[acc] / (fake.accept_prob[acc] if fake.accept_prob is not None else 1.0)
     norm, _, _ = _normaliser(y[acc], raw.astype(np.float64), C, clip_q, clip_cap)
-    ry = real.labels.astype(np.int64)
-    iw, miss = _iw_error(ry, _apply(ry, real.ratio.astype(np.float64), norm), (real.pred != ry).astype(float),
-                         real.loss <= cut[ry], C, prior, clip_q)
+    ry = space.strata_of(real.labels)
+    rerr = label_error(space, real.pred, real.labels)
+    iw, miss = _iw_error(ry, _apply(ry, real.ratio.astype(np.float64), norm), rerr, real.loss <= cut[ry], C, prior,
+                         clip_q)
     out.update(iw=iw, iw_classes_missing=miss)
     if np.isfinite(iw):
         out.update(used="disagree+iw", value=min(1.0, dis + iw))

@@ -28,7 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def resolve_config(name: str | None) -> Path | None:
-    """A path, or the name of a packaged config (`tiny`, `demo`, `quality`, `quality_n200`, `paper`)."""
+    """A path, or the name of a packaged config (rayflow/configs: `tiny`, `demo`, `quality`, ...)."""
     if name is None:
         return None
     p = Path(name)
@@ -159,7 +159,8 @@ def cmd_tune(args) -> int:
     out = tune(_cfg(args))
     f = out.get("final")
     if f:
-        print(f"chosen on validation data: {out['chosen']}; test accuracy over seeds: chosen {f['chosen']}, "
+        print(f"chosen on validation data: {out['chosen']}; test {f.get('measure', 'accuracy')} over seeds: "
+              f"chosen {f['chosen']}, "
               f"hand-set {f['hand-set']} {f['hand_set']}, NOKD {f['NOKD student']}, BLKD {f['BLKD student']}",
               flush=True)
     return 0
@@ -174,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", "-c", help="YAML file or packaged config name (tiny, demo, quality, quality_n200, paper)")
+        p.add_argument("--config", "-c", help="YAML file or packaged config name (tiny, demo, quality, quality_n200, paper, "
+                                              "regression_tiny, regression_demo, regression_quality, chairs)")
         p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set teacher.train.steps=200 (repeatable)")
         p.add_argument("--executor", choices=["ray", "local"], help="override runtime.executor")

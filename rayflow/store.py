@@ -30,11 +30,12 @@ import pyarrow.fs as pafs
 import yaml
 
 from rayflow.atomic import atomic_write_text
-from rayflow.store_fs import (MARKER, StoreError, StoredArtifact, adopt_into_cache, cache_dir_for, cache_tmp_dir,
-                              check_name, delete_attempt, download, jsonable, key_lock, list_markers, local_path,
+from rayflow.store_cache import (NodePath, StoredArtifact, adopt_into_cache, cache_dir_for, cache_tmp_dir, download,
+                                 local_path)
+from rayflow.store_fs import (MARKER, StoreError, check_name, delete_attempt, jsonable, key_lock, list_markers,
                               new_tmp_dir, new_token, one_line, resolve, s3_endpoint, sweep_tmp_dirs)
 
-__all__ = ["ArtifactStore", "StoreError", "StoredArtifact", "local_path", "open_store", "MARKER"]
+__all__ = ["ArtifactStore", "NodePath", "StoreError", "StoredArtifact", "local_path", "open_store", "MARKER"]
 
 log = logging.getLogger("rayflow")
 

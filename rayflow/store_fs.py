@@ -1,11 +1,10 @@
-"""Filesystem plumbing for `rayflow.store`: resolving locations, S3 from the environment, local locks,
-atomic local writes and the download cache. Kept apart so store.py reads as the commit protocol only.
+"""Filesystem plumbing for `rayflow.store`: resolving locations, S3 from the environment, local locks and
+temp dirs (the download cache is `store_cache.py`). Kept apart so store.py reads as the commit protocol only.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -15,7 +14,6 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -186,110 +184,3 @@ def sweep_tmp_dirs(parent: Path, key: str) -> None:
     for d in parent.glob(f".tmp-{key}-*"):
         if pat.fullmatch(d.name):
             shutil.rmtree(d, ignore_errors=True)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RAYFLOW_CACHE") or Path.home() / ".cache" / "rayflow").expanduser().absolute()
-
-
-def cache_tmp_dir(key: str) -> Path:
-    """A temp dir on the cache's disk (so it can be renamed into the cache), per host so that a cache on a
-    shared home is swept only of this host's dead builders and downloads."""
-    parent = cache_root() / "tmp" / socket.gethostname()
-    if parent.is_dir():
-        for d in parent.glob(".tmp-*"):
-            m = re.search(r"-(\d+)-[0-9a-f]{8}$", d.name)
-            if m and not pid_alive(int(m.group(1))):
-                shutil.rmtree(d, ignore_errors=True)
-    return new_tmp_dir(parent, key)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def cache_dir_for(uri: str) -> Path:
-    """Committed attempts never change, so the uri alone keys the cache."""
-    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(uri.rstrip("/").split("/")[-2:]))[-80:]
-    return cache_root() / "artifacts" / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{tail}"
-
-
-def adopt_into_cache(tmp: Path, final: Path) -> Path:
-    """Renames a complete local copy into the cache; if another process got there first, use theirs."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not final.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def download(fs: pafs.FileSystem, path: str, uri: str) -> Path:
-    """A local copy of the committed attempt at `path` (files and marker), fetched once per machine."""
-    final = cache_dir_for(uri)
-    if final.is_dir():
-        return final
-    try:
-        info = fs.get_file_info(f"{path}/{MARKER}")
-    except Exception as e:  # noqa: BLE001
-        raise StoreError(f"cannot read artifact {uri}: {one_line(e)}") from e
-    if info.type != pafs.FileType.File:
-        raise StoreError(f"{uri} is not a committed artifact (no {MARKER}; deleted, or never finished)")
-    (final.parent).mkdir(parents=True, exist_ok=True)
-    tmp = cache_tmp_dir(final.name)
-    try:
-        pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, Exception):
-            raise StoreError(f"cannot download artifact {uri}: {one_line(e)}") from e
-        raise
-    return adopt_into_cache(tmp, final)
-
-
-def local_path(uri: str) -> Path:
-    """The local directory for an artifact uri, for Ray actors that were only handed the uri."""
-    _, fs, path, is_local = resolve(uri)
-    return Path(path) if is_local else download(fs, path, uri)
-
-
-@dataclass(init=False)
-class StoredArtifact:
-    """A committed artifact. `path` is a local directory with its files; on an object store it is
-    downloaded (once per machine, cached) only when first used, so a driver that hands uris to Ray actors
-    never pulls the bytes, and a pickled artifact re-resolves `path` on the node that unpickles it."""
-
-    stage: str
-    key: str
-    uri: str
-    metrics: dict
-    reused: bool
-    _path: Path | None = field(default=None, init=False, repr=False, compare=False)  # replace() re-resolves
-
-    def __init__(self, stage: str, key: str, uri: str, path: Path | None = None, metrics: dict | None = None,
-                 reused: bool = False) -> None:
-        self.stage, self.key, self.uri, self._path = stage, key, uri, path
-        self.metrics, self.reused = dict(metrics or {}), reused
-
-    @property
-    def path(self) -> Path:
-        if self._path is None:
-            self._path = local_path(self.uri)
-        return self._path
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        if "://" in self.uri:  # a download cache is only valid on this machine
-            state["_path"] = None
-        return state

@@ -13,11 +13,19 @@ the surviving node, which resumes from the newest committed checkpoint (at most 
 lost), and the final weights are byte-identical to an uninterrupted run; when a node running synth actors
 dies, Ray Data retries their batches on restarted actors, no recorded shard is written again, and the
 shards are byte-identical to an uninterrupted run's.
+
+All nodes share this machine's disk, where a path on the driver's disk would work on every node by accident.
+So each driver keeps its download cache and temp dir (RAYFLOW_CACHE, TMPDIR) under /proc/self/cwd, run in
+a folder of its own: the same path names another folder (the node's cwd, `nodes`) in every Ray worker
+process, as a path of the driver's machine names nothing on another machine; and each worker node has a
+download cache of its own. A stage that hands a Train worker, task or actor a driver-local path (an
+artifact's download-cache copy, the synth work dir) fails here, as it would on a real cluster.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -38,39 +46,67 @@ TRAIN_WORKER = "RayTrainWorker"
 
 
 @pytest.fixture(scope="module")
-def cluster(s3_server):  # noqa: F811 - the AWS_* variables must be set before the raylets start
-    """A head without CPUs and two 1-CPU worker nodes. Never touches Ray instances it did not start: the
-    cluster's address file (/tmp/ray/ray_current_cluster, which `ray.init("auto")` of anyone on this
-    machine would read, and which Cluster.shutdown deletes whoever wrote it) is left alone."""
+def cluster(s3_server, tmp_path_factory):  # noqa: F811 - the AWS_* variables must be set before the raylets start
+    """A head without CPUs and two 1-CPU worker nodes, their processes in the folder `nodes` (see the
+    module's docstring). Never touches Ray instances it did not start: the cluster's address file
+    (/tmp/ray/ray_current_cluster, which `ray.init("auto")` of anyone on this machine would read, and which
+    Cluster.shutdown deletes whoever wrote it) is left alone."""
     import ray._common.utils
     import ray._private.utils
     from ray.cluster_utils import Cluster
 
+    root = tmp_path_factory.mktemp("multinode")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ray._private.utils, "write_ray_address", lambda *a, **k: None)
         mp.setattr(ray._common.utils, "reset_ray_address", lambda *a, **k: None)
+        (root / "nodes").mkdir()
+        mp.chdir(root / "nodes")  # the raylets', and so every Ray worker process's, cwd
         c = Cluster(initialize_head=True, connect=False,
                     head_node_args=dict(num_cpus=0, include_dashboard=False, dashboard_agent_listen_port=None))
+        c.rayflow_root = root
         try:
             for _ in range(2):
-                c.add_node(num_cpus=1)
+                add_worker(c)
             c.wait_for_nodes()
+            for d in ("cache", "tmp"):
+                (root / "driver" / d).mkdir(parents=True)
             yield c
         finally:
             c.shutdown()
+
+
+def add_worker(c) -> None:
+    """A 1-CPU worker node with a download cache of its own, its processes in `nodes`."""
+    root = c.rayflow_root
+    n = c.rayflow_nodes = getattr(c, "rayflow_nodes", 0) + 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root / "nodes")
+        c.add_node(num_cpus=1, env_vars={"RAYFLOW_CACHE": str(root / f"node-cache-{n}")})
+
+
+def driver_kw(c) -> dict:
+    """subprocess arguments of a rayflow driver: a cache and temp dir no Ray worker process can see."""
+    env = dict(os.environ, RAYFLOW_CACHE="/proc/self/cwd/cache", TMPDIR="/proc/self/cwd/tmp")
+    return dict(cwd=c.rayflow_root / "driver", env=env)
+
+
+def node_cached(c, stage: str) -> int:
+    """How many of `stage`'s artifacts the worker nodes downloaded into their own caches."""
+    return sum(1 for d in c.rayflow_root.glob(f"node-cache-*/artifacts/*-{stage}-*") if d.is_dir())
 
 
 def location(s3: tuple[str, str], name: str) -> str:
     return f"s3://{s3[1]}/mn-{name}-{uuid.uuid4().hex[:8]}"
 
 
-def command(c, out: str, *stage: str) -> list[str]:
-    sets = [a for s in [*SETS, f"runtime.address={c.address}", f"output_dir={out}"] for a in ("--set", s)]
+def command(c, out: str, *stage: str, sets: tuple[str, ...] = ()) -> list[str]:
+    sets = [a for s in [*SETS, *sets, f"runtime.address={c.address}", f"output_dir={out}"] for a in ("--set", s)]
     return [sys.executable, "-m", "rayflow", "stage", *stage, "--config", "tiny", *sets]
 
 
-def run(c, out: str, *stage: str, timeout: float = 300) -> str:
-    p = subprocess.run(command(c, out, *stage), capture_output=True, text=True, timeout=timeout)
+def run(c, out: str, *stage: str, timeout: float = 300, sets: tuple[str, ...] = ()) -> str:
+    p = subprocess.run(command(c, out, *stage, sets=sets), capture_output=True, text=True, timeout=timeout,
+                       **driver_kw(c))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-5000:]
     return p.stdout + p.stderr
 
@@ -159,6 +195,8 @@ def test_stages_run_on_worker_nodes_with_s3_store(cluster, reference):
         assert re.search(rf"wrote {re.escape(out)}/artifacts/{stage}/", log), log[-3000:]
         assert weights(out, stage, ".parquet" if stage == "pool" else ".safetensors")
     assert "resuming at step" not in log
+    # the GAN's Train worker and the pool's actors read teacher and GAN from their own node's cache
+    assert node_cached(cluster, "teacher") and node_cached(cluster, "gan")
     print(f"reference: teacher + GAN + NOKD + pool on the cluster in {seconds:.0f} s; Train workers on "
           f"{len(set(used))} of {len(workers)} worker nodes")
 
@@ -171,7 +209,8 @@ def kill_train_node_mid_run(cluster, out: str, stage: list[str], tmp_path: Path)
     before = set(train_workers(cluster))
     log_path = tmp_path / "run.log"
     with open(log_path, "w") as f:
-        proc = subprocess.Popen(command(cluster, out, *stage), stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command(cluster, out, *stage), stdout=f, stderr=subprocess.STDOUT,
+                                **driver_kw(cluster))
     try:
         t0, step = time.time(), None
         while step is None:
@@ -194,7 +233,7 @@ def kill_train_node_mid_run(cluster, out: str, stage: list[str], tmp_path: Path)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        cluster.add_node(num_cpus=1)  # back to two worker nodes for the next test
+        add_worker(cluster)  # back to two worker nodes for the next test
         cluster.wait_for_nodes()
 
 
@@ -238,10 +277,10 @@ def synth_actor_nodes(c) -> dict[str, int]:
 
 
 def test_node_lost_mid_synthesis_keeps_finished_shards(cluster, reference, s3_server, tmp_path):  # noqa: F811
-    """The pool's work folder is on the driver's machine for an S3 store (rayflow/stages/synth.work_dir):
-    its manifest records finished shards; every shard file is watched (inode, mtime) until the run ends."""
+    """The pool's work folder is on the driver's machine for an S3 store (rayflow/stages/synth.work_dir;
+    the actors ship the shards' bytes to the driver): its manifest records finished shards; every shard
+    file is watched (inode, mtime) until the run ends."""
     import hashlib
-    import tempfile
 
     from rayflow.store_fs import resolve
 
@@ -249,7 +288,8 @@ def test_node_lost_mid_synthesis_keeps_finished_shards(cluster, reference, s3_se
     out = location(s3_server, "pool")
     for s in ("teacher", "gan"):
         copy_artifacts(ref, out, s)
-    work = Path(tempfile.gettempdir()) / "rayflow-work" / hashlib.sha256(resolve(out)[0].encode()).hexdigest()[:12]
+    work = cluster.rayflow_root / "driver" / "tmp" / "rayflow-work" / \
+        hashlib.sha256(resolve(out)[0].encode()).hexdigest()[:12]
     log_path = tmp_path / "run.log"
     seen: dict[str, set] = {}
 
@@ -268,7 +308,8 @@ def test_node_lost_mid_synthesis_keeps_finished_shards(cluster, reference, s3_se
         return set()
 
     with open(log_path, "w") as f:
-        proc = subprocess.Popen(command(cluster, out, *POOL), stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command(cluster, out, *POOL), stdout=f, stderr=subprocess.STDOUT,
+                                **driver_kw(cluster))
     try:
         t0, recorded, nodes = time.time(), set(), {}
         while len(recorded) < 5 or not nodes:
@@ -292,7 +333,7 @@ def test_node_lost_mid_synthesis_keeps_finished_shards(cluster, reference, s3_se
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        cluster.add_node(num_cpus=1)
+        add_worker(cluster)
         cluster.wait_for_nodes()
     for name in recorded:  # a shard recorded before the node died was never written again
         assert len(seen.get(name, ())) <= 1, (name, seen[name])
@@ -301,3 +342,22 @@ def test_node_lost_mid_synthesis_keeps_finished_shards(cluster, reference, s3_se
     man = json.loads(weights(out, "pool", "manifest.json")["shards/manifest.json"])
     ids = [r["shard_id"] for r in man["shards"].values()]
     assert len(ids) == len(set(ids)) == len(mine)  # each shard once
+
+
+def test_remote_inputs_resolve_on_their_node(cluster, reference, s3_server):  # noqa: F811
+    """The stages not in `reference` that hand artifacts to other nodes: the density-ratio net's task
+    (feature net, GAN), a subsampling pool's actors (ratio net, feature net, teacher, GAN) and a cGAN-KD
+    student's Train ingestion (Ray Data reads the pool's Parquet shards on the worker nodes)."""
+    ref = reference[0]
+    out = location(s3_server, "inputs")
+    for s in ("teacher", "gan"):
+        copy_artifacts(ref, out, s)
+    student = ["cgankd", *(a for p in ("seed=0", "subsample=true", "filter=false", "relabel=false",
+                                       "orig_labels=false", "kd=false") for a in ("--param", p))]
+    t0 = time.time()
+    log = run(cluster, out, *student, sets=("dre.feature_net.name=teacher", "student.train.steps=40"), timeout=420)
+    for stage in ("dre", "pool", "view", "cgankd"):
+        assert re.search(rf"wrote {re.escape(out)}/artifacts/{stage}/", log), log[-3000:]
+    assert weights(out, "pool", ".parquet")
+    assert node_cached(cluster, "dre")  # the ratio net, read by the pool's actors on their node
+    print(f"dre + subsampling pool + view + cGAN-KD student on the cluster in {time.time() - t0:.0f} s")

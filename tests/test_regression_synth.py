@@ -18,7 +18,7 @@ from rayflow.models import build_model
 from rayflow.models.io import save_model
 from rayflow.synth import GeneratorSpec, Manifest, SynthInputs, read_fake_set, read_shard, run_synth
 from rayflow.synth.io import sample_ids
-from rayflow.synth.view import View, pool_index, read_view, select
+from rayflow.synth.view import View, pool_index, quota, read_view, select
 
 SPACE = Continuous(bins=4)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -129,10 +129,31 @@ def test_view_of_a_continuous_pool_selects_what_the_synth_stage_keeps(cnets, tmp
     ids, labels, strata = map(np.concatenate, (ids, labels, strata))
     order = np.argsort(ids)
     ids, labels, strata = ids[order], labels[order], strata[order]
-    want = np.sort(np.concatenate([np.flatnonzero(strata == c)[:m] for c in range(SPACE.num_strata)]))
+    view = View(subsample=True, rho=0.7, relabel=True, m_per_class=m)
+    q = quota(SPACE, np.bincount(strata, minlength=SPACE.num_strata), view)
+    want = np.sort(np.concatenate([np.flatnonzero(strata == c)[:q[c]] for c in range(SPACE.num_strata)]))
 
-    rows = select(pool_index([out]), man.burnin, View(subsample=True, rho=0.7, relabel=True, m_per_class=m), SPACE)
+    rows = select(pool_index([out]), man.burnin, view, SPACE)
     np.testing.assert_array_equal(rows["sample_id"], ids[want])
     np.testing.assert_array_equal(rows["label"], labels[want])
     fs = read_view(rows["file"], rows["sample_id"], rows["label"])
-    assert np.bincount(SPACE.strata_of(fs.orig_labels), minlength=SPACE.num_strata).tolist() == [m] * SPACE.num_strata
+    assert len(fs.labels) == m * SPACE.num_strata
+    assert np.bincount(SPACE.strata_of(fs.orig_labels), minlength=SPACE.num_strata).tolist() == q.tolist()
+
+
+def test_a_global_filter_shares_the_view_by_what_each_stratum_keeps():
+    """Classes: m per class. A continuous label under a filter: m x strata in all, in proportion to
+    each stratum's eligible draws (a stratum the filter empties does not block the view)."""
+    from rayflow.labels import Classes
+    from rayflow.synth.view import ViewShortError
+
+    v = View(subsample=False, rho=0.7, relabel=True, m_per_class=10)
+    assert quota(Classes(3), np.array([10, 50, 12]), v).tolist() == [10, 10, 10]
+    with pytest.raises(ViewShortError, match=r"class\(es\) \[0\]"):
+        quota(Classes(3), np.array([9, 50, 12]), v)
+    q = quota(SPACE, np.array([0, 30, 60, 30]), v)  # 40 in all, stratum 0 kept nothing
+    assert q.tolist() == [0, 10, 20, 10] and q.sum() == 40
+    with pytest.raises(ViewShortError, match="all strata together"):
+        quota(SPACE, np.array([5, 5, 5, 5]), v)
+    # unfiltered continuous views stay balanced per stratum
+    assert quota(SPACE, np.array([10, 12, 30, 11]), View(False, None, False, 10)).tolist() == [10] * 4

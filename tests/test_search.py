@@ -324,3 +324,27 @@ def test_report_has_the_search_section_when_a_search_ran():
     page = render_report({"rows": [], "search": {"grid": None, "tunes": [tune]}})
     assert "Choosing rho and M" in page and "bound searcher: 2 trials" in page and "80.1" in page
     assert "Choosing rho and M" not in render_report({"rows": [], "search": {"grid": None, "tunes": []}})
+
+
+def test_search_section_reads_a_regression_objective():
+    """A regression search (validation MAE, minimised) is shown as an MAE in the labels' unit, not as
+    accuracy or error %; the grid's recorded errors are normalised MAEs, scaled by the label span."""
+    from rayflow.data.labels import LabelRange
+    from rayflow.labels import Continuous
+    from rayflow.report.search_html import render_search
+    from rayflow.tuning.objective import Objective
+    from rayflow.tuning.record import format_grid
+
+    obj = Objective(Continuous(LabelRange(0.0, 90.0, "deg"))).to_dict()
+    tune = {"searcher": "grid", "trials": [{}], "chosen": {"rho": 0.8, "m": 5}, "objective": obj,
+            "final": {"chosen": [6.1], "hand-set": [6.3], "hand_set": {"rho": 0.9}}}
+    grid = {"recorded": [{"rho": r, "m": m, "val_error": [e, e + 0.002], "bound": b}
+                         for (r, m, e, b) in ((1.0, 5, 0.06, 0.2), (0.8, 5, 0.05, 0.15), (0.8, 20, 0.07, 0.3))],
+            "seed_noise": 0.0014, "spread": 0.02, "spearman_bound_vs_measured": 1.0, "nokd_val_error": [0.08],
+            "replay": [{"searcher": "bound", "mean_trials": 1.0, "median_trials": 1.0, "fraction_of_grid": 0.33,
+                        "reached": 1.0}], "curves": {"bound": [[0.051, 0.051, 0.051]]}, "objective": obj}
+    page = render_search(grid, [tune])
+    assert "test MAE (deg)" in page and "test accuracy" not in page
+    assert "spread 1.80 MAE (deg)" in page  # 0.02 of the normalised range = 1.8 degrees
+    text = format_grid(grid)
+    assert "val MAE (deg) (seeds)" in text and "5.4000 5.5800" in text and "NOKD val MAE (deg) [7.2" in text

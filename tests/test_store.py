@@ -192,6 +192,24 @@ def test_s3_build_lookup_reuse_and_download(s3_location, tmp_path, monkeypatch):
         local_path(f"{base}/20000101T000000-dead".replace(store.root, s3_location, 1))
 
 
+def test_node_path_resolves_on_the_machine_that_opens_it(s3_location, tmp_path, monkeypatch):
+    """What stages hand to other nodes: a pickled NodePath opened under another cache (another machine)
+    downloads there, once even when several processes of that machine ask at the same moment; on a local
+    store it is the artifact's own path."""
+    art = ArtifactStore(s3_location).build("s", "k", _writer([], b"payload"))
+    p = art.node_path("sub/b.txt")
+    assert str(p) == f"{art.uri}/sub/b.txt" and str(art.node_path()) == art.uri  # a plain string: the location
+    monkeypatch.setenv("RAYFLOW_CACHE", str(tmp_path / "node-b"))
+    remote = pickle.loads(pickle.dumps(p))
+    with ThreadPoolExecutor(4) as ex:  # the actors of one node
+        got = set(ex.map(lambda _: os.fspath(remote), range(4)))
+    assert got == {str(local_path(art.uri) / "sub" / "b.txt")} and Path(remote).read_text() == "nested"
+    assert Path(got.pop()).is_relative_to(tmp_path / "node-b")
+    assert len(list((tmp_path / "node-b" / "artifacts").iterdir())) == 2  # one copy (and its lock file)
+    local = ArtifactStore(str(tmp_path / "store")).build("s", "k", _writer([]))
+    assert os.fspath(local.node_path("a.bin")) == str(local.file("a.bin")) == str(local.node_path("a.bin"))
+
+
 def test_s3_race_one_winner(s3_location):
     barrier, built = threading.Barrier(2), []
 

@@ -272,6 +272,29 @@ def test_resume_skips_finished_shards_and_matches(nets, tmp_path):
         run_synth(inputs, cfg_(seed=4), out, LOCAL, options=QUIET)
 
 
+def test_shipped_shards_are_the_written_ones(nets, tmp_path):
+    """`ship_shards` (an object store: actors return each shard's bytes, the driver writes them) writes
+    byte-identical files and records, and resumes like direct writes."""
+    cfg = cfg_()
+    direct = run_synth(nets, cfg, tmp_path / "direct", LOCAL, options=QUIET)
+    shipped = dataclasses.replace(QUIET, ship_shards=True)
+    seen = []
+
+    def kill_after_2(rec):
+        seen.append(rec["shard_id"])
+        assert (tmp_path / "shipped" / rec["file"]).is_file()  # written before it is recorded
+        if len(seen) == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_synth(nets, cfg, tmp_path / "shipped", LOCAL, options=shipped, on_shard=kill_after_2)
+    m = run_synth(nets, cfg, tmp_path / "shipped", LOCAL, options=shipped)
+    assert m["shards_skipped"] == 2 and m["shards_run"] == direct["shards"] - 2
+    files = {p.name: p.read_bytes() for p in sorted((tmp_path / "direct" / "shards").glob("*.parquet"))}
+    assert files == {p.name: p.read_bytes() for p in sorted((tmp_path / "shipped" / "shards").glob("*.parquet"))}
+    assert Manifest.load(tmp_path / "shipped").records == Manifest.load(tmp_path / "direct").records
+
+
 # ------------------------------------------------------------------------------- Ray
 
 
@@ -288,7 +311,8 @@ def test_ray_data_matches_local(ray_session, nets, tmp_path):
                   options=dataclasses.replace(staged, cpus_per_actor=1.0))
     local = run_synth(nets, cfg, tmp_path / "local", LOCAL, options=QUIET)
     # fused (one pool, default) and staged (a pool per step) pipelines write the local executor's shards
-    for name, opts in (("ray", dataclasses.replace(QUIET, gen_actors=2)), ("ray-staged", staged)):
+    for name, opts in (("ray", dataclasses.replace(QUIET, gen_actors=2)), ("ray-staged", staged),
+                       ("ray-shipped", dataclasses.replace(QUIET, gen_actors=2, ship_shards=True))):
         ray_m = run_synth(nets, cfg, tmp_path / name, ray_executor(), options=opts)
         assert ray_m["executor"] == "ray" and ray_m["kept_per_class"] == local["kept_per_class"]
         a, b = shard_tables(tmp_path / "local"), shard_tables(tmp_path / name)

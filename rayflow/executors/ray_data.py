@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import ray
@@ -76,10 +77,20 @@ def fake_dataset(spec: FakeSpec, **read_kwargs) -> ray.data.Dataset:
 
     from rayflow.synth.io import META_KEY, select_view_rows
 
-    files = list(dict.fromkeys(np.asarray(spec.files).tolist()))
-    shape = json.loads(pq.read_schema(files[0]).metadata[META_KEY])["image_shape"]
+    files, fs = parquet_source(list(dict.fromkeys(np.asarray(spec.files).tolist())))
+    shape = json.loads(pq.read_schema(files[0], filesystem=fs).metadata[META_KEY])["image_shape"]
     order = np.argsort(spec.sample_ids, kind="stable")
-    return ray.data.read_parquet(files, **read_kwargs).map_batches(
+    return ray.data.read_parquet(files, filesystem=fs, **read_kwargs).map_batches(
         select_view_rows, batch_format="pyarrow", batch_size=None,
         fn_kwargs={"ids": np.asarray(spec.sample_ids)[order], "labels": np.asarray(spec.labels)[order],
                    "image_shape": tuple(shape)})
+
+
+def parquet_source(files: list) -> tuple[list[str], Any]:
+    """(paths, pyarrow filesystem or None) for Ray Data's read tasks, which run on any node: a local
+    store's own paths (shared by every node), or an object store's paths read through the store's
+    filesystem; never the driver's download cache of an object store. `files`: NodePaths or paths."""
+    from rayflow.store_fs import resolve
+
+    located = [resolve(str(f)) for f in files]  # one store: one filesystem
+    return [path for _, _, path, _ in located], None if located[0][3] else located[0][1]

@@ -99,7 +99,8 @@ def build_gan(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: st
     log.info("[gan] training the cGAN for %d steps (batch %d, %d D steps per G step)", cfg.steps, cfg.batch_size,
              cfg.n_dis)
     t0 = time.perf_counter()
-    res = runner.executor.fit(gan_worker, {"gan": cfg, "train": train, "teacher_dir": str(teacher.path),
+    # the teacher as a NodePath: the Train workers may run on nodes without the driver's download cache
+    res = runner.executor.fit(gan_worker, {"gan": cfg, "train": train, "teacher_dir": teacher.node_path(),
                                            "name": name},
                               name=name, scaling=runner.cfg.scaling, storage=runner.ray_storage(),
                               keep=None)  # all kept: small, and the best one is picked afterwards

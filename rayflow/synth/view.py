@@ -44,10 +44,32 @@ class View:
 class ViewShortError(SynthError):
     """The pool holds fewer eligible draws than the view asks for (extend the pool)."""
 
-    def __init__(self, short: dict[int, int], need: int):
+    def __init__(self, short: dict[int, int], need: int, what: str = "class(es)"):
         self.short, self.need = short, need
-        super().__init__(f"the pool holds too few samples for class(es) {sorted(short)}: "
+        super().__init__(f"the pool holds too few samples for {what} {sorted(short)}: "
                          f"{[short[c] for c in sorted(short)]} of {need}")
+
+
+def quota(space: LabelSpace, eligible: np.ndarray, view: View) -> np.ndarray:
+    """Rows a view takes per stratum. Classes: `m_per_class` each (the paper's per-class filter keeps
+    classes balanced). A continuous label under a filter: `m_per_class * strata` in all, shared in
+    proportion to what each stratum keeps -- the paper's one global cutoff drops more where the
+    teacher disagrees with the GAN, and a stratum it empties must not hold up the view (largest
+    remainders, so the total is exact). Raises ViewShortError when the eligible draws fall short."""
+    S, m = space.num_strata, view.m_per_class
+    eligible = np.asarray(eligible, np.int64)
+    if not space.continuous or view.rho is None or view.rho >= 1.0:
+        short = {c: int(eligible[c]) for c in range(S) if eligible[c] < m}
+        if short:
+            raise ViewShortError(short, m, "class(es)" if not space.continuous else "label stratum/strata")
+        return np.full(S, m, np.int64)
+    total, have = m * S, int(eligible.sum())
+    if have < total:
+        raise ViewShortError({-1: have}, total, "all strata together (after the global filter)")
+    share = eligible * (total / have)
+    q = np.floor(share).astype(np.int64)
+    q[np.argsort(-(share - q), kind="stable")[:total - int(q.sum())]] += 1
+    return np.minimum(q, eligible)
 
 
 def view_cutoffs(burnin: dict, view: View, num_classes: LabelSpace | int) -> np.ndarray | None:
@@ -97,19 +119,13 @@ def _eligible(index: dict[str, np.ndarray], burnin: dict, view: View, space: Lab
 
 def select(index: dict[str, np.ndarray], burnin: dict, view: View, num_classes: LabelSpace | int
            ) -> dict[str, np.ndarray]:
-    """The view's rows: per conditioning stratum (class) the first `m_per_class` eligible draws by
-    sample id. -> {sample_id, label, orig_label, file}; raises ViewShortError when one has too few."""
+    """The view's rows: per conditioning stratum (class) its `quota` of eligible draws, the first by
+    sample id. -> {sample_id, label, orig_label, file}; raises ViewShortError when the pool has too few."""
     space = as_space(num_classes)
     ok = _eligible(index, burnin, view, space)
-    rows, short = [], {}
-    for c in range(space.num_strata):
-        r = np.flatnonzero(ok & (index["stratum"] == c))
-        if len(r) < view.m_per_class:
-            short[c] = len(r)
-        rows.append(r[:view.m_per_class])
-    if short:
-        raise ViewShortError(short, view.m_per_class)
-    r = np.sort(np.concatenate(rows))
+    per = [np.flatnonzero(ok & (index["stratum"] == c)) for c in range(space.num_strata)]
+    q = quota(space, np.array([len(r) for r in per]), view)
+    r = np.sort(np.concatenate([rows[:n] for rows, n in zip(per, q)]))
     label = index["teacher_pred"][r] if view.relabel else index["orig_label"][r]
     return {"sample_id": index["sample_id"][r], "label": label.astype(space.np_dtype),
             "orig_label": index["orig_label"][r].astype(space.np_dtype), "file": index["file"][r]}

@@ -1,6 +1,8 @@
 """`rayflow grid`: record every point of the (rho, M) candidate grid on validation data (each with
 every configured seed, all students in one executor run), then replay the searchers against the
-recording: trials each needs to reach the grid's best, and how well the bound ranks the points."""
+recording: trials each needs to reach the grid's best, and how well the bound ranks the points.
+The recorded error is 1 − validation accuracy, or the validation MAE (normalised labels) for a
+continuous label (`objective.py`); the table shows the MAE in the labels' unit."""
 
 from __future__ import annotations
 
@@ -24,13 +26,20 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
     from rayflow.search import compare, pooled_std
     from rayflow.stages.graph import Node
     from rayflow.stages.runner import Runner
+    from rayflow.tuning.objective import objective_of
 
     t0 = time.perf_counter()
     space = space_of(cfg)
     candidates = space.grid(*cfg.tune.grid)
     base = Runner(with_params(cfg, {}, validation=True))
+    obj = objective_of(cfg, base.splits.num_classes)
     from rayflow.synth.manifest import SynthError
 
+    skipped: list[dict] = []
+    if obj.regression:  # a global cutoff may empty a label stratum: leave out, cheaply, what the pool cannot serve
+        from rayflow.tuning.search import servable
+
+        candidates, skipped = servable(base, cfg, candidates)
     feasible = []
     for c in candidates:  # a view the pool's cap cannot serve is left out of the grid, and said so
         try:
@@ -38,7 +47,7 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
             feasible.append(c)
         except SynthError as e:
             log.warning("[grid] rho %.2f M %d left out: %s", c["rho"], c["m"], e)
-    skipped = [c for c in candidates if c not in feasible]
+    skipped += [c for c in candidates if c not in feasible]
     candidates = feasible
     pairs = [(base.with_config(with_params(cfg, c, validation=True)), CGAN_KD.student(s))
              for c in candidates for s in cfg.seeds]
@@ -48,7 +57,7 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
     recorded: dict[tuple, list[float]] = {}
     for (r, _), a in zip(pairs, arts):
         params = {k: getattr_path(r.cfg, p) for k, p in (("rho", "filter.rho"), ("m", "synth.m_per_class"))}
-        recorded.setdefault(space.key(params), []).append(1.0 - float(a.metrics["val_acc"]) / 100.0)
+        recorded.setdefault(space.key(params), []).append(obj.to_error(a.metrics[obj.metric]))
     nokd = base.artifacts([Node.of("nokd", seed=s) for s in cfg.seeds])
     prior = bound_prior(base, cfg, candidates)
     keys = list(recorded)
@@ -58,9 +67,9 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
     spread = float(measured.max() - measured.min())
     out = {"left_out": skipped, "recorded": [{"rho": k[0], "m": k[1], "val_error": recorded[k], "bound": prior[k]} for k in keys],
            "seed_noise": pooled_std(recorded), "spread": spread, "spearman_bound_vs_measured": rho_s,
-           "nokd_val_error": [1.0 - float(a.metrics["val_acc"]) / 100.0 for a in nokd],
+           "nokd_val_error": [obj.to_error(a.metrics[obj.metric]) for a in nokd],
            "replay": table, "curves": {name: [r["curve"] for r in rs] for name, rs in runs.items()},
-           "wall_s": time.perf_counter() - t0}
+           "objective": obj.to_dict(), "wall_s": time.perf_counter() - t0}
     base.store.write_text("grid.json", json.dumps(out, indent=2, default=float))
     write_search_report(base.store)
     return out
@@ -73,13 +82,18 @@ def getattr_path(cfg: Any, path: str) -> Any:
 
 
 def format_grid(out: dict[str, Any]) -> str:
-    lines = [f"{'rho':>6} {'M/class':>8} {'val error (seeds)':>24} {'bound':>7}"]
+    o = out.get("objective") or {}
+    if o.get("mode") == "min":  # a continuous label: the MAE in the labels' unit
+        k, name = float(o["error_scale"]), f"val {o['error_label']}"
+    else:  # classification: 1 - accuracy, as a fraction
+        k, name = 1.0, "val error"
+    lines = [f"{'rho':>6} {'M/class':>8} {name + ' (seeds)':>24} {'bound':>7}"]
     for r in out["recorded"]:
-        lines.append(f"{r['rho']:>6.2f} {r['m']:>8d} {' '.join(f'{e:.4f}' for e in r['val_error']):>24} "
+        lines.append(f"{r['rho']:>6.2f} {r['m']:>8d} {' '.join(f'{k * e:.4f}' for e in r['val_error']):>24} "
                      f"{r['bound']:>7.3f}")
-    lines.append(f"spread best-worst {out['spread']:.4f} = {out['spread'] / max(out['seed_noise'], 1e-12):.1f}x the "
-                 f"seed noise {out['seed_noise']:.4f}; Spearman(bound, measured) {out['spearman_bound_vs_measured']:.2f}; "
-                 f"NOKD val error {out['nokd_val_error']}")
+    lines.append(f"spread best-worst {k * out['spread']:.4f} = {out['spread'] / max(out['seed_noise'], 1e-12):.1f}x "
+                 f"the seed noise {k * out['seed_noise']:.4f}; Spearman(bound, measured) "
+                 f"{out['spearman_bound_vs_measured']:.2f}; NOKD {name} {[k * e for e in out['nokd_val_error']]}")
     lines.append(f"{'searcher':>8} {'mean trials to best':>20} {'median':>7} {'share of grid':>14} {'reached':>8}")
     for r in out["replay"]:
         lines.append(f"{r['searcher']:>8} {r['mean_trials']:>20.1f} {r['median_trials']:>7.1f} "

@@ -1,7 +1,9 @@
 """`rayflow tune`: search (rho, M) on validation data, then retrain the choice on all labelled images.
 
 Trials are graph nodes with overrides: one cGAN-KD student trained on a view of the run's scored pool,
-scored on `tune.val_fraction` of the labelled images (the test set is never looked at while choosing).
+scored on `tune.val_fraction` of the labelled images (the test set is never looked at while choosing):
+validation accuracy (maximised), or for a continuous label the validation MAE (minimised; see
+`objective.py`).
 Upstream artifacts (teacher, GAN, ratio net, pool; on the validation split) are built once in the
 driver before the first trial; every trial then only selects its view and trains its student.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -49,8 +52,9 @@ def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> Pipeline
     return PipelineConfig.model_validate(raw)
 
 
-def run_trial(params: dict, *, base: dict) -> dict:
-    """One trial: the cGAN-KD student on real + view(rho, M), scored on the validation images."""
+def run_trial(params: dict, *, base: dict, metric: str = "val_acc") -> dict:
+    """One trial: the cGAN-KD student on real + view(rho, M), scored on the validation images
+    (`metric`: val_acc, or val_mae for a continuous label)."""
     from rayflow.stages.runner import Runner
 
     cfg = with_params(PipelineConfig.model_validate(base), params, validation=True)
@@ -61,7 +65,7 @@ def run_trial(params: dict, *, base: dict) -> dict:
                                         "threads_per_worker": sc.threads_per_worker or max(1, int(sc.cpus_per_worker))})
     art = Runner(cfg).artifact(CGAN_KD.student(cfg.seeds[0]))
     m = art.metrics
-    return {"val_acc": float(m["val_acc"]), "samples_seen": int(m.get("samples_seen", 0)),
+    return {metric: float(m[metric]), "samples_seen": int(m.get("samples_seen", 0)),
             "artifact": art.uri, "reused": bool(art.reused), "wall_s": float(m.get("wall_s", 0.0))}
 
 
@@ -74,21 +78,60 @@ def bound_prior(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> dic
     b = bound_inputs(runner)
     space = space_of(cfg)
     return {space.key(c): float(bound_terms(b.fake, b.real, b.burnin, c["rho"], c["m"], b.n_real,
-                                            b.num_classes)["total"]) for c in candidates}
+                                            b.space)["total"]) for c in candidates}
+
+
+def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(kept, left out) candidates of a continuous label. One global cutoff can leave a stratum with
+    (almost) no eligible draw (the teacher disagrees with the generator over a whole label range), and
+    a view would then extend the pool segment after segment up to `synth.max_draws_per_class` before
+    it fails. A candidate is left out, before any trial, when its emptiest stratum in the pool's first
+    segment has no eligible draw, or when m x (draws / eligible) there exceeds that cap. Per-class
+    cutoffs keep about rho of every class, so classification never calls this."""
+    from rayflow.bound import bound_grid
+    from rayflow.tuning.scores import bound_inputs
+
+    b = bound_inputs(runner)
+    rhos = sorted({float(c["rho"]) for c in candidates})
+    rows = bound_grid(b.fake, b.real, b.burnin, rhos, [1], b.n_real, b.space)
+    least = {rho: min(r["kept_per_class_available"]) for rho, r in zip(rhos, rows)}
+    draws = len(b.fake.labels) / b.space.num_strata
+    cap = cfg.synth.max_draws_per_class
+    ok, out = [], []
+    for c in candidates:
+        k = least[float(c["rho"])]
+        if k > 0 and c["m"] * draws / k <= cap:
+            ok.append(c)
+        else:
+            out.append(c)
+            log.warning("[tune] rho %.2f M %d left out: its emptiest label stratum keeps %d of the pool's first %d "
+                        "draws per stratum (a view would need about %s draws per stratum; cap %d)", c["rho"], c["m"],
+                        k, draws, f"{c['m'] * draws / k:.0f}" if k else "unboundedly many", cap)
+    return ok, out
 
 
 def tune(cfg: PipelineConfig) -> dict:
     from rayflow.search import make_searcher
     from rayflow.stages.graph import Node
     from rayflow.stages.runner import Runner
+    from rayflow.tuning.objective import objective_of
 
     t0 = time.perf_counter()
     t, space = cfg.tune, space_of(cfg)
     candidates = space.grid(*t.grid)
     val_cfg = with_params(cfg, {}, validation=True)
     runner = Runner(val_cfg)
+    obj = objective_of(cfg, runner.splits.num_classes)
     log.info("[tune] building the validation-split teacher, GAN, ratio net and pool before the trials")
     runner.artifacts([Node.of("teacher"), Node.of("gan")] + ([Node.of("dre")] if cfg.dre.enabled else []))
+    left_out: list[dict] = []
+    if obj.regression:  # a global cutoff may empty a label stratum: leave out what the pool cannot serve
+        candidates, left_out = servable(runner, cfg, candidates)
+        if not candidates:
+            from rayflow.config import ConfigError
+
+            raise ConfigError("tune: no (rho, M) candidate can be served by the pool (every one leaves a label "
+                              "stratum without fakes); raise tune.rho or synth.pool_draws, or lower tune.m_per_class")
     name = f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}"
     prior = _saved_prior(runner, name, cfg, candidates) if t.searcher == "bound" else None
     searcher = make_searcher(t.searcher, space, seed=t.seed, candidates=candidates, prior=prior)
@@ -99,19 +142,26 @@ def tune(cfg: PipelineConfig) -> dict:
     total = float(cfg.runtime.num_cpus or os.cpu_count() or 1)
     log.info("[tune] %s searcher, %d trials over rho %s, M %s (%s executor)", t.searcher, t.trials, list(t.rho),
              list(t.m_per_class), runner.executor.name)
+    trial = functools.partial(run_trial, base=cfg.model_dump(mode="json"), metric=obj.metric)
     results = runner.executor.tune(
-        functools.partial(run_trial, base=cfg.model_dump(mode="json")), searcher=searcher, trials=t.trials,
-        metric="val_acc", mode="max", to_error=_to_error, storage=runner.ray_storage(), name=name, asha=asha,
-        max_concurrent=max(1, int(total // max(cpus, 1e-9))), trial_cpus=TRIAL_CPUS)
+        trial, searcher=searcher, trials=t.trials, metric=obj.metric, mode=obj.mode, to_error=obj.to_error,
+        storage=runner.ray_storage(), name=name, asha=asha, max_concurrent=max(1, int(total // max(cpus, 1e-9))),
+        trial_cpus=TRIAL_CPUS)
     for i, r in enumerate(results):
-        log.info("[tune] trial %d: rho %.3f M %d -> val acc %.2f", i, r["rho"], r["m"], r["val_acc"])
+        if obj.metric in r:
+            log.info("[tune] trial %d: rho %.3f M %d -> %s", i, r["rho"], r["m"], obj.describe(r[obj.metric]))
+        if obj.regression and obj.unit and obj.metric in r:
+            r[f"{obj.metric}_{obj.unit}"] = obj.shown(r[obj.metric])  # in the labels' unit, as test_mae_<unit>
     out = {"searcher": t.searcher, "trials": results, "space": space.to_dict(), "candidates": candidates,
-           "bound": {json.dumps(list(k)): v for k, v in (prior or {}).items()}}
-    done = [r for r in results if "val_acc" in r and r.get("samples_seen", 0) >= steps * bs]
+           "bound": {json.dumps(list(k)): v for k, v in (prior or {}).items()}, "objective": obj.to_dict()}
+    if left_out:
+        out["left_out"] = left_out
+    done = [r for r in results if obj.metric in r and math.isfinite(r[obj.metric])
+            and r.get("samples_seen", 0) >= steps * bs]  # a diverged student (NaN MAE) is no candidate
     if done:
-        best = max(done, key=lambda r: r["val_acc"])
+        best = obj.best(done)
         out["chosen"] = {k: best[k] for k in space.dims}
-        out["final"] = final_test(cfg, out["chosen"])
+        out["final"] = final_test(cfg, out["chosen"], obj)
     out["wall_s"] = time.perf_counter() - t0
     runner.store.write_text(f"tune-{t.searcher}.json", json.dumps(out, indent=2, default=float))
     from rayflow.tuning.record import write_search_report
@@ -132,25 +182,28 @@ def _saved_prior(runner: Any, name: str, cfg: PipelineConfig, candidates: list[d
     return prior
 
 
-def _to_error(val_acc: float) -> float:
-    return 1.0 - float(val_acc) / 100.0
-
-
-def final_test(cfg: PipelineConfig, chosen: dict) -> dict:
+def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
     """The chosen and the hand-set settings, each retrained on all labelled images and tested once
-    per seed, beside NOKD and BLKD."""
+    per seed, beside NOKD and BLKD: test accuracy in %, or for a continuous label the test MAE in the
+    labels' unit (`metric` names it; `measure` is how the CLI says it)."""
     from rayflow.pipeline import Pipeline
     from rayflow.stages.runner import Runner
+    from rayflow.tuning.objective import objective_of
+
+    if obj is None:
+        obj = objective_of(cfg, Runner(cfg).splits.num_classes)
 
     hand = {k: v for k, v in {"rho": cfg.filter.rho, "m": cfg.synth.m_per_class,
                               "real_fraction": cfg.fake.real_fraction, "kd_weight": cfg.fake.kd_weight}.items()
             if k in chosen}
     out: dict[str, Any] = {"hand_set": hand, "chosen": chosen}
+    if obj.regression:
+        out.update(metric=obj.shown_key, measure=obj.shown_name)
     for label, params in (("chosen", chosen), ("hand-set", hand)):
         runner = Runner(with_params(cfg, params, validation=False))
         arts = runner.artifacts([CGAN_KD.student(s) for s in cfg.seeds])
-        out[label] = [float(a.metrics["test_acc"]) for a in arts]
+        out[label] = [obj.shown(a.metrics[obj.test_metric]) for a in arts]
     rows = Pipeline(cfg).baselines()
     for name in ("NOKD student", "BLKD student", "perfect generator (oracle)"):
-        out[name] = [r["test_acc"] for r in rows if r["model"] == name]
+        out[name] = [obj.shown(r[obj.test_metric]) for r in rows if r["model"] == name and obj.test_metric in r]
     return out
