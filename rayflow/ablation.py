@@ -28,9 +28,12 @@ class Variant:
         """The view of the scored pool this variant's students train on."""
         return Node.of("view", subsample=self.subsample, filter=self.filter, relabel=self.relabel)
 
-    def student(self, seed: int) -> Node:
+    def student(self, seed: int, method: str | None = None) -> Node:
+        """`method`: a kd_table method added to this (KD) variant's loss, "cGAN-KD + method" (the
+        parameter exists only when set: the variant's own node keeps its key)."""
+        extra = {} if method is None else {"method": method}
         return Node.of("cgankd", seed=seed, subsample=self.subsample, filter=self.filter, relabel=self.relabel,
-                       orig_labels=self.orig_labels, kd=self.kd)
+                       orig_labels=self.orig_labels, kd=self.kd, **extra)
 
     def _same_training(self) -> tuple:
         # with conditioning labels, relabelling the stored labels changes nothing the student reads

@@ -7,11 +7,15 @@ the offending field (e.g. ``filter.rho: must be in (0, 1], got 1.5``).
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rayflow.kd.config import KDConfig, KDMethodConfig  # pydantic only (no torch)
+from rayflow.kd.errors import KDConfigError, check_method_name
 
 
 class ConfigError(ValueError):
@@ -275,6 +279,39 @@ class StageSpec(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+def kd_method_list(v: Any) -> Any:
+    """`{method: crd, weight: 0.8}`, `crd`, or a list of those -> a list of method mappings; an
+    unknown (or not implemented: sskd, takd) method name fails here with the zoo's one message."""
+    if v is None:
+        return []
+    items = v if isinstance(v, list) else [v]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = {"method": item}
+        if isinstance(item, dict):
+            if "method" not in item:
+                raise KDConfigError(f"every KD method entry needs a 'method' field, got {item}")
+            check_method_name(item["method"])
+        out.append(item)
+    return out
+
+
+class StudentSpec(StageSpec):
+    """The student: model, schedule, and the KD methods the cGAN-KD student adds to its loss."""
+
+    kd: list[KDMethodConfig] = Field(default_factory=list, description=(
+        "KD methods (rayflow.kd, docs/kd_methods.md) added to the loss of the cGAN-KD student: "
+        "(1 - fake.kd_weight) * task + fake.kd_weight * KD_T + sum_m weight_m * L_m; e.g. "
+        "{method: crd, weight: 0.8} or a list of such entries. Empty: today's cGAN-KD loss. "
+        "The baselines (NOKD, BLKD, oracle) and the ablation rows never read it"))
+
+    @field_validator("kd", mode="before")
+    @classmethod
+    def _kd_list(cls, v: Any) -> Any:
+        return kd_method_list(v)
+
+
 class TuneConfig(_Strict):
     """`rayflow tune`: a search over the filtering quantile rho and the fakes per class M (optionally
     the real share per batch and the KD weight), each trial one student scored on validation data."""
@@ -315,7 +352,7 @@ class PipelineConfig(_Strict):
     output_dir: str = "outputs"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: StageSpec = Field(default_factory=lambda: StageSpec(model=ModelConfig(name="resnet20")))
-    student: StageSpec = Field(default_factory=lambda: StageSpec(model=ModelConfig(name="resnet8")))
+    student: StudentSpec = Field(default_factory=lambda: StudentSpec(model=ModelConfig(name="resnet8")))
     gan: GANConfig = Field(default_factory=GANConfig)
     dre: DREConfig = Field(default_factory=DREConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
@@ -330,6 +367,37 @@ class PipelineConfig(_Strict):
     # get their own, shorter schedule: compared at their peak, not past it.
     baseline_steps: int | None = Field(None, gt=0, description="steps of the NOKD and BLKD students "
                                        "(None: student.train.steps)")
+    kd_table: list[KDMethodConfig] = Field(default_factory=list, description=(
+        "the KD-method comparison table (docs/kd_methods.md): per method m and seed, the student on "
+        "real images with the online teacher (loss task + weight_m * L_m, baseline_steps) and the "
+        "cGAN-KD student + weight_m * L_m; blkd's rows are the BLKD and cGAN-KD students themselves. "
+        "E.g. [{method: blkd}, {method: fitnet}, {method: at}, {method: crd}]"))
+
+    @field_validator("kd_table", mode="before")
+    @classmethod
+    def _kd_table_list(cls, v: Any) -> Any:
+        return kd_method_list(v)
+
+    @model_validator(mode="after")
+    def _kd_combinations(self) -> "PipelineConfig":
+        """What the zoo can refuse without the models: a method twice in the table, and blkd next to
+        the Hinton term fake.kd_weight already weights (the models' checks run before training)."""
+        names = [m.method for m in self.kd_table]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"kd_table: method(s) {', '.join(twice)} appear more than once; each method is "
+                             "one pair of rows of the table")
+        if self.fake.kd_weight > 0 and any(m.method == "blkd" for m in self.student.kd):
+            raise ValueError(f"student.kd: method 'blkd' repeats the Hinton term that fake.kd_weight="
+                             f"{self.fake.kd_weight:g} already weights in the cGAN-KD student; drop blkd, or set "
+                             "fake.kd_weight: 0 to weight it through blkd's own weight")
+        try:
+            KDConfig(alpha=self.fake.kd_weight, temperature=self.fake.temperature, methods=self.student.kd)
+        except (KDConfigError, ValidationError) as e:
+            msg = str(e) if isinstance(e, KDConfigError) else e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"student.kd: {msg} (the cGAN-KD student's Hinton term is fake.kd_weight="
+                             f"{self.fake.kd_weight:g})") from None
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,8 +418,12 @@ def _format_validation_error(err: ValidationError, source: str, overrides: list[
     """Each error blames where its value came from: the config file, or the --set item."""
     from_file, from_set = [], []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
+        if not loc:  # a check across fields names its field first ("student.kd: ...")
+            m = re.match(r"([A-Za-z_][\w.]*): (.*)", msg, re.S)
+            loc, msg = (m.group(1), m.group(2)) if m else ("<root>", msg)
+            e = {**e, "loc": tuple(loc.split("."))}
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
         item = _override_for(e["loc"], overrides or [])

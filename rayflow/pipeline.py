@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rayflow import ablation
+from rayflow import ablation, kd_table
 from rayflow.config import PipelineConfig, to_yaml
 from rayflow.report import format_results, headroom, render_report, row, summarize
 from rayflow.stages.graph import Node
@@ -60,6 +60,19 @@ class Pipeline:
 
     def teacher(self):
         return self.runner.artifact(Node.of("teacher"))
+
+    def check_kd(self) -> None:
+        """Every KD method the run asks for (student.kd, kd_table) fits the models and the task:
+        one ConfigError before any training otherwise."""
+        if self.cfg.student.kd or any(m.method != "blkd" for m in self.cfg.kd_table):
+            level = log.level
+            log.setLevel(max(level, logging.WARNING))  # a refusal is the run's only line: the data line after it
+            try:
+                splits = self.splits
+            finally:
+                log.setLevel(level)
+            kd_table.preflight(self.cfg, splits.shape, splits.num_classes)
+            log.info("data: %s (%s)", self.cfg.data.name, splits.summary())
 
     def nokd(self, seed: int):
         return self.runner.artifact(Node.of("nokd", seed=seed))
@@ -113,6 +126,7 @@ class Pipeline:
         from rayflow.stages.synth import view_files
 
         t0 = time.perf_counter()
+        self.check_kd()
         cfg, metric, runner = self.cfg, self.metric, self.runner
         teacher = self.teacher()
         rows = [row("teacher", teacher)] + self.baselines()
@@ -121,13 +135,17 @@ class Pipeline:
             runner.artifact(Node.of("dre"))
         notes: list[str] = []
         variants, sets = self._fake_sets(notes)
-        plan = [(seed, v) for seed in cfg.seeds for v in variants]
-        arts = runner.artifacts([v.student(seed) for seed, v in plan])
-        rows = self._in_unit(rows + [row(v.label, a, seed) for (seed, v), a in zip(plan, arts)])
+        plan = [(seed, v.label, v.student(seed)) for seed in cfg.seeds for v in variants]
+        cgan_kd = next(v for v in variants if v.kd)
+        plan += kd_table.nodes(cfg, cgan_kd)  # the KD-method table's students, trained in the same batch
+        arts = runner.artifacts([n for _, _, n in plan])
+        rows = self._in_unit(rows + [row(label, a, seed) for (seed, label, _), a in zip(plan, arts)])
         results = {"name": cfg.name, "metric": metric, "rows": rows, "notes": notes,
                    "config": cfg.model_dump(mode="json"), "output_dir": runner.store.location,
                    "gan": gan.metrics, "synth": {k: a.metrics for k, (_, a) in sets.items()}}
         results.update(summarize(rows, metric))
+        if cfg.kd_table:
+            results["kd_table"] = kd_table.table(cfg, rows, metric, cgan_kd.label)
         for r in results["ablation"]:
             v = next((v for v in variants if v.label == r["variant"]), None)
             if v is not None:
@@ -137,7 +155,8 @@ class Pipeline:
         results["diagnostic"] = headroom(rows, metric)
         scratch = Path(runner.store.location) if runner.store.is_local else Path(tempfile.mkdtemp(prefix="rayflow-"))
         scratch.mkdir(parents=True, exist_ok=True)
-        results["grids"] = grids(gan, {k: (v.__dict__, view_files(runner, a)) for k, (v, a) in sets.items()}, scratch)
+        results["grids"] = grids(gan, {k: (v.__dict__, view_files(runner, a)) for k, (v, a) in sets.items()}, scratch,
+                                 self.space)
         results["wall_s"] = time.perf_counter() - t0
         self._write(results)
         from rayflow.tuning.record import search_results
@@ -155,8 +174,10 @@ class Pipeline:
         """Every node `rayflow run` needs, inputs first: its key, whether the store has it, its inputs."""
         from rayflow.stages.graph import describe, node_key
 
+        variants = ablation.plan(self.cfg)
         roots = [Node.of(stage, seed=s) for s in self.cfg.seeds for _, stage in BASELINES] + \
-            [v.student(s) for s in self.cfg.seeds for v in ablation.plan(self.cfg)]
+            [v.student(s) for s in self.cfg.seeds for v in variants] + \
+            [n for _, _, n in kd_table.nodes(self.cfg, next(v for v in variants if v.kd))]
         lines = []
         for node, ins in describe(self.cfg, roots):
             key = node_key(self.cfg, node)

@@ -208,7 +208,35 @@ MODELS = [
      ["model.safetensors does not fit model", "missing keys (", "unexpected keys ("], []),
 ]
 
-TABLE = CONFIG + NPZ + OTHER_DATA + MODELS
+REGRESSION_TINY = str(Path(__file__).parents[1] / "rayflow" / "configs" / "regression_tiny.yaml")
+
+# KD methods (rayflow.kd): names at load time; what the models and the task allow before any training
+KD = [
+    ("kd_unknown_method", lambda t, m: base("graph", t, "student.kd={method: foo, weight: 1}"),
+     ["--set student.kd={method: foo, weight: 1}", "student.kd: unknown KD method 'foo'",
+      "known methods: blkd, fitnet, at, sp, vid, rkd, pkt, crd"], ["tiny.yaml"]),
+    ("kd_sskd_not_implemented", lambda t, m: base("graph", t, "kd_table=[{method: blkd}, {method: sskd}]"),
+     ["kd_table: SSKD is not implemented"], []),
+    ("kd_takd_is_stages", lambda t, m: base("graph", t, "student.kd=takd"), ["TAKD is not a loss"], []),
+    ("kd_blkd_twice", lambda t, m: base("graph", t, "student.kd=blkd"),
+     ["--set student.kd=blkd: student.kd: method 'blkd' repeats the Hinton term that fake.kd_weight=0.5"], []),
+    ("kd_table_method_twice", lambda t, m: base("graph", t, "kd_table=[at, at]"),
+     ["kd_table: method(s) at appear more than once"], []),
+    ("kd_at_on_mlp", lambda t, m: base("run", t, "kd_table=[{method: blkd}, {method: at}]"),
+     ["kd_table (at): at: needs (N,C,H,W) feature maps on both models", "student 'mlp' has only vector features",
+      "student mlp, teacher resnet8"], []),
+    ("kd_map_vs_vector", lambda t, m: base("run", t, "student.model.name=cnn_small",
+                                           "student.kd={method: fitnet, student_layer: 0, teacher_layer: -1}"),
+     ["student.kd: fitnet: cannot regress between a feature map and a vector"], []),
+    ("kd_missing_layer", lambda t, m: base("run", t, "student.kd={method: pkt, student_layer: 7}"),
+     ["student.kd: pkt: layer 7 does not exist in student 'mlp'"], []),
+    ("kd_regression_class_negatives", lambda t, m: ["run", "--config", REGRESSION_TINY, "--set",
+                                                    f"output_dir={t / 'out'}", "--set", "teacher.train.steps=1",
+                                                    "--set", "kd_table=[{method: crd, negatives: other_class}]"],
+     ["kd_table (crd): crd: negatives='other_class' needs classes, but the task is regression", "regression"], []),
+]
+
+TABLE = CONFIG + NPZ + OTHER_DATA + MODELS + KD
 
 
 def _write(p: Path, data: bytes) -> Path:

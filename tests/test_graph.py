@@ -7,6 +7,7 @@ import copy
 import pytest
 from pydantic import ValidationError
 
+from rayflow import kd_table
 from rayflow.ablation import ABLATION, CGAN_KD, plan
 from rayflow.config import PipelineConfig, load_config
 from rayflow.models import list_models
@@ -25,6 +26,9 @@ def _leaves(d: dict, prefix: str = "") -> list[str]:
 
 
 def _candidates(path: str, v):
+    if path in ("student.kd", "kd_table"):  # lists of KD method configs: one more method
+        have = {m["method"] for m in v}
+        return [v + [{"method": m}] for m in ("crd", "pkt", "rkd") if m not in have]
     if path.endswith(("model.name", "feature_net.name")):
         return [m for m in ("mlp", "cnn_small", "resnet8") if m != v]
     if isinstance(v, bool):
@@ -72,14 +76,18 @@ def _under(path: str, reads: set[str]) -> bool:
     return any(path == r or path.startswith(r + ".") for r in reads)
 
 
-CASES = [("tiny", []), ("own feature net, fine-tuned students", ["dre.feature_net.name=resnet8", "fake.init=nokd"])]
+CASES = [("tiny", []), ("own feature net, fine-tuned students", ["dre.feature_net.name=resnet8", "fake.init=nokd"]),
+         ("KD methods", ["student.model.name=cnn_small", "kd_table=[{method: blkd}, {method: at}, {method: crd}]",
+                         "student.kd={method: rkd, weight: 2}"])]
 
 
 @pytest.mark.parametrize("name,overrides", CASES)
 def test_each_stage_key_hashes_exactly_what_it_reads(name, overrides):
     cfg = load_config("rayflow/configs/tiny.yaml", overrides)
     raw = cfg.model_dump(mode="json")
-    roots = [Node.of(s, seed=0) for s in ("nokd", "blkd", "oracle")] + [v.student(0) for v in plan(cfg)]
+    variants = plan(cfg)
+    roots = [Node.of(s, seed=0) for s in ("nokd", "blkd", "oracle")] + [v.student(0) for v in variants] + \
+        [n for _, _, n in kd_table.nodes(cfg, next(v for v in variants if v.kd))]
     nodes = [n for n, _ in describe(cfg, roots)]
     assert {n.stage for n in nodes} == set(REGISTRY) - ({"dre_features"} if cfg.dre.feature_net.name == "teacher"
                                                         else set())
@@ -110,6 +118,30 @@ def test_rho_and_m_stay_out_of_stages_that_do_not_use_them():
         assert node_key(cfg, n) == node_key(m, n), n
     assert node_key(cfg, CGAN_KD.student(0)) != node_key(rho, CGAN_KD.student(0))
     assert node_key(cfg, CGAN_KD.student(0)) != node_key(m, CGAN_KD.student(0))
+
+
+def test_kd_rows_add_nodes_without_rekeying_the_others():
+    """student.kd re-keys the cGAN-KD student only; a kd_table method's settings re-key its own two
+    rows only; the rows' `method` parameter exists only when set."""
+    base = load_config("rayflow/configs/tiny.yaml", ["student.model.name=cnn_small",
+                                                     "kd_table=[{method: blkd}, {method: at}, {method: crd}]"])
+    kd = load_config("rayflow/configs/tiny.yaml", ["student.model.name=cnn_small", "student.kd=crd",
+                                                   "kd_table=[{method: blkd}, {method: at}, {method: crd}]"])
+    at = load_config("rayflow/configs/tiny.yaml", ["student.model.name=cnn_small",
+                                                   "kd_table=[{method: blkd}, {method: at, weight: 10}, {method: crd}]"])
+    variants = plan(base)
+    cgan = next(v for v in variants if v.kd)
+    table = {label: n for _, label, n in kd_table.nodes(base, cgan)}
+    assert set(table) == {"at", "cGAN-KD + at", "crd", "cGAN-KD + crd"}  # blkd's rows are BLKD and cGAN-KD
+    assert table["at"] == Node.of("blkd", seed=0, method="at") and dict(table["cGAN-KD + at"].params)["method"] == "at"
+    others = [Node.of(s, seed=0) for s in ("nokd", "blkd", "oracle")] + [v.student(0) for v in variants]
+    for n in others:
+        assert node_key(base, n) == node_key(at, n), n
+        assert (node_key(base, n) != node_key(kd, n)) == (n == cgan.student(0)), n
+    for label, n in table.items():
+        assert node_key(base, n) == node_key(kd, n), label  # the table's rows do not read student.kd
+        assert (node_key(base, n) != node_key(at, n)) == label.endswith("at"), label
+    assert "method" not in dict(cgan.student(0).params)
 
 
 def test_ablation_is_planned_from_typed_variants():

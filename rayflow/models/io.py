@@ -13,6 +13,7 @@ from rayflow.models import build_model, list_models
 
 WEIGHTS = "model.safetensors"
 ARCH = "model.json"
+KD_WEIGHTS = "kd.safetensors"  # a KD student's criterion state (method adapters, CRD bank); never needed to predict
 _SIZES = ("in_channels", "image_size", "num_outputs")
 
 

@@ -100,6 +100,23 @@ def render_report(results: dict) -> str:
         parts.append("<h2>Ablation (each row a real pipeline run)</h2>" + _table(
             results["ablation"], [("variant", "fake data"), (metric, metric), ("delta_nokd", "vs NOKD"),
                                   ("fake_label_consistency", "fake labels agree with teacher %"), ("m", "M")]))
+    if results.get("kd_table"):
+        rows = []
+        for e in results["kd_table"]:
+            def ms(m, sd):
+                return "" if m is None else f"{m:.2f} ± {sd:.2f}"
+            rows.append({"method": e["method"], "alone": ms(e["alone"], e["alone_std"]),
+                         "with": ms(e["with_cgan"], e["with_cgan_std"]), "seeds": e["alone_n"],
+                         "delta": e.get("delta", ""),
+                         "beyond": "" if "beyond_spread" not in e else ("yes" if e["beyond_spread"] else "no")})
+        parts.append("<h2>KD methods: alone vs with cGAN samples</h2><p>Each method m twice: the student on "
+                     "the real images with the online teacher (task loss + β·L<sub>m</sub>; blkd: the BLKD "
+                     "student), and the cGAN-KD student (processed fakes, Hinton term on soft labels) + "
+                     "β·L<sub>m</sub> (blkd: the cGAN-KD student). Mean ± std over seeds; every cell a real "
+                     "run. <i>Beyond spread</i>: the gain exceeds the two rows' standard deviations added up.</p>"
+                     + _table(rows, [("method", "method"), ("alone", f"alone ({metric})"),
+                                     ("with", "with cGAN samples"), ("delta", "delta"), ("seeds", "seeds"),
+                                     ("beyond", "beyond spread")]))
     gan = results.get("gan") or {}
     if gan:
         parts.append("<h2>cGAN</h2>" + _table([gan], [("steps", "steps"), ("selected_step", "checkpoint used"),

@@ -4,6 +4,9 @@ share of the perfect generator's headroom that cGAN-KD recovers, and the console
 from __future__ import annotations
 
 
+KD_TABLE_PREFIX = "cGAN-KD + "
+
+
 def lower_is_better(metric: str) -> bool:
     """An error (MAE) rather than an accuracy: every gain below is then `-delta`."""
     return "mae" in metric
@@ -32,14 +35,16 @@ def summarize(rows: list[dict], metric: str) -> dict:
         if "BLKD student" in base:
             s["delta_blkd"] = s[metric] - base["BLKD student"]
     out: dict = {"summary": summary}
-    kd_rows = [n for n in names if n.startswith(("cGAN-KD", "+ relabelling"))]
+    # the ablation's rows; "cGAN-KD + m" rows belong to the KD-method table (rayflow/kd_table.py)
+    ablation = [n for n in names if n.startswith(("fake", "+", "cGAN-KD")) and not n.startswith(KD_TABLE_PREFIX)]
+    kd_rows = [n for n in ablation if n.startswith(("cGAN-KD", "+ relabelling"))]
     if kd_rows and "perfect generator (oracle)" in base and "NOKD student" in base:
         sign = -1.0 if lower_is_better(metric) else 1.0
         best = max(sign * base[n] for n in kd_rows)
         span = sign * base["perfect generator (oracle)"] - sign * base["NOKD student"]
         out["headroom_recovered"] = (best - sign * base["NOKD student"]) / span if span > 0 else None
     out["ablation"] = [{"variant": s["model"], metric: s[metric], "delta_nokd": s.get("delta_nokd")}
-                       for s in summary if s["model"].startswith(("fake", "+", "cGAN-KD"))]
+                       for s in summary if s["model"] in ablation]
     return out
 
 
@@ -82,6 +87,10 @@ def format_results(results: dict) -> str:
     for r in results["rows"]:
         lines.append(f"{r['model']:<40} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.{digits}f} "
                      f"{r.get('wall_s', 0):>7.1f} {'yes' if r.get('reused') else 'no'}")
+    if results.get("kd_table"):
+        from rayflow.kd_table import format_table
+
+        lines.append(format_table(results["kd_table"], metric))
     d = results.get("diagnostic")
     if d:
         lines.append(d["verdict"])

@@ -63,9 +63,17 @@ def register(stage: StageDef) -> StageDef:
 
 
 def lookup_path(cfg: Any, path: str) -> Any:
+    """`a.b.c` under `cfg`; in a list of KD method configs (`kd_table`), a part names the entry by
+    its `method` (`kd_table.crd`), so a row's key hashes its own method's settings only."""
     node = cfg
     for part in path.split("."):
-        node = getattr(node, part)
+        if isinstance(node, list):
+            hits = [m for m in node if getattr(m, "method", None) == part]
+            if not hits:
+                raise KeyError(f"{path}: no entry with method {part!r}")
+            node = hits[0]
+        else:
+            node = getattr(node, part)
     return node
 
 
@@ -92,9 +100,23 @@ def view(cfg: PipelineConfig, node: Node) -> View:
     return View({p: lookup_path(cfg, p) for p in REGISTRY[node.stage].reads(node.p)})
 
 
+def _student_reads(reads: dict[str, Any]) -> dict[str, Any]:
+    """Key compatibility: before `student.kd` existed the students read `student` whole, so their
+    `student.model` + `student.train` hash as that one value again (and `student.kd` inside it,
+    only when set): every student trained before keeps its key and its cached artifact."""
+    if "student.model" not in reads or "student.train" not in reads:
+        return reads
+    out = {p: v for p, v in reads.items() if p not in ("student.model", "student.train", "student.kd")}
+    out["student"] = {"model": reads["student.model"], "train": reads["student.train"]}
+    if reads.get("student.kd"):
+        out["student"]["kd"] = reads["student.kd"]
+    return out
+
+
 def key_doc(cfg: PipelineConfig, node: Node, input_keys: dict[str, str]) -> dict:
     """What a node's key hashes: its stage, the values it reads, its parameters, its inputs' keys."""
-    return {"stage": node.stage, "reads": {p: _json(v) for p, v in view(cfg, node).values.items()},
+    reads = _student_reads({p: _json(v) for p, v in view(cfg, node).values.items()})
+    return {"stage": node.stage, "reads": reads,
             "params": {k: _json(v) for k, v in node.params}, "inputs": dict(sorted(input_keys.items()))}
 
 

@@ -131,8 +131,9 @@ class Runner:
     def _train(self, todo: list[tuple[Runner, Node, View, dict, str, dict]]) -> list[Artifact]:
         """Trains the missing supervised nodes in one executor run named after their keys (a killed
         run of the same nodes resumes; a changed config never picks up a stale one)."""
-        from rayflow.models.io import save_model
-        from rayflow.train.batched import train_jobs
+        from rayflow.checkpoint import save_weights
+        from rayflow.models.io import KD_WEIGHTS, save_model
+        from rayflow.train.batched import split_criterion, train_jobs
         from rayflow.train.job import SupervisedJob
 
         s = self.splits
@@ -140,7 +141,13 @@ class Runner:
         run_name = names[0] if len(names) == 1 else \
             f"batch-{hashlib.sha256(' '.join(names).encode()).hexdigest()[:12]}"
         jobs, fakes = [], []
+        checked: set[int] = set()
         for r, node, v, inputs, _, _ in todo:
+            if id(r.cfg) not in checked and supervised.kd_methods_of(node, v):
+                from rayflow.kd_table import preflight  # a KD method the models cannot use: one line, now
+
+                preflight(r.cfg, s.shape, s.num_classes)
+                checked.add(id(r.cfg))
             spec = supervised.spec_of(node, v)
             fields, fake = supervised.job_fields(r, node, v, inputs)
             # a validation-mode run (choosing rho and M) never looks at the test set
@@ -161,7 +168,10 @@ class Runner:
         arts = []
         for (_, node, _, _, key, doc), job, (state, metrics) in zip(todo, jobs, outs):
             def build(out: Path, state=state, metrics=metrics, job=job) -> dict:
-                save_model(out, state, job.model, c, h, job.task.num_outputs)
+                weights, kd_state = split_criterion(state)
+                save_model(out, weights, job.model, c, h, job.task.num_outputs)
+                if kd_state:  # the KD methods' adapters / CRD bank: resumable record, not needed to predict
+                    save_weights(kd_state, out / KD_WEIGHTS)
                 return metrics
 
             arts.append(self.store.build(node.stage, key, build, config_doc=doc, on_wait=log.info,

@@ -1,6 +1,11 @@
 """Supervised model stages (teacher, NOKD, BLKD, perfect generator, DRE features, cGAN-KD
 students): each declares what it reads and consumes; the runner trains the missing ones of a
-pipeline step together in one executor run (`train/batched.py`)."""
+pipeline step together in one executor run (`train/batched.py`).
+
+KD methods (rayflow.kd): the cGAN-KD student (cgankd, kd=True) adds `student.kd`; a node with a
+`method` parameter is a row of the KD-method table (`kd_table`): blkd(method=m) is "m" (real images,
+online teacher, loss task + weight_m * L_m) and cgankd(kd=True, method=m) is "cGAN-KD + m". The
+parameter only exists when set, so the other nodes keep their keys."""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from typing import Any
 from rayflow.config import ConfigError, PipelineConfig, StageSpec
 from rayflow.stages.graph import Node, StageDef, View, register
 
-SPEC_READS = ("data", "student")
+# the student's model and schedule, not student.kd: only the cGAN-KD student reads that
+SPEC_READS = ("data", "student.model", "student.train")
 
 
 def seeded(spec: StageSpec, seed: int, steps: int | None = None) -> StageSpec:
@@ -30,6 +36,21 @@ def _kd_fields(runner: Any, v: View, teacher: Any) -> dict:
             "kd_alpha": v["fake.kd_weight"], "temperature": v["fake.temperature"]}
 
 
+def table_path(method: str) -> str:
+    """The config path of a kd_table entry (graph.lookup_path picks list items by `method`)."""
+    return f"kd_table.{method}"
+
+
+def kd_methods_of(node: Node, v: View) -> list:
+    """The KD method configs a student node adds to its loss."""
+    p = node.p
+    if p.get("method"):
+        return [v[table_path(p["method"])]]
+    if node.stage == "cgankd" and p.get("kd"):
+        return list(v["student.kd"])
+    return []
+
+
 def spec_of(node: Node, v: View) -> StageSpec:
     """The model + training schedule a supervised node trains."""
     p = node.p
@@ -38,7 +59,7 @@ def spec_of(node: Node, v: View) -> StageSpec:
     if node.stage == "dre_features":
         return StageSpec(model=v["dre.feature_net"], train=v["dre.feature_train"])
     steps = v["baseline_steps"] if node.stage in ("nokd", "blkd") else None
-    return seeded(v["student"], p["seed"], steps)
+    return seeded(StageSpec(model=v["student.model"], train=v["student.train"]), p["seed"], steps)
 
 
 def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, Any]:
@@ -46,6 +67,12 @@ def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, An
     from rayflow.executors import FakeSpec
 
     p = node.p
+    if node.stage == "blkd" and p.get("method"):  # a kd_table row "m": task + weight_m * L_m, no Hinton term
+        from rayflow.checkpoint import load_weights
+        from rayflow.models.io import WEIGHTS
+
+        return {"teacher": v["teacher.model"], "teacher_state": load_weights(inputs["teacher"].file(WEIGHTS)),
+                "kd_alpha": 0.0, "kd_methods": kd_methods_of(node, v)}, None
     if node.stage == "blkd":
         return _kd_fields(runner, v, inputs["teacher"]), None
     if node.stage == "oracle":
@@ -54,13 +81,27 @@ def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, An
         check_heldout(runner)
         held = runner.splits.heldout
         logits = runner.teacher_logits(inputs["teacher"], "heldout")
-        fake = FakeData(held.images, logits.argmax(1), logits, real_fraction=v["fake.real_fraction"])
+        import torch
+
+        from rayflow.labels import as_space
+
+        labels = as_space(runner.splits.num_classes).teacher_label(torch.from_numpy(logits)).numpy()  # argmax, or
+        fake = FakeData(held.images, labels, logits, real_fraction=v["fake.real_fraction"])  # the prediction
         return {**_kd_fields(runner, v, inputs["teacher"]), "fake": fake}, None
     if node.stage == "cgankd":
         out: dict = {}
-        if p["kd"]:  # fakes and reals carry stored teacher logits: no online teacher needed
+        if p["kd"]:  # fakes and reals carry stored teacher logits: no online teacher needed ...
             out = {"kd_alpha": v["fake.kd_weight"], "temperature": v["fake.temperature"],
                    "real_logits": runner.teacher_logits(inputs["teacher"], "train")}
+            methods = kd_methods_of(node, v)
+            if methods:  # ... unless KD methods want the teacher's features (and its weights online)
+                from rayflow.checkpoint import load_weights
+                from rayflow.config import ModelConfig
+                from rayflow.models.io import WEIGHTS, read_arch
+
+                arch = read_arch(inputs["teacher"].path)
+                out.update(kd_methods=methods, teacher=ModelConfig(name=arch["name"], kwargs=arch["kwargs"]),
+                           teacher_state=load_weights(inputs["teacher"].file(WEIGHTS)))
         if "init" in inputs:
             from rayflow.checkpoint import load_weights
             from rayflow.models.io import WEIGHTS
@@ -86,9 +127,15 @@ register(StageDef("teacher", reads=lambda p: ("data", "teacher"), kind="train",
                   doc="the teacher on the real (limited-label) train split"))
 register(StageDef("nokd", reads=lambda p: (*SPEC_READS, "baseline_steps"), kind="train",
                   doc="the student on real images alone"))
-register(StageDef("blkd", reads=lambda p: (*SPEC_READS, "baseline_steps", "teacher.model", "fake.kd_weight",
-                                           "fake.temperature"),
-                  inputs=_teacher, kind="train", doc="plain KD (Hinton) with the online teacher: the bar to clear"))
+def _blkd_reads(p: dict) -> tuple[str, ...]:
+    if p.get("method"):  # kd_table row "m": its method's settings instead of the Hinton term's
+        return (*SPEC_READS, "baseline_steps", "teacher.model", table_path(p["method"]))
+    return (*SPEC_READS, "baseline_steps", "teacher.model", "fake.kd_weight", "fake.temperature")
+
+
+register(StageDef("blkd", reads=_blkd_reads, inputs=_teacher, kind="train",
+                  doc="plain KD (Hinton) with the online teacher: the bar to clear; with method=m, the "
+                      "student distilled by KD method m alone (a kd_table row)"))
 register(StageDef("oracle", reads=lambda p: (*SPEC_READS, "teacher.model", "fake.real_fraction", "fake.kd_weight",
                                              "fake.temperature"),
                   inputs=_teacher, kind="train",
@@ -98,8 +145,11 @@ register(StageDef("dre_features", reads=lambda p: ("data", "dre.feature_net", "d
 
 
 def _cgankd_reads(p: dict) -> tuple[str, ...]:
-    return (*SPEC_READS, "fake.real_fraction", "fake.init") + (("fake.kd_weight", "fake.temperature") if p["kd"]
-                                                                else ())
+    kd: tuple[str, ...] = ()
+    if p["kd"]:
+        kd = ("fake.kd_weight", "fake.temperature",
+              table_path(p["method"]) if p.get("method") else "student.kd")
+    return (*SPEC_READS, "fake.real_fraction", "fake.init") + kd
 
 
 def _cgankd_inputs(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
@@ -112,4 +162,5 @@ def _cgankd_inputs(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
 
 
 register(StageDef("cgankd", reads=_cgankd_reads, inputs=_cgankd_inputs, kind="train",
-                  doc="a student on real + fake images (fixed real share per batch), hard labels, optionally + KD"))
+                  doc="a student on real + fake images (fixed real share per batch), hard labels, optionally + KD "
+                      "(+ student.kd; with method=m: + kd_table's m instead, the row 'cGAN-KD + m')"))

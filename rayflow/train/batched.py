@@ -24,13 +24,23 @@ if TYPE_CHECKING:
     from rayflow.executors.base import FakeSpec, TrainContext
 
 STATE = "state.pt"
+# keys of a job's returned weights that are its KD criterion's state (method adapters, CRD bank),
+# not the model's: `split_criterion` separates them (the runner saves them as kd.safetensors)
+CRITERION_PREFIX = "__criterion__."
+
+
+def split_criterion(state: dict) -> tuple[dict, dict]:
+    """(model weights, criterion state) of a job's returned weights."""
+    n = len(CRITERION_PREFIX)
+    return ({k: v for k, v in state.items() if not k.startswith(CRITERION_PREFIX)},
+            {k[n:]: v for k, v in state.items() if k.startswith(CRITERION_PREFIX)})
 
 
 def read_fake(spec: FakeSpec) -> FakeData:
     """A synth artifact's fake set in memory (executors that hand no dataset shards over)."""
     from rayflow.synth.view import read_view
 
-    fs = read_view(spec.files, spec.sample_ids, spec.labels)
+    fs = read_view(spec.files, spec.sample_ids, spec.labels)  # in sample-id order: ordinal = position
     return FakeData(fs.images, fs.labels, fs.teacher_logits if spec.use_logits else None, spec.real_fraction)
 
 
@@ -72,13 +82,17 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
             n_fake = b - max(1, round(b * spec.real_fraction))
             fake_source = ShardSource(shard, batch_size=max(1, n_fake // ctx.world), use_logits=spec.use_logits,
                                       use_orig_label=False, seed=job.train_cfg.seed + 1,
-                                      augment_ops=job.train_cfg.augment)
+                                      augment_ops=job.train_cfg.augment, sample_ids=spec.sample_ids,
+                                      index_offset=len(job.train) if job.kd_methods else None)
         else:
             job = dataclasses.replace(job, fake=read_fake(spec))
+
+    last = {"criterion": (start_state or {}).get("criterion")}
 
     def reporter(metrics: dict, state: dict | None) -> None:
         if state is None:
             return
+        last["criterion"] = state.get("criterion")
         with tempfile.TemporaryDirectory() as d:
             if ctx.rank == 0:
                 save_state({**state, "item": index}, Path(d) / STATE)
@@ -95,7 +109,9 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
         return None
     metrics["worker_s"] = time.perf_counter() - t0
     # Ray Train V2 refuses tensors in return values; numpy arrays travel fine.
-    return {"metrics": metrics, "state_dict": {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}}
+    state = {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}
+    state.update({CRITERION_PREFIX + k: v.cpu().numpy() for k, v in (last["criterion"] or {}).items()})
+    return {"metrics": metrics, "state_dict": state}
 
 
 def from_checkpoints(checkpoints: list, index: int) -> tuple[dict, dict]:
@@ -106,14 +122,16 @@ def from_checkpoints(checkpoints: list, index: int) -> tuple[dict, dict]:
     ckpt = max(mine, key=lambda c: c.metrics.get("step", 0))
     with ckpt.open() as d:
         state = load_state(Path(d) / STATE)
-    return state["model"], {k: v for k, v in ckpt.metrics.items() if k != "item"}
+    weights = {**state["model"], **{CRITERION_PREFIX + k: v for k, v in (state.get("criterion") or {}).items()}}
+    return weights, {k: v for k, v in ckpt.metrics.items() if k != "item"}
 
 
 def train_jobs(executor, jobs: list[SupervisedJob], *, names: list[str], run_name: str, scaling,
                storage: tuple, fakes: list | None = None) -> list[tuple[dict, dict]]:
     """Trains `jobs` (each with its optional FakeSpec) in one executor run; (weights, metrics) per
-    job, in order. `wall_s` is the job's own time plus an equal share of the run's fixed cost
-    (Ray start-up, teardown)."""
+    job, in order; a job with a KD criterion returns its state among the weights under
+    CRITERION_PREFIX (see split_criterion). `wall_s` is the job's own time plus an equal share of
+    the run's fixed cost (Ray start-up, teardown)."""
     import torch
 
     from rayflow.executors import FakeSpec

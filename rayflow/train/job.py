@@ -6,7 +6,8 @@ from `executor: local` and from Ray Train come from the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from rayflow.config import ModelConfig, TrainConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.models import build_model
 from rayflow.progress import Progress
-from rayflow.train.loop import KDSpec, Reporter, evaluate, predict, train_steps
+from rayflow.train.loop import Reporter, evaluate, predict, train_steps
 from rayflow.train.sources import ArraySource, BatchSource, MixedSource
 from rayflow.train.tasks import Task
 
@@ -42,6 +43,7 @@ class SupervisedJob:
     teacher_state: dict[str, torch.Tensor] | None = None  # ... and its weights
     kd_alpha: float = 0.0
     temperature: float = 4.0
+    kd_methods: list[Any] = field(default_factory=list)  # rayflow.kd method configs added to the loss
     fake: FakeData | None = None
     real_logits: np.ndarray | None = None  # teacher logits on the real train images (no-aug KD)
     log_every: int = 100
@@ -65,41 +67,67 @@ class SupervisedJob:
 def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSource | None = None,
                 real_fraction: float = 0.75) -> BatchSource:
     """Real batches, or real + fake at a fixed share (`job.fake`'s own, else `real_fraction` for a
-    streamed `fake_source`)."""
+    streamed `fake_source`). With KD methods, batches carry `i`, the CRD sample index: a real
+    image's position in the train array, a fake's N_real + its position in the fake set."""
     tc, task = job.train_cfg, job.task
+    offset = 0 if job.kd_methods else None
     if job.fake is None and fake_source is None:
         return ArraySource(job.train.images, job.train.labels, tc.batch_size, augment_ops=tc.augment,
                            teacher_logits=job.real_logits, seed=tc.seed, rank=rank, world_size=world,
-                           label_dtype=task.label_dtype)
+                           label_dtype=task.label_dtype, index_offset=offset)
     frac = job.fake.real_fraction if job.fake is not None else real_fraction
     n_real = max(1, round(tc.batch_size * frac))
     real = ArraySource(job.train.images, job.train.labels, n_real, augment_ops=tc.augment, seed=tc.seed,
-                       teacher_logits=job.real_logits, rank=rank, world_size=world, label_dtype=task.label_dtype)
+                       teacher_logits=job.real_logits, rank=rank, world_size=world, label_dtype=task.label_dtype,
+                       index_offset=offset)
     if fake_source is None:
         f = job.fake
         fake_source = ArraySource(f.images, f.labels, tc.batch_size - n_real, augment_ops=tc.augment,
                                   teacher_logits=f.teacher_logits, seed=tc.seed + 1, rank=rank,
-                                  world_size=world, label_dtype=task.label_dtype)
+                                  world_size=world, label_dtype=task.label_dtype,
+                                  index_offset=None if offset is None else len(job.train))
     return MixedSource(real, fake_source)
+
+
+def build_job_criterion(job: SupervisedJob, model: torch.nn.Module, teacher: torch.nn.Module | None,
+                        num_fake: int = 0):
+    """The job's loss: (1 - kd_alpha) * task + kd_alpha * KD_T + sum_m weight_m * L_m; None for a
+    job without any KD (the bare task loss). Method adapters are sized by one dummy batch of the
+    job's image shape through both models; their initial weights depend on the job's seed only."""
+    if job.kd_alpha <= 0 and not job.kd_methods:
+        return None
+    from rayflow.kd import KDConfig, build_criterion
+
+    cfg = KDConfig(alpha=job.kd_alpha, temperature=job.temperature, methods=list(job.kd_methods))
+    if not cfg.methods:
+        return build_criterion(cfg, job.task)
+    if teacher is None:
+        raise ValueError(f"KD methods {[m.method for m in cfg.methods]} need the online teacher: the job has none")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.train_cfg.seed)
+        return build_criterion(cfg, job.task, student=model, teacher=teacher, input_shape=job.train.shape,
+                               num_samples=len(job.train) + num_fake, student_name=job.model.name,
+                               teacher_name=job.teacher.name if job.teacher is not None else None)
 
 
 def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world: int = 1,
             device: torch.device | str = "cpu", reporter: Reporter | None = None,
             start_state: dict | None = None, fake_source: BatchSource | None = None,
             real_fraction: float = 0.75, progress: Progress | None = None) -> dict:
-    """Trains `model` (already moved/wrapped by the caller) and returns final metrics."""
+    """Trains `model` (already moved/wrapped by the caller) and returns final metrics. The final
+    state the reporter gets holds the criterion's state ("criterion") when the loss has any."""
     torch.manual_seed(job.train_cfg.seed * 1000 + rank)
-    kd = None
-    if job.kd_alpha > 0:
-        teacher = None
-        if job.teacher is not None:
-            teacher = job.build(job.teacher)
-            teacher.load_state_dict(job.teacher_state)
-            teacher.to(device).eval()
-            if not job.train_cfg.augment and job.real_logits is None:
-                # un-augmented reals always look the same: one teacher pass instead of one per step
-                job.real_logits = predict(teacher, job.train.images, device=device).numpy()
-        kd = KDSpec(job.kd_alpha, job.temperature, teacher)
+    teacher = None
+    if (job.kd_alpha > 0 or job.kd_methods) and job.teacher is not None:
+        teacher = job.build(job.teacher)
+        teacher.load_state_dict(job.teacher_state)
+        teacher.to(device).eval()
+    num_fake = len(job.fake.images) if job.fake is not None else int(getattr(fake_source, "num_rows", 0) or 0)
+    criterion = build_job_criterion(job, model, teacher, num_fake)
+    if teacher is not None and not (criterion is not None and criterion.needs_teacher_features) \
+            and not job.train_cfg.augment and job.real_logits is None:
+        # un-augmented reals always look the same: one teacher pass instead of one per step
+        job.real_logits = predict(teacher, job.train.images, device=device).numpy()
     task = job.task
 
     def evaluate_fn(m: torch.nn.Module) -> dict:
@@ -111,6 +139,7 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
         return out
 
     source = make_source(job, rank, world, fake_source, real_fraction)
-    return train_steps(model, source, job.train_cfg, task, kd=kd, device=device, evaluate_fn=evaluate_fn,
+    return train_steps(model, source, job.train_cfg, task, criterion=criterion, teacher=teacher, device=device,
+                       evaluate_fn=evaluate_fn,
                        reporter=reporter, start_state=start_state, log_every=job.log_every,
                        is_main=rank == 0, rank=rank, checkpoint_every=job.checkpoint_every, progress=progress)

@@ -3,14 +3,17 @@
 It knows nothing of Ray: the caller hands it a prepared model (DDP or not), a batch source for its
 shard, and a `reporter(metrics, state)` callable. Ray Train's driver passes a reporter that calls
 `ray.train.report` with a checkpoint; the local executor passes one that prints.
+
+The loss is a `rayflow.kd.Criterion` (task loss, Hinton term, KD methods); without one, the bare
+task loss. Its parameters (method adapters) train with the model and its state is checkpointed
+with it; how the teacher feeds it is `_step_loss`'s business (docs/kd_methods.md).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -24,20 +27,10 @@ from rayflow.seeding import reseed_torch
 from rayflow.train.sources import Batch, BatchSource
 from rayflow.train.tasks import Task
 
+if TYPE_CHECKING:
+    from rayflow.kd import Criterion
+
 Reporter = Callable[[dict, dict | None], None]
-
-
-@dataclass
-class KDSpec:
-    """Optional distillation term: alpha * KD + (1 - alpha) * task loss.
-
-    `teacher` (online, frozen) supplies targets for samples without precomputed logits; fakes carry
-    their teacher logits from the synth stage, so the teacher never re-runs on them.
-    """
-
-    alpha: float = 0.0
-    temperature: float = 4.0
-    teacher: nn.Module | None = None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -59,12 +52,19 @@ def lr_at(step: int, total: int, base: float, schedule: str) -> float:
     return base / 1e4 + (base - base / 1e4) * 0.5 * (1 + math.cos(math.pi * q))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+    """The model's optimizer; `extra`'s parameters (a Criterion's adapters), if any, as a second
+    param group with the same settings (RepDistiller trains them with the student)."""
     o = cfg.optim
     if o.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                           weight_decay=o.weight_decay)
+        opt = torch.optim.Adam(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                              nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+    params = [p for p in extra.parameters() if p.requires_grad] if extra is not None else []
+    if params:
+        opt.add_param_group({"params": params})
+    return opt
 
 
 @torch.no_grad()
@@ -89,25 +89,59 @@ def evaluate(model: nn.Module, data: ImageSet, task: Task, device="cpu", prefix:
     return metrics
 
 
-def _loss(model: nn.Module, b: Batch, task: Task, kd: KDSpec | None) -> torch.Tensor:
-    out = model(b["x"])
-    loss = task.loss(out, b["y"])
-    if kd is None or kd.alpha <= 0:
-        return loss
-    t = b["t"].to(out.dtype) if "t" in b else torch.full_like(out, float("nan"))
-    missing = torch.isnan(t).any(1)
-    if kd.teacher is not None and missing.any():
-        with torch.no_grad():
-            t[missing] = kd.teacher(b["x"][missing]).to(out.dtype)
-        missing[:] = False
-    have = ~missing
-    if not have.any():
-        return loss
-    return (1 - kd.alpha) * loss + kd.alpha * task.distill(out[have], t[have], kd.temperature)
+def _step_loss(model: nn.Module, b: Batch, task: Task, crit: Criterion | None,
+               teacher: nn.Module | None) -> torch.Tensor:
+    """The loss of one batch.
+
+    Without feature methods (no criterion, the Hinton term alone, blkd): the student's output only;
+    the teacher targets are the stored ones (`b["t"]`, NaN rows = none), and an online teacher, if
+    given, fills the rows without one. That is the historical loop, op for op.
+    With feature methods: the student's (out, feats) and the teacher run online on every row, for
+    its features (fakes carry stored logits only); stored logits stay the teacher's output where
+    present, the online output elsewhere.
+    """
+    if crit is None:
+        return task.loss(model(b["x"]), b["y"])
+    if not crit.needs_teacher_features:
+        out = model(b["x"])
+        t = None
+        if crit.needs_teacher:
+            t = b["t"].to(out.dtype) if "t" in b else torch.full_like(out, float("nan"))
+            missing = torch.isnan(t).any(1)
+            if teacher is not None and missing.any():
+                with torch.no_grad():
+                    t[missing] = teacher(b["x"][missing]).to(out.dtype)
+        return crit(out, t, b["y"], index=b.get("i"))
+    if teacher is None:
+        raise ValueError(f"KD methods {list(crit.methods)} need the teacher online (its features), but the "
+                         "job has no teacher")
+    student = model(b["x"], return_features=True)
+    t_out, t_feats = crit.run_teacher(teacher, b["x"])
+    if "t" in b:
+        stored = b["t"].to(t_out.dtype)
+        t_out = torch.where(torch.isnan(stored).any(1, keepdim=True), t_out, stored)
+    return crit(student, (t_out, t_feats), b["y"], index=b.get("i"))
+
+
+def _all_reduce_grads(module: nn.Module, world: int) -> None:
+    """DDP averages the model's gradients; the criterion's adapters are not in the DDP module, so
+    average theirs here (a rank whose batch skipped a method contributes zeros)."""
+    import torch.distributed as dist
+
+    if world <= 1 or not dist.is_available() or not dist.is_initialized():
+        return
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
 
 
 def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: Task, *,
-                kd: KDSpec | None = None, device: torch.device | str = "cpu",
+                criterion: Criterion | None = None, teacher: nn.Module | None = None,
+                device: torch.device | str = "cpu",
                 evaluate_fn: Callable[[nn.Module], dict] | None = None,
                 reporter: Reporter | None = None, start_state: dict | None = None,
                 log_every: int = 100, is_main: bool = True, rank: int = 0, checkpoint_every: int = 0,
@@ -118,20 +152,32 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
     evaluation, every `checkpoint_every` steps and at the end. `start_state` (a state written by
     this loop) resumes at its step, bit for bit like the uninterrupted run: the random draws of
     step k are seeded by (seed, rank, k) and the source skips the batches already drawn.
+    `criterion`: the loss (None: the task loss); its parameters train in the same optimizer and its
+    state rides in every state ("criterion"). `teacher`: the frozen online teacher, if any. With
+    KD methods the metrics carry each unweighted term's mean as `loss_<term>`.
     """
     device = torch.device(device)
-    opt = make_optimizer(model, cfg)
+    world = int(torch.distributed.get_world_size()) if torch.distributed.is_available() and \
+        torch.distributed.is_initialized() else 1
+    opt = make_optimizer(model, cfg, criterion)
     step = 0
     if start_state is not None:
         unwrap(model).load_state_dict(start_state["model"])
         opt.load_state_dict(start_state["optimizer"])
+        if criterion is not None and "criterion" in start_state:
+            criterion.load_state_dict(start_state["criterion"])
         step = int(start_state["step"])
         if hasattr(source, "skip"):
             source.skip(step)
-    if kd is not None and kd.teacher is not None:
-        kd.teacher.to(device).eval()
+    if teacher is not None:
+        teacher.to(device).eval()
+    has_state = criterion is not None and bool(criterion.state_dict())
+    log_terms = criterion is not None and len(criterion.methods) > 0
+    terms: dict[str, float] = {}
     use_amp = cfg.amp and device.type == "cuda"
     model.train()
+    if criterion is not None:
+        criterion.train()
     t0, seen, running, n_run = time.perf_counter(), 0, 0.0, 0
     metrics: dict = {}
     while step < cfg.steps:
@@ -142,10 +188,15 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
         b = source.next_batch()
         b = Batch({k: v.to(device, non_blocking=True) for k, v in b.items()})
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = _loss(model, b, task, kd)
+            loss = _step_loss(model, b, task, criterion, teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if has_state:
+            _all_reduce_grads(criterion, world)
         opt.step()
+        if log_terms:
+            for k, v in criterion.last_terms.items():
+                terms[k] = terms.get(k, 0.0) + float(v)
         step += 1
         seen += len(b["y"])
         running += loss.item()
@@ -160,13 +211,16 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
             metrics = {"step": step, "samples_seen": step * cfg.batch_size, "train_loss": running / max(n_run, 1),
                        "lr": lr,
                        "images_per_s": seen / max(dt, 1e-9), "elapsed_s": dt}
-            running, n_run = 0.0, 0
+            metrics.update({f"loss_{k}": v / max(n_run, 1) for k, v in terms.items()})
+            running, n_run, terms = 0.0, 0, {}
             if want_eval and evaluate_fn is not None and is_main:
                 metrics.update(evaluate_fn(model))
                 model.train()
             state = None
             if want_state:
                 state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "step": step}
+                if has_state:
+                    state["criterion"] = criterion.state_dict()
             if reporter is not None:
                 reporter(metrics, state)
     if not metrics:  # resumed from a checkpoint of a finished run: nothing left but the evaluation

@@ -18,7 +18,8 @@ from rayflow.seeding import step_seed
 
 class Batch(dict):
     """x: float images in [-1, 1]; y: labels; t (optional): teacher logits for KD, NaN rows where a
-    sample has none (the loop asks the online teacher for those, if there is one)."""
+    sample has none (the loop asks the online teacher for those, if there is one); i (optional):
+    int64 stable sample indices for CRD's memory bank (reals 0..N_real-1, fakes N_real + ordinal)."""
 
 
 class BatchSource(Protocol):
@@ -30,10 +31,12 @@ class BatchSource(Protocol):
 class ArraySource:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, augment_ops=(),
                  teacher_logits: np.ndarray | None = None, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, label_dtype=torch.int64):
+                 world_size: int = 1, label_dtype=torch.int64, index_offset: int | None = None):
+        """`index_offset`: emit `i` = offset + the row's position in `images` (None: no `i`)."""
         if len(images) == 0:
             raise ValueError("empty training set")
         self.images, self.labels, self.t = images, labels, teacher_logits
+        self.index_offset = index_offset
         self.bs = max(1, batch_size // world_size)
         self.ops = list(augment_ops)
         self.seed, self.rank, self.world = seed, rank, world_size
@@ -67,6 +70,8 @@ class ArraySource:
         b = Batch(x=x, y=torch.as_tensor(self.labels[idx]).to(self.label_dtype))
         if self.t is not None:
             b["t"] = torch.from_numpy(np.asarray(self.t[idx], np.float32))
+        if self.index_offset is not None:
+            b["i"] = torch.from_numpy(idx.astype(np.int64) + self.index_offset)
         return b
 
 
@@ -87,6 +92,8 @@ class MixedSource:
             k = (r.get("t") if "t" in r else f["t"]).shape[1]
             parts = [b["t"] if "t" in b else torch.full((len(b["y"]), k), float("nan")) for b in (r, f)]
             out["t"] = torch.cat(parts)
+        if "i" in r and "i" in f:
+            out["i"] = torch.cat([r["i"], f["i"]])
         return out
 
 
@@ -101,8 +108,14 @@ class ShardSource:
     """
 
     def __init__(self, shard, batch_size: int, use_logits: bool, use_orig_label: bool, seed: int,
-                 augment_ops=(), cache_mb: float = 512.0):
+                 augment_ops=(), cache_mb: float = 512.0, sample_ids: np.ndarray | None = None,
+                 index_offset: int | None = None):
+        """`sample_ids`: the fake set's ids (any order); with `index_offset`, batches carry `i` =
+        offset + the rank of the row's `sample_id` among them (the fake's ordinal, CRD's index)."""
         self.shard, self.bs, self.use_logits, self.orig = shard, batch_size, use_logits, use_orig_label
+        self.ids = np.sort(np.asarray(sample_ids)) if sample_ids is not None else None
+        self.num_rows = len(self.ids) if self.ids is not None else None
+        self.index_offset = index_offset
         self.ops, self.seed = list(augment_ops), seed
         self.cache_bytes = cache_mb * 2**20
         self.g = torch.Generator()
@@ -159,4 +172,12 @@ class ShardSource:
         out = Batch(x=x, y=torch.tensor(b["orig_label" if self.orig else "label"]).long())
         if self.use_logits:
             out["t"] = torch.tensor(b["teacher_logits"]).float()
+        if self.index_offset is not None:
+            if self.ids is None:
+                raise ValueError("ShardSource: sample indices need the fake set's sample_ids")
+            sid = np.asarray(b["sample_id"])
+            pos = np.searchsorted(self.ids, sid)
+            if (pos >= len(self.ids)).any() or (self.ids[np.minimum(pos, len(self.ids) - 1)] != sid).any():
+                raise ValueError("ShardSource: a streamed fake's sample_id is not in the fake set's ids")
+            out["i"] = torch.from_numpy(pos.astype(np.int64) + self.index_offset)
         return out
