@@ -9,6 +9,8 @@ Comparable across runs of this project, not with published FIDs.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy import linalg
@@ -30,10 +32,12 @@ def _embed(model: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 50
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    if not np.isfinite(covmean).all():
-        eps = 1e-6 * np.eye(len(s1))
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
+    with warnings.catch_warnings():  # rank-deficient covariances (few samples, ReLU features) are
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # normal here: the eps retry handles them
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            eps = 1e-6 * np.eye(len(s1))
+            covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
