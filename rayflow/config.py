@@ -172,6 +172,15 @@ class RuntimeConfig(_Strict):
     checkpoint_every: int = Field(500, ge=0, description="teacher and student runs save a resume point every N "
                                                          "steps (0: only at evaluations and the end); not in any "
                                                          "cache key: a resumed run ends bit for bit the same")
+    # observability and the dashboard: how a run is watched, never what it computes (in no cache key)
+    tensorboard: bool = Field(True, description="metrics of every stage and trial as TensorBoard event files "
+                                                "under <output_dir>/tensorboard/<run>/")
+    mlflow: bool = Field(False, description="also log them to MLflow (when `mlflow` is installed)")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default: the file store "
+                                                     "<output_dir>/mlruns (needed for an object-store output)")
+    dashboard: bool = Field(False, description="start the Ray dashboard with an embedded Ray")
+    dashboard_host: str = Field("127.0.0.1", description="address the embedded Ray's dashboard binds to; "
+                                                         "0.0.0.0 exposes it to the network (use Ray's token auth)")
 
 
 class GANConfig(_Strict):

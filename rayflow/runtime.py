@@ -69,8 +69,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
         if _WATCHDOG.get("proc") is None or _WATCHDOG["proc"].poll() is not None:
             _WATCHDOG["proc"] = watchdog.start()
         with _own_ports_and_address():
-            ray.init(address="local", num_cpus=rt.num_cpus, include_dashboard=False,
-                     object_store_memory=rt.object_store_memory_mb * 2**20, runtime_env=env, **common)
+            ray.init(address="local", runtime_env=env, **embedded_init_kwargs(rt), **common)
         install_handlers()  # ray.init replaced the SIGTERM handler with its own sys.exit
     else:
         log.info("connecting to Ray at %s", address)
@@ -92,6 +91,14 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
 
 
 _WATCHDOG: dict = {}
+
+
+def embedded_init_kwargs(rt: RuntimeConfig) -> dict:
+    """ray.init arguments of an embedded instance that come from the config. The dashboard is off
+    unless `runtime.dashboard`, and binds to `runtime.dashboard_host` (127.0.0.1 by default): Ray's
+    dashboard accepts job submissions, so on 0.0.0.0 anyone on the network could run code here."""
+    return dict(num_cpus=rt.num_cpus, object_store_memory=rt.object_store_memory_mb * 2**20,
+                include_dashboard=rt.dashboard, dashboard_host=rt.dashboard_host)
 
 
 @contextlib.contextmanager

@@ -47,6 +47,11 @@ def test_killed_local_search_resumes_and_completes(tmp_path):
     assert "chosen on validation data" in stdout and done["chosen"] in [{k: t[k] for k in ("rho", "m")}
                                                                        for t in done["trials"]]
     assert len(done["final"]["chosen"]) == 1 and 50 < done["final"]["chosen"][0] <= 100  # retrained, tested once
+    from test_tracking import read_scalars, summary_writer_class
+
+    if summary_writer_class() is not None:  # one TensorBoard point per trial, in trial order
+        tb = next((tmp_path / "tensorboard").glob("tune-*"))
+        assert [s for s, _ in read_scalars(tb)["trial/val_acc"]] == [0, 1, 2]
 
 
 def test_ray_tune_search_runs_trials_as_graph_nodes(tmp_path):

@@ -22,7 +22,7 @@ from rayflow.executors.base import (
 from rayflow.executors.local import LocalExecutor
 
 __all__ = ["Checkpoint", "Executor", "FakeSpec", "FitResult", "LocalExecutor", "PoolError", "PoolSpec", "StepSpec",
-           "TrainContext", "get_executor", "rows", "worker_threads"]
+           "TrainContext", "check_gpu_request", "get_executor", "rows", "worker_threads"]
 
 
 def get_executor(runtime: RuntimeConfig) -> Executor:
@@ -31,6 +31,27 @@ def get_executor(runtime: RuntimeConfig) -> Executor:
 
         return RayExecutor(runtime)
     return LocalExecutor()
+
+
+def check_gpu_request(cfg) -> None:
+    """Fails before any compute when an embedded Ray run asks for GPUs this machine lacks: Train's
+    placement group (`scaling.use_gpu`) would otherwise wait for them until its start-up timeout.
+    A cluster (runtime.address / RAY_ADDRESS) may have GPU nodes this machine lacks; the local
+    executor falls back to the CPU."""
+    import os
+
+    import torch
+
+    from rayflow.config import ConfigError
+
+    rt = cfg.runtime
+    if rt.executor != "ray" or rt.address or os.environ.get("RAY_ADDRESS") or torch.cuda.is_available():
+        return
+    asked = [f for f, on in (("scaling.use_gpu", cfg.scaling.use_gpu),
+                             ("synth.num_gpus_per_actor", cfg.synth.num_gpus_per_actor > 0)) if on]
+    if asked:
+        raise ConfigError(f"{' and '.join(asked)} ask(s) for GPUs, but this machine has no CUDA device for the "
+                          "embedded Ray; unset it, or set runtime.address to a cluster with GPU nodes")
 
 
 def ray_fake_dataset(spec: FakeSpec):

@@ -59,6 +59,13 @@ def _checkpoint(ckpt: Any, metrics: dict) -> Checkpoint:
     return Checkpoint(dict(metrics), open_dir)
 
 
+def scaling_config(scaling: Any) -> ray.train.ScalingConfig:
+    """Train's worker resources: `cpus_per_worker` CPUs each, and one GPU each with `use_gpu` (Train
+    then sets every worker's device to its GPU, which RayTrainContext.device reports)."""
+    return ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                   resources_per_worker={"CPU": scaling.cpus_per_worker})
+
+
 def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tuple[str, Any],
             datasets: dict[str, FakeSpec] | None = None, keep: int | None = None,
             max_failures: int = 1) -> FitResult:
@@ -80,8 +87,7 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
         _worker,
         train_loop_config={"fn": fn, "config": config, "threads": worker_threads(scaling)},
         datasets=ds or None,
-        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                               resources_per_worker={"CPU": scaling.cpus_per_worker}),
+        scaling_config=scaling_config(scaling),
         run_config=ray.train.RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep),

@@ -39,8 +39,9 @@ STATE = "state.pt"
 def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: torch.device,
              prepare: Callable[[torch.nn.Module], torch.nn.Module],
              save_checkpoint: Callable[[dict, dict, Path | None], None], start_state: dict | None,
-             teacher: torch.nn.Module | None, name: str) -> dict:
-    """Trains the GAN; `save_checkpoint(metrics, state, grid_png)` persists (rank 0 gives state)."""
+             teacher: torch.nn.Module | None, name: str, tracker=None) -> dict:
+    """Trains the GAN; `save_checkpoint(metrics, state, grid_png)` persists (rank 0 gives state);
+    `tracker` (rank 0's, with `scalar(tag, value, step)`) gets the losses and every probe."""
     c, h, _ = train.shape
     space = space_of(train.num_classes)  # probes and sample grids stratum by stratum
     state = build_gan(cfg, train.num_classes, c, h, device=device)
@@ -69,9 +70,16 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
 
     progress = Progress(name, cfg.steps, enabled=rank == 0, start=state.step)
 
+    def track(m: dict) -> None:
+        for k, v in m.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                tracker.scalar(k, float(v), int(m["step"]))
+
     def reporter(m: dict, _):
         window.update(m)
         progress.update(m["step"], d_loss=m["d_loss"], g_loss=m["g_loss"])
+        if tracker is not None:
+            track(m)
 
     curve: list[dict] = []
 
@@ -83,6 +91,8 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
         G = for_sampling(st.G_ema, cfg, space)
         q = consistency_probe(G, teacher, space, real_u8=reals)
         metrics.update({k: v for k, v in q.items() if not isinstance(v, list)})
+        if tracker is not None:
+            track({"step": st.step, **{k: v for k, v in q.items() if not isinstance(v, list)}})
         curve.append({"step": st.step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
         metrics["curve"] = json.dumps(curve)
         with tempfile.TemporaryDirectory() as d:
@@ -99,7 +109,7 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
 
 def gan_worker(ctx: TrainContext, config: dict) -> dict:
     """Executor entry point: `config` holds `gan` (GANConfig), `train` (ImageSet), `teacher_dir`
-    (for the probes, rank 0 only) and `name` (progress prefix)."""
+    (for the probes, rank 0 only), `name` (progress prefix) and optionally `tracking` (a TrackingSpec)."""
     from rayflow.models.io import load_model
 
     start = ctx.load_checkpoint(lambda d: load_state(d / STATE))
@@ -115,7 +125,13 @@ def gan_worker(ctx: TrainContext, config: dict) -> dict:
             ctx.report(metrics, Path(d))
 
     teacher = load_model(config["teacher_dir"]) if ctx.rank == 0 and config.get("teacher_dir") else None
-    out = gan_body(config["gan"], config["train"], rank=ctx.rank, world=ctx.world, device=ctx.device,
-                   prepare=ctx.prepare, save_checkpoint=save_checkpoint, start_state=start, teacher=teacher,
-                   name=config["name"])
+    spec = config.get("tracking")  # rayflow.tracking.TrackingSpec: rank 0 writes the curves
+    tracker = spec.open(config["name"]) if spec is not None and ctx.rank == 0 else None
+    try:
+        out = gan_body(config["gan"], config["train"], rank=ctx.rank, world=ctx.world, device=ctx.device,
+                       prepare=ctx.prepare, save_checkpoint=save_checkpoint, start_state=start, teacher=teacher,
+                       name=config["name"], tracker=tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
     return out if ctx.rank == 0 else {}

@@ -29,14 +29,16 @@ FIELDS = ("hidden", "steps", "batch_size", "lr", "penalty", "seed")  # what trai
 
 
 def fit_ratio_net(cfg: DREConfig, feature_dir: str | PathLike, gan_dir: str | PathLike,
-                  train: ImageSet) -> tuple[dict, dict]:
-    """Plain torch: returns (ratio-net state_dict, metrics). Runs in-process or as a remote task."""
+                  train: ImageSet, tracking: Any = None, name: str = "dre") -> tuple[dict, dict]:
+    """Plain torch: returns (ratio-net state_dict, metrics). Runs in-process or as a remote task,
+    which writes its loss curve itself (`tracking`: a TrackingSpec, opened as `name`)."""
     from rayflow.dre import build_ratio_net, train_ratio_net
     from rayflow.dre.features import embed
     from rayflow.gan import generate
     from rayflow.gan.artifact import load_generator
     from rayflow.labels import as_space
     from rayflow.models.io import load_model
+    from rayflow.tracking import log_scalars, open_tracker
 
     torch.manual_seed(cfg.seed)
     fnet, G = load_model(feature_dir), load_generator(gan_dir)
@@ -55,8 +57,17 @@ def fit_ratio_net(cfg: DREConfig, feature_dir: str | PathLike, gan_dir: str | Pa
         return embed(fnet, x)
 
     t0 = time.perf_counter()
-    net = train_ratio_net(net, real, fake, cfg, reporter=lambda m, _: log.info(
-        "[dre] step %d loss %.4f mean r real %.3f fake %.3f", m["step"], m["loss"], m["mean_r_real"], m["mean_r_fake"]))
+    tracker = open_tracker(tracking, name)
+
+    def reporter(m: dict, _) -> None:
+        log.info("[dre] step %d loss %.4f mean r real %.3f fake %.3f", m["step"], m["loss"], m["mean_r_real"],
+                 m["mean_r_fake"])
+        log_scalars(tracker, m, m["step"])
+
+    try:
+        net = train_ratio_net(net, real, fake, cfg, reporter=reporter)
+    finally:
+        tracker.close()
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}, {
         "feature_dim": feature_dim, "train_s": time.perf_counter() - t0}
 
@@ -77,6 +88,7 @@ def build_dre(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: st
     log.info("[dre] training the density-ratio net for %d steps on %s features", cfg.steps, features.stage)
     # NodePaths, resolved where the task runs (the driver's download cache is on the driver's disk only)
     state, m = runner.executor.remote(fit_ratio_net, cfg, features.node_path(), gan.node_path(), runner.splits.train,
+                                      tracking=getattr(runner, "tracking", None), name=f"dre-{key}",
                                       num_cpus=runner.cfg.scaling.cpus_per_worker)
     save_weights(state, out / RATIO)
     (out / META).write_text(json.dumps({"feature_dim": m["feature_dim"], "num_classes": runner.splits.num_classes}))

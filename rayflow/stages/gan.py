@@ -101,7 +101,7 @@ def build_gan(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: st
     t0 = time.perf_counter()
     # the teacher as a NodePath: the Train workers may run on nodes without the driver's download cache
     res = runner.executor.fit(gan_worker, {"gan": cfg, "train": train, "teacher_dir": teacher.node_path(),
-                                           "name": name},
+                                           "name": name, "tracking": getattr(runner, "tracking", None)},
                               name=name, scaling=runner.cfg.scaling, storage=runner.ray_storage(),
                               keep=None)  # all kept: small, and the best one is picked afterwards
     candidates = probe_checkpoints(res.checkpoints, cfg, train, str(teacher.path))

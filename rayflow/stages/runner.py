@@ -35,11 +35,13 @@ Artifact = StoredArtifact
 class Runner:
     def __init__(self, cfg: PipelineConfig, store: ArtifactStore | None = None):
         from rayflow.executors import get_executor
+        from rayflow.tracking import spec_for
 
         self.cfg = cfg
         self.store = store or open_store(cfg.output_dir)
         self.store.check_writable()  # before any compute: a bad output location fails in one line
         self.executor = get_executor(cfg.runtime)
+        self.tracking = spec_for(cfg.runtime, self.store, cfg.name)  # where stages write their metrics
         self._splits = None
         self._built: dict[Node, Artifact] = {}
         self._logits: dict[tuple[str, str], np.ndarray] = {}
@@ -122,7 +124,14 @@ class Runner:
                     r._built[node] = out[i] = art
         return out  # type: ignore[return-value]
 
+    def _check_gpus(self) -> None:
+        """GPUs asked for but absent fail before the first build (a cached run, `rayflow graph`, need none)."""
+        from rayflow.executors import check_gpu_request
+
+        check_gpu_request(self.cfg)
+
     def _build_task(self, node: Node, inputs: dict, key: str, doc: dict) -> Artifact:
+        self._check_gpus()
         stage = REGISTRY[node.stage]
         v = view(self.cfg, node)
         return self.store.build(node.stage, key, lambda out: stage.build(self, node, v, inputs, Path(out), key),
@@ -136,6 +145,7 @@ class Runner:
         from rayflow.train.batched import split_criterion, train_jobs
         from rayflow.train.job import SupervisedJob
 
+        self._check_gpus()
         s = self.splits
         names = [f"{node.stage}-{key}" for _, node, _, _, key, _ in todo]
         run_name = names[0] if len(names) == 1 else \
@@ -163,7 +173,7 @@ class Runner:
                                      for (_, node, *_), job in zip(todo, jobs)]),
                      s.summary(), self.executor.name, run_name)
         outs = train_jobs(self.executor, jobs, names=names, run_name=run_name, scaling=self.cfg.scaling,
-                          storage=self.ray_storage(), fakes=fakes)
+                          storage=self.ray_storage(), fakes=fakes, tracking=getattr(self, "tracking", None))
         c, h, _ = s.shape
         arts = []
         for (_, node, _, _, key, doc), job, (state, metrics) in zip(todo, jobs, outs):

@@ -63,6 +63,7 @@ def build_pool(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: s
     from rayflow.synth.driver import SynthOptions, run_synth
     from rayflow.synth.inputs import BurninStats, SynthInputs
     from rayflow.synth.manifest import Manifest
+    from rayflow.tracking import log_scalars, open_tracker
 
     p, seg = node.p, node.p["segment"]
     draws = v["synth.pool_draws"] * 2**seg
@@ -88,7 +89,13 @@ def build_pool(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: s
     opts = SynthOptions(local_threads=int(sc.cpus_per_worker * sc.num_workers), gen_actors=full.gen_actors,
                         fused=full.fused, ship_shards=not runner.store.is_local)
     work = work_dir(runner, key)
-    metrics = run_synth(si, cfg, work, runner.executor, options=opts)
+    tracker = open_tracker(getattr(runner, "tracking", None), f"pool-{key}")  # each round's counts and rates
+    try:
+        metrics = run_synth(si, cfg, work, runner.executor, options=opts,
+                            on_round=lambda r, m: log_scalars(tracker, m, r))
+        log_scalars(tracker, metrics, metrics["rounds"])  # the totals: acceptance and keep rates, wall
+    finally:
+        tracker.close()
     shutil.move(str(work), str(out / SHARDS))
     metrics["burnin"] = {k: v for k, v in metrics["burnin"].items() if k not in ("filter_ce", "filter_accepted")}
     return {**metrics, "segment": seg, "draws_per_class": draws}

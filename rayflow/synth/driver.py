@@ -176,9 +176,23 @@ def _image_shape(G: nn.Module, space) -> tuple[int, int, int]:
     return tuple(int(v) for v in generate(G, space.grid(1)[:1], seed=0).shape[1:])
 
 
+def driver_device(cfg: SynthConfig) -> str:
+    """Where the driver's own synth work (burn-in, top-up rounds) runs: on the GPU when the actors
+    get GPUs and this machine has one (a CPU-only driver of a GPU cluster stays on the CPU)."""
+    return "cuda" if cfg.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
+
+
+def pool_spec(cfg: SynthConfig, opts: SynthOptions) -> PoolSpec:
+    """The actors' resources: `synth.num_gpus_per_actor` GPUs each, which also makes the executor
+    build their nets on "cuda" (Ray) or on the GPU when there is one (local)."""
+    return PoolSpec(max_actors=opts.gen_actors, cpus_per_actor=opts.cpus_per_actor,
+                    gpus_per_actor=cfg.num_gpus_per_actor, threads_per_actor=opts.threads_per_actor)
+
+
 def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
               executor: Executor | None = None, *, options: SynthOptions | None = None,
-              on_shard: Callable[[dict], None] | None = None) -> dict[str, Any]:
+              on_shard: Callable[[dict], None] | None = None,
+              on_round: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Generate -> subsample -> teacher-label -> filter -> Parquet shards in ``out_dir``, resumably.
 
     Returns metrics: per-class counts (drawn, accepted by the rejection sampler, kept by the
@@ -186,7 +200,8 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     ``samples_per_s`` (kept samples produced by this call / wall), ``draws_per_s``, ``wall_s``,
     ``burnin_s``, rounds and shards (``shards_in_driver``: those of small top-up rounds, which the
     ``ray`` executor runs in this process). ``on_shard(record)`` is called after every finished shard
-    has been recorded in the manifest (progress hooks, tests).
+    has been recorded in the manifest (progress hooks, tests); ``on_round(round, counts)`` after every
+    round (its shards, seconds, cumulative draws and kept samples, rates: the metrics trackers).
     """
     executor = executor or LocalExecutor()
     opts = options or SynthOptions()
@@ -204,7 +219,7 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     del G
     out.mkdir(parents=True, exist_ok=True)
     _sweep_tmp(out)
-    local_device = "cuda" if cfg.num_gpus_per_actor > 0 and torch.cuda.is_available() else "cpu"
+    local_device = driver_device(cfg)
     prev_threads = torch.get_num_threads()
     if opts.local_threads:
         torch.set_num_threads(opts.local_threads)
@@ -220,8 +235,7 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
         if opts.ship_shards:
             kw["write"]["out_dir"] = None
         steps = _chain(kw, opts.fused)
-        pool = PoolSpec(max_actors=opts.gen_actors, cpus_per_actor=opts.cpus_per_actor,
-                        gpus_per_actor=cfg.num_gpus_per_actor, threads_per_actor=opts.threads_per_actor)
+        pool = pool_spec(cfg, opts)
         t_main = time.perf_counter()
         skipped = len(man.records)
         done = draws = kept_now = in_driver = 0
@@ -272,8 +286,14 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
             lost = [s.shard_id for s in man.pending()]
             if lost:  # never loop on shards the executor did not report
                 raise SynthError(f"shard(s) {lost[:10]} of round {man.num_rounds} ended without a summary")
+            now = time.perf_counter()
+            if on_round is not None:
+                on_round(man.num_rounds, {
+                    "round_shards": len(pending), "round_s": now - t_round, "in_driver": int(small),
+                    "kept": int(man.per_class(counted).sum()), "drawn": int(man.per_class("n_draws").sum()),
+                    "samples_per_s": kept_now / max(now - t_main, 1e-9),
+                    "draws_per_s": draws / max(now - t_main, 1e-9)})
             if opts.progress:
-                now = time.perf_counter()
                 print(f"[synth] round {man.num_rounds} finished: {len(pending)} shards in {now - t_round:.1f} s, "
                       f"{_kept_text(man.per_class(counted), m, 'drew' if inputs.pool else 'kept')}, "
                       f"{kept_now / max(now - t_main, 1e-9):.0f} samples/s, {draws / max(now - t_main, 1e-9):.0f} "

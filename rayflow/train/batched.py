@@ -59,13 +59,14 @@ def train_items(ctx: TrainContext, config: dict) -> dict[int, dict]:
     for i, item in enumerate(config["items"]):
         if i < first:
             continue
-        res = _train_item(ctx, i, item, start_state if i == first else None)
+        res = _train_item(ctx, i, item, start_state if i == first else None, config.get("tracking"))
         if ctx.rank == 0:
             out[i] = res
     return out
 
 
-def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | None) -> dict | None:
+def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | None,
+                tracking=None) -> dict | None:
     job: SupervisedJob = item["job"]
     spec: FakeSpec | None = item.get("fake")
     t0 = time.perf_counter()
@@ -88,8 +89,13 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
             job = dataclasses.replace(job, fake=read_fake(spec))
 
     last = {"criterion": (start_state or {}).get("criterion")}
+    # rank 0 writes the curves (TensorBoard/MLflow) under the model's own name: `tracking` is the
+    # run's TrackingSpec (rayflow.tracking), or None
+    tracker = tracking.open(item["name"]) if tracking is not None and ctx.rank == 0 else None
 
     def reporter(metrics: dict, state: dict | None) -> None:
+        if tracker is not None:
+            _track(tracker, metrics)
         if state is None:
             return
         last["criterion"] = state.get("criterion")
@@ -102,9 +108,15 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
 
     start = int(start_state["step"]) if start_state is not None else 0
     progress = Progress(item["name"], job.train_cfg.steps, enabled=ctx.rank == 0, start=start)
-    metrics = run_job(job, model, rank=ctx.rank, world=ctx.world, device=ctx.device, reporter=reporter,
-                      start_state=start_state, fake_source=fake_source, real_fraction=real_fraction,
-                      progress=progress)
+    try:
+        metrics = run_job(job, model, rank=ctx.rank, world=ctx.world, device=ctx.device, reporter=reporter,
+                          start_state=start_state, fake_source=fake_source, real_fraction=real_fraction,
+                          progress=progress)
+        if tracker is not None:
+            _track(tracker, metrics)  # the final evaluation (also a resumed run's, which reports nothing)
+    finally:
+        if tracker is not None:
+            tracker.close()
     if ctx.rank != 0:
         return None
     metrics["worker_s"] = time.perf_counter() - t0
@@ -112,6 +124,13 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
     state = {k: v.cpu().numpy() for k, v in unwrap(model).state_dict().items()}
     state.update({CRITERION_PREFIX + k: v.cpu().numpy() for k, v in (last["criterion"] or {}).items()})
     return {"metrics": metrics, "state_dict": state}
+
+
+def _track(tracker, metrics: dict) -> None:
+    step = int(metrics.get("step", 0))
+    for k, v in metrics.items():
+        if k not in ("step", "item", "resumed") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            tracker.scalar(k, float(v), step)
 
 
 def from_checkpoints(checkpoints: list, index: int) -> tuple[dict, dict]:
@@ -127,11 +146,12 @@ def from_checkpoints(checkpoints: list, index: int) -> tuple[dict, dict]:
 
 
 def train_jobs(executor, jobs: list[SupervisedJob], *, names: list[str], run_name: str, scaling,
-               storage: tuple, fakes: list | None = None) -> list[tuple[dict, dict]]:
+               storage: tuple, fakes: list | None = None, tracking=None) -> list[tuple[dict, dict]]:
     """Trains `jobs` (each with its optional FakeSpec) in one executor run; (weights, metrics) per
     job, in order; a job with a KD criterion returns its state among the weights under
     CRITERION_PREFIX (see split_criterion). `wall_s` is the job's own time plus an equal share of
-    the run's fixed cost (Ray start-up, teardown)."""
+    the run's fixed cost (Ray start-up, teardown). `tracking` (a rayflow.tracking.TrackingSpec, or
+    None): rank 0 writes each job's curves under the job's name."""
     import torch
 
     from rayflow.executors import FakeSpec
@@ -141,8 +161,8 @@ def train_jobs(executor, jobs: list[SupervisedJob], *, names: list[str], run_nam
              for i, (j, n, f) in enumerate(zip(jobs, names, fakes))]
     datasets = {f"fake{i}": f for i, f in enumerate(fakes) if isinstance(f, FakeSpec)}
     t0 = time.perf_counter()
-    res = executor.fit(train_items, {"items": items}, name=run_name, scaling=scaling, storage=storage,
-                       datasets=datasets, keep=1 if len(items) == 1 else None)
+    res = executor.fit(train_items, {"items": items, "tracking": tracking}, name=run_name, scaling=scaling,
+                       storage=storage, datasets=datasets, keep=1 if len(items) == 1 else None)
     done = res.return_value or {}
     outs = [(done[i]["state_dict"], done[i]["metrics"]) if i in done else from_checkpoints(res.checkpoints, i)
             for i in range(len(jobs))]

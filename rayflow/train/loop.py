@@ -123,6 +123,12 @@ def _step_loss(model: nn.Module, b: Batch, task: Task, crit: Criterion | None,
     return crit(student, (t_out, t_feats), b["y"], index=b.get("i"))
 
 
+def autocast(cfg: TrainConfig, device: torch.device):
+    """bf16 autocast with `train.amp`, on CUDA only: `amp` defaults on, and bf16 on the CPU would
+    change the numbers of every CPU run (the reference results, the bit-exact resume tests)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+
+
 def _all_reduce_grads(module: nn.Module, world: int) -> None:
     """DDP averages the model's gradients; the criterion's adapters are not in the DDP module, so
     average theirs here (a rank whose batch skipped a method contributes zeros)."""
@@ -174,7 +180,6 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
     has_state = criterion is not None and bool(criterion.state_dict())
     log_terms = criterion is not None and len(criterion.methods) > 0
     terms: dict[str, float] = {}
-    use_amp = cfg.amp and device.type == "cuda"
     model.train()
     if criterion is not None:
         criterion.train()
@@ -187,7 +192,7 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
         reseed_torch(cfg.seed, rank, step)
         b = source.next_batch()
         b = Batch({k: v.to(device, non_blocking=True) for k, v in b.items()})
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(cfg, device):
             loss = _step_loss(model, b, task, criterion, teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()

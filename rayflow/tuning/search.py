@@ -147,11 +147,18 @@ def tune(cfg: PipelineConfig) -> dict:
         trial, searcher=searcher, trials=t.trials, metric=obj.metric, mode=obj.mode, to_error=obj.to_error,
         storage=runner.ray_storage(), name=name, asha=asha, max_concurrent=max(1, int(total // max(cpus, 1e-9))),
         trial_cpus=TRIAL_CPUS)
+    from rayflow.tracking import log_scalars, open_tracker
+
+    # each trial's student wrote its own curves (tensorboard/cgankd-<key>/); the search's view: one
+    # point per trial, its knobs and its final report, in trial order
+    tracker = open_tracker(runner.tracking, name)
     for i, r in enumerate(results):
         if obj.metric in r:
             log.info("[tune] trial %d: rho %.3f M %d -> %s", i, r["rho"], r["m"], obj.describe(r[obj.metric]))
         if obj.regression and obj.unit and obj.metric in r:
             r[f"{obj.metric}_{obj.unit}"] = obj.shown(r[obj.metric])  # in the labels' unit, as test_mae_<unit>
+        log_scalars(tracker, r, i, prefix="trial/")
+    tracker.close()
     out = {"searcher": t.searcher, "trials": results, "space": space.to_dict(), "candidates": candidates,
            "bound": {json.dumps(list(k)): v for k, v in (prior or {}).items()}, "objective": obj.to_dict()}
     if left_out:

@@ -1,0 +1,64 @@
+"""The Ray dashboard accepts job submissions (it runs code): an embedded Ray keeps it off or on
+127.0.0.1 unless configured, and every cluster file that opens it to the network says it needs
+Ray's token auth right beside it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from rayflow.config import RuntimeConfig, load_config
+from rayflow.runtime import embedded_init_kwargs
+
+ROOT = Path(__file__).resolve().parents[1]
+OPEN = re.compile(r"dashboard[-_]host[=:]\s*['\"]?0\.0\.0\.0")
+
+
+def test_embedded_ray_binds_the_dashboard_to_localhost_by_default():
+    kw = embedded_init_kwargs(RuntimeConfig())
+    assert kw["include_dashboard"] is False and kw["dashboard_host"] == "127.0.0.1"
+    on = embedded_init_kwargs(RuntimeConfig(dashboard=True))
+    assert on["include_dashboard"] is True and on["dashboard_host"] == "127.0.0.1"
+    assert embedded_init_kwargs(RuntimeConfig(dashboard=True, dashboard_host="0.0.0.0"))["dashboard_host"] == "0.0.0.0"
+
+
+def test_no_packaged_config_opens_the_dashboard():
+    for f in sorted((ROOT / "rayflow" / "configs").glob("*.yaml")):
+        rt = load_config(str(f)).runtime
+        assert rt.dashboard_host in ("127.0.0.1", "localhost"), f.name
+
+
+def _cluster_files() -> list[Path]:
+    files = [ROOT / "cluster.yaml", ROOT / "README.md", ROOT / "Makefile"]
+    files += sorted((ROOT / "deploy").rglob("*.yaml")) + sorted((ROOT / "jobs").glob("*"))
+    return [f for f in files if f.is_file()]
+
+
+def test_cluster_files_open_the_dashboard_only_beside_a_token_note():
+    opened = []
+    for f in _cluster_files():
+        lines = f.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if OPEN.search(line):
+                opened.append(f.name)
+                near = " ".join(lines[max(0, i - 8):i + 1]).lower()
+                assert "token" in near, f"{f.name}:{i + 1} opens the dashboard without a token note"
+    assert "cluster.yaml" in opened  # the check looked at something
+
+
+def test_cluster_yaml_runs_every_node_in_token_mode():
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    opens = any(OPEN.search(c) for c in cfg["head_start_ray_commands"])
+    assert not opens or "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]
+
+
+def test_kuberay_manifests_that_open_the_dashboard_turn_token_auth_on():
+    for f in sorted((ROOT / "deploy" / "kuberay").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            spec = doc.get("spec", {})
+            cluster = spec.get("rayClusterSpec", spec)
+            host = cluster.get("headGroupSpec", {}).get("rayStartParams", {}).get("dashboard-host")
+            if host == "0.0.0.0":
+                assert cluster.get("authOptions", {}).get("mode") == "token", f.name
