@@ -6,114 +6,14 @@ the offending field (e.g. ``filter.rho: must be in (0, 1], got 1.5``).
 
 from __future__ import annotations
 
-import copy
-import re
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
+from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
 from rayflow.kd.config import KDConfig, KDMethodConfig  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased for the user (field path + reason)."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _range(v: tuple[float, float], top: float) -> tuple[float, float]:
-    if not (0 <= v[0] < v[1] <= top):
-        raise ValueError(f"must be a range lo < hi within [0, {top:g}] degrees, got {list(v)}")
-    return v
-
-
-class RotationConfig(_Strict):
-    """`data.name: rotation`: real images turned by a known angle; the label is the angle (the
-    RC-49 task on real pictures). [0, 90) avoids the 180-degree ambiguity of near-symmetric items."""
-
-    base: Literal["fashion_mnist", "digits"] = "fashion_mnist"
-    angle_range: tuple[float, float] = Field((0.0, 90.0), description="degrees, lo inclusive, hi exclusive")
-    angles_per_image: int = Field(1, gt=0, description="train: each real image turned by this many random angles "
-                                  "(val/heldout rows are drawn row by row, so with k > 1 they can share a source "
-                                  "image with train; test never does)")
-    test_angles_per_image: int = Field(1, gt=0)
-    pad_to: int | None = Field(None, gt=0, description="canvas the image is centred on before turning "
-                                                       "(default: ceil(side * sqrt 2), corners survive)")
-    exclude_classes: list[int] | None = Field(None, description="base classes left out (default: Fashion-MNIST "
-                                              "bags (8), which look alike after a 90-degree turn; digits none)")
-
-    @field_validator("angle_range")
-    @classmethod
-    def _angles(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _range(v, 360.0)
-
-
-class ChairsConfig(_Strict):
-    """`data.name: chairs`: RC-49-like renders of Sweet Home 3D chair meshes; the label is the yaw.
-    Train and test chairs are different models."""
-
-    furniture_dir: str | None = Field(None, description="folder of .sh3f archives (default: $RAYFLOW_FURNITURE_DIR "
-                                                        "or /usr/share/sweethome3d/furniture)")
-    archives: list[str] = Field(default_factory=lambda: ["BlendSwap-CC-0"],
-                                description="archives to take chairs from (default: the CC0 one only)")
-    models: list[str] | None = Field(None, description="only these models (catalogue id or folder name)")
-    test_models: list[str] | None = Field(None, description="the test chairs; default: n_test by name hash")
-    n_test: int = Field(4, ge=1)
-    yaw_range: tuple[float, float] = Field((0.0, 90.0), description="degrees, lo inclusive, hi exclusive")
-    yaw_step: float = Field(1.0, gt=0)
-    elevation: float = Field(20.0, ge=-90, le=90, description="camera elevation, degrees")
-    size: int = Field(64, ge=8, description="rendered side in px (64 or 32 as RC-49); data.image_size wins")
-    supersample: int = Field(4, ge=1, le=8)
-    render_actors: int = Field(2, gt=0, description="Ray Data actors rendering (Ray executor)")
-
-    @field_validator("yaw_range")
-    @classmethod
-    def _yaws(cls, v: tuple[float, float]) -> tuple[float, float]:
-        return _range(v, 360.0)
-
-
-class DataConfig(_Strict):
-    """Where the real images come from and which subset of them the run sees.
-
-    For the regression sets (rotation, chairs) the *_per_class counts are totals (there are no
-    classes): n_per_class=500 is 500 labelled train images drawn at random."""
-
-    name: Literal["fashion_mnist", "digits", "folder", "parquet", "npz", "rotation", "chairs"] = "fashion_mnist"
-    path: str | None = Field(None, description="file or folder for folder/parquet/npz sources")
-    task: Literal["classification", "regression"] = "classification"
-    num_classes: int | None = Field(None, gt=1, description="default: 1 + the largest label")
-    n_per_class: int | None = Field(None, gt=0, description="limited-label subset: N train images per class")
-    val_per_class: int = Field(0, ge=0, description="validation images per class, taken from train")
-    val_fraction: float = Field(0.0, ge=0, lt=1, description="share of the labelled train images held out as "
-                                "validation (after n_per_class; the paper's 20 % for choosing rho and M)")
-    heldout_per_class: int = Field(0, ge=0, description="unlabelled real pool for the headroom diagnostic")
-    test_limit: int | None = Field(None, gt=0, description="cap on test images (fast runs)")
-    image_size: int | None = Field(None, gt=0, description="resize (pad/crop) to this size; default: native")
-    seed: int = 0
-    rotation: RotationConfig | None = Field(None, description="data.name=rotation settings (default: RotationConfig())")
-    chairs: ChairsConfig | None = Field(None, description="data.name=chairs settings (default: ChairsConfig())")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _regression_sets(cls, raw: Any) -> Any:
-        """rotation and chairs are regression sets: task defaults to it, and may not say otherwise."""
-        if isinstance(raw, dict) and raw.get("name") in ("rotation", "chairs"):
-            if raw.get("task", "regression") != "regression":
-                raise ValueError(f"data.name={raw['name']} is a regression set; data.task must be regression")
-            raw = {**raw, "task": "regression"}
-        return raw
-
-    @model_validator(mode="after")
-    def _sub_config_matches(self) -> "DataConfig":
-        for k in ("rotation", "chairs"):
-            if getattr(self, k) is not None and self.name != k:
-                raise ValueError(f"data.{k} is set but data.name is {self.name!r} (it would be ignored)")
-        return self
 
 
 class ModelConfig(_Strict):
@@ -409,97 +309,12 @@ class PipelineConfig(_Strict):
         return self
 
 
-# ---------------------------------------------------------------------------------------------
-# loading
-
-
-def _override_for(loc: tuple, overrides: list[str]) -> str | None:
-    """The --set item that wrote the field at `loc` (the last one wins, as when applied), or None."""
-    hit = None
-    for item in overrides:
-        path = parse_override(item)[0]
-        if loc and [str(p) for p in loc[:len(path)]] == path[:len(loc)]:
-            hit = item
-    return hit
-
-
-def _format_validation_error(err: ValidationError, source: str, overrides: list[str] | None = None) -> str:
-    """Each error blames where its value came from: the config file, or the --set item."""
-    from_file, from_set = [], []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if not loc:  # a check across fields names its field first ("student.kd: ...")
-            m = re.match(r"([A-Za-z_][\w.]*): (.*)", msg, re.S)
-            loc, msg = (m.group(1), m.group(2)) if m else ("<root>", msg)
-            e = {**e, "loc": tuple(loc.split("."))}
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling)"
-        item = _override_for(e["loc"], overrides or [])
-        (from_set if item else from_file).append(f"--set {item}: {loc}: {msg}" if item else f"{loc}: {msg}")
-    parts = [f"invalid config {source}: " + "; ".join(from_file)] if from_file else []
-    return "; ".join(parts + (["invalid override " + "; ".join(from_set)] if from_set else []))
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """`a.b=3` -> (["a", "b"], 3); the value is parsed as YAML so numbers, bools and lists work."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like key=value (e.g. teacher.train.steps=200)")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {item!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
-    return key.split("."), value
-
-
-def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
-    out = copy.deepcopy(raw)
-    for item in overrides or []:
-        path, value = parse_override(item)
-        node = out
-        for part in path[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = nxt
-        node[path[-1]] = value
-    return out
-
-
-def read_yaml(path: str | Path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(raw).__name__}")
-    return raw
-
-
-def build_config(model_cls: type[BaseModel], raw: dict, source: str = "",
-                 overrides: list[str] | None = None) -> Any:
-    try:
-        return model_cls.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source, overrides)) from None
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                model_cls: type[BaseModel] = PipelineConfig) -> Any:
-    """YAML file (optional) + overrides -> validated config, or ConfigError naming the bad field."""
-    raw = read_yaml(path) if path is not None else {}
-    raw = apply_overrides(raw, overrides)
-    return build_config(model_cls, raw, source=str(path) if path else "(defaults)", overrides=overrides)
-
-
-def to_yaml(cfg: BaseModel) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+# loading lives in rayflow/config_load.py (re-exported here: `from rayflow.config import load_config`)
+from rayflow.config_load import (  # noqa: E402,F401
+    apply_overrides,
+    build_config,
+    load_config,
+    parse_override,
+    read_yaml,
+    to_yaml,
+)
