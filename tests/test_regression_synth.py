@@ -157,3 +157,29 @@ def test_a_global_filter_shares_the_view_by_what_each_stratum_keeps():
         quota(SPACE, np.array([5, 5, 5, 5]), v)
     # unfiltered continuous views stay balanced per stratum
     assert quota(SPACE, np.array([10, 12, 30, 11]), View(False, None, False, 10)).tolist() == [10] * 4
+
+
+def test_perfect_generator_labels_are_the_teachers_predictions(tmp_path):
+    """The oracle row trains on held-out reals labelled by the teacher: its prediction for a scalar
+    label (it once took the argmax of the one output, labelling every image 0), its argmax for classes."""
+    from types import SimpleNamespace
+
+    from rayflow.checkpoint import save_weights
+    from rayflow.data.imageset import ImageSet, Splits
+    from rayflow.models.io import WEIGHTS
+    from rayflow.stages.graph import Node
+    from rayflow.stages.supervised import job_fields
+
+    save_weights({"w": torch.zeros(1)}, tmp_path / WEIGHTS)
+    teacher = SimpleNamespace(file=lambda name: tmp_path / name)
+    v = {"teacher.model": None, "fake.kd_weight": 0.5, "fake.temperature": 4.0, "fake.real_fraction": 0.5}
+    imgs = np.zeros((4, 1, 8, 8), np.uint8)
+    for labels, out, want in ((np.array([0.1, 0.2, 0.3, 0.4], np.float32), np.array([[0.25], [0.5], [1.3], [-0.2]]),
+                               [0.25, 0.5, 1.0, 0.0]),
+                              (np.array([0, 1, 2, 0]), np.array([[0, 1, 0], [2, 0, 0], [0, 0, 3], [0, 5, 1.0]]),
+                               [1, 0, 2, 1])):
+        held = ImageSet(imgs, labels, None if labels.dtype == np.float32 else 3)
+        runner = SimpleNamespace(splits=Splits(held, held, heldout=held),
+                                 teacher_logits=lambda t, split, o=out: o.astype(np.float32))
+        fields, _ = job_fields(runner, Node.of("oracle", seed=0), v, {"teacher": teacher})
+        np.testing.assert_allclose(fields["fake"].labels, want, atol=1e-6)
