@@ -153,7 +153,7 @@ def test_a_global_filter_shares_the_view_by_what_each_stratum_keeps():
         quota(Classes(3), np.array([9, 50, 12]), v)
     q = quota(SPACE, np.array([0, 30, 60, 30]), v)  # 40 in all, stratum 0 kept nothing
     assert q.tolist() == [0, 10, 20, 10] and q.sum() == 40
-    with pytest.raises(ViewShortError, match="all strata together"):
+    with pytest.raises(ViewShortError, match="all label strata together"):
         quota(SPACE, np.array([5, 5, 5, 5]), v)
     # unfiltered continuous views stay balanced per stratum
     assert quota(SPACE, np.array([10, 12, 30, 11]), View(False, None, False, 10)).tolist() == [10] * 4

@@ -46,8 +46,8 @@ class ViewShortError(SynthError):
 
     def __init__(self, short: dict[int, int], need: int, what: str = "class(es)"):
         self.short, self.need = short, need
-        super().__init__(f"the pool holds too few samples for {what} {sorted(short)}: "
-                         f"{[short[c] for c in sorted(short)]} of {need}")
+        have = f"{short[-1]}" if list(short) == [-1] else f"{sorted(short)}: {[short[c] for c in sorted(short)]}"
+        super().__init__(f"the pool holds too few samples for {what} {have} of {need}")
 
 
 def quota(space: LabelSpace, eligible: np.ndarray, view: View) -> np.ndarray:
@@ -65,7 +65,7 @@ def quota(space: LabelSpace, eligible: np.ndarray, view: View) -> np.ndarray:
         return np.full(S, m, np.int64)
     total, have = m * S, int(eligible.sum())
     if have < total:
-        raise ViewShortError({-1: have}, total, "all strata together (after the global filter)")
+        raise ViewShortError({-1: have}, total, "all label strata together after the global filter:")
     share = eligible * (total / have)
     q = np.floor(share).astype(np.int64)
     q[np.argsort(-(share - q), kind="stable")[:total - int(q.sum())]] += 1
