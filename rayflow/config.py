@@ -6,9 +6,9 @@ the offending field (e.g. ``filter.rho: must be in (0, 1], got 1.5``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
@@ -206,19 +206,18 @@ def kd_method_list(v: Any) -> Any:
     return out
 
 
+# a list of KD method configs that also takes one mapping or a bare name (student.kd, kd_table)
+KDMethodList = Annotated[list[KDMethodConfig], BeforeValidator(kd_method_list)]
+
+
 class StudentSpec(StageSpec):
     """The student: model, schedule, and the KD methods the cGAN-KD student adds to its loss."""
 
-    kd: list[KDMethodConfig] = Field(default_factory=list, description=(
+    kd: KDMethodList = Field(default_factory=list, description=(
         "KD methods (rayflow.kd, docs/kd_methods.md) added to the loss of the cGAN-KD student: "
         "(1 - fake.kd_weight) * task + fake.kd_weight * KD_T + sum_m weight_m * L_m; e.g. "
         "{method: crd, weight: 0.8} or a list of such entries. Empty: today's cGAN-KD loss. "
         "The baselines (NOKD, BLKD, oracle) and the ablation rows never read it"))
-
-    @field_validator("kd", mode="before")
-    @classmethod
-    def _kd_list(cls, v: Any) -> Any:
-        return kd_method_list(v)
 
 
 class TuneConfig(_Strict):
@@ -276,16 +275,11 @@ class PipelineConfig(_Strict):
     # get their own, shorter schedule: compared at their peak, not past it.
     baseline_steps: int | None = Field(None, gt=0, description="steps of the NOKD and BLKD students "
                                        "(None: student.train.steps)")
-    kd_table: list[KDMethodConfig] = Field(default_factory=list, description=(
+    kd_table: KDMethodList = Field(default_factory=list, description=(
         "the KD-method comparison table (docs/kd_methods.md): per method m and seed, the student on "
         "real images with the online teacher (loss task + weight_m * L_m, baseline_steps) and the "
         "cGAN-KD student + weight_m * L_m; blkd's rows are the BLKD and cGAN-KD students themselves. "
         "E.g. [{method: blkd}, {method: fitnet}, {method: at}, {method: crd}]"))
-
-    @field_validator("kd_table", mode="before")
-    @classmethod
-    def _kd_table_list(cls, v: Any) -> Any:
-        return kd_method_list(v)
 
     @model_validator(mode="after")
     def _kd_combinations(self) -> "PipelineConfig":

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rayflow.data.labels import LabelRange
+from rayflow.filtering import class_cutoffs, global_cutoff, relabel, teacher_ce
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,10 @@ class Classes:
 
     def teacher_error(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample disagreement of the teacher with a label: the filter's score."""
-        return F.cross_entropy(out.float(), y.long(), reduction="none")
+        return teacher_ce(out, y)
 
     def teacher_label(self, out: torch.Tensor) -> torch.Tensor:
-        return out.argmax(1)
+        return relabel(out)
 
     def agreement(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample "does the teacher see the condition": 1/0 (label consistency)."""
@@ -72,8 +72,6 @@ class Classes:
 
     def cutoffs(self, errors: list[np.ndarray], rho: float) -> np.ndarray:
         """The filter's cutoffs, one per stratum: each class's own rho-quantile (the paper's M2)."""
-        from rayflow.filtering import class_cutoffs
-
         return class_cutoffs(np.concatenate(errors), np.repeat(np.arange(len(errors)), [len(e) for e in errors]),
                              rho, len(errors))
 
@@ -155,8 +153,6 @@ class Continuous:
     def cutoffs(self, errors: list[np.ndarray], rho: float) -> np.ndarray:
         """One global rho-quantile of |teacher - y| over every stratum (the paper's regression filter),
         repeated per stratum so per-stratum code reads it unchanged."""
-        from rayflow.filtering import global_cutoff
-
         return np.full(len(errors), global_cutoff(np.concatenate(errors), rho), np.float64)
 
     def ratio_embedding(self) -> tuple[torch.nn.Module, int]:

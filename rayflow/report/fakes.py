@@ -13,25 +13,22 @@ def title(flags: dict) -> str:
     return "after cDR-RS subsampling" if flags.get("subsample") else "fakes before processing"
 
 
-def grids(gan: Any, fake_sets: dict[str, tuple[dict, dict]], out_dir: Path, space: Any = None) -> dict[str, str]:
+def grids(gan: Any, fake_sets: dict[str, tuple[dict, dict]], out_dir: Path, space: Any) -> dict[str, str]:
     """Sample grids: the GAN's last checkpoint, and the first 10 per stratum (class, or slice of a
     continuous label's range: one row per angle band) of each fake set (after its processing;
-    `fake_sets`: name -> (flags, the view's rows with their files)), written to `out_dir`."""
+    `fake_sets`: name -> (flags, the view's rows with their files); `space`: the run's label space),
+    written to `out_dir`."""
     import numpy as np
 
     from rayflow.gan import save_grid_png
-    from rayflow.labels import as_space
     from rayflow.synth.view import read_view
 
     out = {f"GAN samples, {p.stem}": str(p) for p in sorted(Path(gan.path).glob("samples_*.png"))[-1:]}
     for name, (flags, rows) in fake_sets.items():
-        sp = as_space(space if space is not None else
-                      None if np.issubdtype(np.asarray(rows["orig_label"]).dtype, np.floating) else
-                      int(np.max(rows["orig_label"])) + 1)
-        strata = sp.strata_of(rows["orig_label"])
+        strata = space.strata_of(rows["orig_label"])
         first = np.concatenate([np.flatnonzero(strata == c)[:10] for c in np.unique(strata)])
         fs = read_view(rows["file"][first], rows["sample_id"][first], rows["label"][first])
-        order = np.lexsort((fs.orig_labels, sp.strata_of(fs.orig_labels)))  # rows by stratum, then label
+        order = np.lexsort((fs.orig_labels, space.strata_of(fs.orig_labels)))  # rows by stratum, then label
         path = out_dir / f"grid_{name}.png"
         save_grid_png(fs.images[order], path, nrow=10)
         out[title(flags)] = str(path)
