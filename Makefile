@@ -52,8 +52,9 @@ test: install data
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# every benchmark, 3 runs each, one table of medians (benchmarks/results/latest.md); ~45 min on 2 cores
 bench: install data
-	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/run_all.py --repeats 3
 
 clean:
 	rm -rf outputs .pytest_cache

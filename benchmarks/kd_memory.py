@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from common import record
+
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
@@ -88,6 +90,8 @@ def main() -> int:
     for r in rows:
         print(f"{LABELS.get(r['variant'], 'cGAN-KD + ' + r['variant']):<34} {r['peak_rss_mb']:>12.0f} "
               f"{r['peak_rss_mb'] / ref:>7.2f}x {r['before_training_mb']:>19.0f} {r['s_per_step']:>7.3f}")
+    record("kd_memory", [dict(r, path=LABELS.get(r["variant"], "cGAN-KD + " + r["variant"]),
+                              vs_blkd=r["peak_rss_mb"] / ref) for r in rows])
     return 0
 
 

@@ -21,6 +21,8 @@ import statistics
 import sys
 import time
 
+from common import record
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -102,6 +104,9 @@ def main() -> int:
     print(f"storing features instead: {all_bytes:,} B per fake for every feature tensor "
           f"({all_bytes / img_bytes:.0f}x the {img_bytes} B image), {emb_bytes:,} B for the embedding alone; "
           f"{n_fake:,} fakes: {all_bytes * n_fake / 2**20:.0f} MB / {emb_bytes * n_fake / 2**20:.1f} MB")
+    record("kd_online", [dict(path="cGAN-KD step, stored logits", ms_per_step=1000 * plain, vs_plain=1.0),
+                         dict(path=f"cGAN-KD + {args.method} step, teacher online", ms_per_step=1000 * online,
+                              vs_plain=online / plain)], config=args.config, method=args.method)
     return 0
 
 

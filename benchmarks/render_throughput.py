@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from common import record
 
 CC0 = Path("/usr/share/sweethome3d/furniture/BlendSwap-CC-0.sh3f")
 
@@ -67,7 +68,7 @@ def models(n: int, root: Path, builtin: bool = False) -> tuple[list, str]:
         return refs, f"{len(refs)} CC0 chairs from sweethome3d-furniture ({names})"
     p = builtin_chair(root)
     return [MeshRef(name=f"builtin{i}", path=str(p)) for i in range(n)], \
-        f"{n} x the built-in chair mesh (sweethome3d-furniture is not installed)"
+        f"{n} x the built-in chair mesh ({'--builtin' if builtin else 'sweethome3d-furniture is not installed'})"
 
 
 def plain_loop(refs, yaws, args) -> np.ndarray:
@@ -150,6 +151,8 @@ def main() -> int:
         print(f"| {name} | {n} | {wall:.2f} | {n / wall:.1f} | {t_loop / wall:.2f}x | {same} |")
     if ray_start is not None:
         print(f"\n(Ray start-up {ray_start:.1f} s, not in the table; wall times include mesh parsing.)")
+    record("render", [dict(path=name, images=n, wall_s=wall, images_per_s=n / wall, vs_loop=t_loop / wall, same=same)
+                      for name, wall, same in rows], ray_start_s=ray_start)
     return 0 if all(same != "NO" for *_, same in rows) else 1
 
 

@@ -24,11 +24,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
+
+from common import record, run_child
 
 NUM_CLASSES, SIZE = 10, 28
 
@@ -56,7 +56,8 @@ def _worker_pid() -> int:
     return os.getpid()
 
 
-def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor: int) -> None:
+def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor: int, address: str = "local") -> None:
+    """One case; `address`: a running cluster to use instead of a fresh embedded Ray."""
     import torch
 
     from rayflow.config import RuntimeConfig, SynthConfig
@@ -72,7 +73,7 @@ def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor:
     # would leave nothing for the driver, so 0.5 CPU each); "ray-staged": a pool per step
     fused = executor == "ray"
     cfg = SynthConfig(m_per_class=m_total // NUM_CLASSES, batch_size=500, shard_size=2000, seed=0)
-    runtime = RuntimeConfig(address="local", num_cpus=cpus, object_store_memory_mb=1024,
+    runtime = RuntimeConfig(address=address, num_cpus=cpus, object_store_memory_mb=1024,
                             executor="local" if executor == "local" else "ray")
     opts = SynthOptions(gen_actors=cpus if fused else 1, fused=fused, threads_per_actor=threads_per_actor,
                         local_threads=cpus, progress_every_s=30)
@@ -99,76 +100,11 @@ def child(executor: str, m_total: int, root: Path, cpus: int, threads_per_actor:
                                       ray_start_s=ray_start_s)), flush=True)
 
 
-# The stage's own compute processes besides the driver: Ray Data's actors running the synth UDFs.
-# Everything else in a Ray tree (GCS, raylet, agents, idle workers, Data coordinators) is Ray's
-# fixed cost per node, whatever the workload.
-_STAGE_ACTORS = ("MapWorker", "MapBatches")
-
-
-def _tree_memory(root_pid: int) -> tuple[int, int, int, int]:
-    """(sum RSS, sum PSS, RSS of root_pid, PSS of root_pid + the synth actors) in bytes over
-    root_pid and all its descendants."""
-    parent: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    tree, frontier = {root_pid}, [root_pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p and c not in tree]
-        tree.update(kids)
-        frontier.extend(kids)
-    rss = pss = root = stage = 0
-    for p in tree:
-        try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                mine = p == root_pid or any(s in f.read(4096).decode(errors="replace") for s in _STAGE_ACTORS)
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        kb = int(line.split()[1]) * 1024
-                        rss += kb
-                        root += kb if p == root_pid else 0
-                    elif line.startswith("Pss:"):
-                        kb = int(line.split()[1]) * 1024
-                        pss += kb
-                        stage += kb if mine else 0
-        except OSError:
-            pass
-    return rss, pss, root, stage
-
-
 def run_case(executor: str, m_total: int, root: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--child", executor, str(m_total), str(root), "--cpus", str(args.cpus),
            "--threads-per-actor", str(args.threads_per_actor)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0, 0, 0, 0]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[:] = [max(a, b) for a, b in zip(peak, _tree_memory(proc.pid))]
-            stop.wait(0.25)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    result = None
-    for line in proc.stdout:
-        if line.startswith("RESULT "):
-            result = json.loads(line[7:])
-        elif line.startswith("[synth]") or "Error" in line or "Traceback" in line:
-            print("   ", line.rstrip(), flush=True)
-    proc.wait()
-    stop.set()
-    th.join()
-    if proc.returncode != 0 or result is None:
-        raise SystemExit(f"{executor} M={m_total} failed (exit {proc.returncode})")
-    return dict(result, executor=executor, m=m_total, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2],
-                stage_pss=peak[3])
+    return dict(run_child(cmd, f"{executor} M={m_total}", echo=("[synth]", "Error", "Traceback")),
+                executor=executor, m=m_total)
 
 
 def main() -> int:
@@ -224,6 +160,7 @@ def main() -> int:
           f"filter {acc['filter_keep']:.2f}; memory: peak RSS/PSS summed over the child's process tree incl. "
           "Ray's gcs/raylet/workers, and the driver process alone, and the stage PSS: driver + Ray Data's synth "
           "actors, without Ray's fixed processes; sampled every 0.25 s)")
+    record("synth", [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows], cpus=args.cpus)
     return 0
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 
 import torch
+from common import record
 
 from rayflow.config import DataConfig, ModelConfig, RuntimeConfig, ScalingConfig, TrainConfig
 from rayflow.data import load_splits
@@ -68,6 +69,8 @@ def main() -> int:
     for name, cpus, ep, ips, fixed in rows:
         print(f"{name:<22} {cpus:>4} {ep:>8.2f} {ips:>8.0f} {ep / base:>14.2f}x {fixed:>17.1f}")
     print(f"(ray.init once: {init_s:.1f} s; target: Ray Train epoch <= 1.2x the plain loop)")
+    record("train", [dict(path=name, cpus=cpus, epoch_s=ep, images_per_s=ips, vs_plain=ep / base, fixed_s=fixed)
+                     for name, cpus, ep, ips, fixed in rows], ray_init_s=init_s, model=args.model, n=len(splits.train))
     return 0
 
 

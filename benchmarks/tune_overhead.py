@@ -15,6 +15,8 @@ import os
 import tempfile
 import time
 
+from common import record
+
 from rayflow.config import DataConfig, ModelConfig, RuntimeConfig, ScalingConfig, TrainConfig
 from rayflow.data import load_splits
 from rayflow.executors import get_executor
@@ -89,6 +91,7 @@ def main() -> int:
     print("\n| run | s per trial | overhead vs plain |\n|---|---:|---:|")
     for label, s in rows:
         print(f"| {label} | {s:.2f} | {s - base:+.2f} s ({s / base:.1f}×) |")
+    record("tune", [dict(path=label, s_per_trial=s, overhead_s=s - base, vs_plain=s / base) for label, s in rows])
     return 0
 
 

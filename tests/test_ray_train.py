@@ -78,6 +78,31 @@ def test_shard_source_caches_a_small_shard(cache_mb, passes):
     assert all(e == list(range(20)) for e in epochs)  # every epoch still sees every row once
 
 
+def test_shard_source_known_too_big_never_starts_a_cache(monkeypatch):
+    """With the fake set's size known (its sample ids), a set over cache_mb streams from the first
+    batch on: no rows are kept at all, so memory does not grow with M (not even for one epoch)."""
+    import numpy as np
+
+    from rayflow.train import sources
+
+    shard = _FakeShard(20)  # 32 bytes per row: 640 B in all
+    kept = []
+    real_concat = np.concatenate
+    monkeypatch.setattr(sources.np, "concatenate", lambda parts, *a, **k: kept.append(len(parts)) or
+                        real_concat(parts, *a, **k))
+    ids = np.arange(20)
+    big = sources.ShardSource(shard, batch_size=5, use_logits=True, use_orig_label=False, seed=0,
+                              cache_mb=500 / 2**20, sample_ids=ids)
+    for _ in range(12):
+        big.next_batch()
+    assert shard.passes == 3 and not kept  # streamed every epoch, never gathered a cache
+    small = sources.ShardSource(_FakeShard(20), batch_size=5, use_logits=True, use_orig_label=False, seed=0,
+                                cache_mb=700 / 2**20, sample_ids=ids)
+    for _ in range(12):
+        small.next_batch()
+    assert small.shard.passes == 1 and kept  # 640 B fit in 700: one pass, then reshuffles in memory
+
+
 def test_batched_run_trains_each_item_like_its_own_run(ray_session, digits, tmp_path):
     jobs = [_job(digits), _job(digits)]
     jobs[1].train_cfg = jobs[1].train_cfg.model_copy(update={"seed": 1, "steps": 60})

@@ -100,15 +100,17 @@ class MixedSource:
 class ShardSource:
     """Fake batches streamed from this worker's Ray Data shard of the synthetic Parquet set.
 
-    The first epoch streams from Ray Data. If the shard turns out small (< `cache_mb`), its rows
-    are kept and later epochs reshuffle them in memory: every `iter_batches` pass is a new Ray
-    Data execution with its own start-up, and a small fake set with 75 % fakes per batch is
-    re-read dozens of times per student (the demo's 3,000 fakes: 24 epochs in 1,500 steps).
-    Larger shards keep streaming every epoch, so memory stays bounded by `cache_mb`.
+    The first epoch streams from Ray Data. If the shard is small (< `cache_mb`), its rows are kept
+    and later epochs reshuffle them in memory: every `iter_batches` pass is a new Ray Data
+    execution with its own start-up, and a small fake set with 75 % fakes per batch is re-read
+    dozens of times per student (the demo's 3,000 fakes: 24 epochs in 1,500 steps). Larger shards
+    keep streaming every epoch, and are known to be larger from the first batch (its bytes per row
+    times the fake set's rows), so they never start a cache: a student's memory does not grow with
+    M past `cache_mb` (64 MB: ~80k fakes of 28x28, whose epochs are thousands of steps long).
     """
 
     def __init__(self, shard, batch_size: int, use_logits: bool, use_orig_label: bool, seed: int,
-                 augment_ops=(), cache_mb: float = 512.0, sample_ids: np.ndarray | None = None,
+                 augment_ops=(), cache_mb: float = 64.0, sample_ids: np.ndarray | None = None,
                  index_offset: int | None = None):
         """`sample_ids`: the fake set's ids (any order); with `index_offset`, batches carry `i` =
         offset + the rank of the row's `sample_id` among them (the fake's ordinal, CRD's index)."""
@@ -138,6 +140,10 @@ class ShardSource:
         size, n = 0, 0
         for b in self._stream(0):
             n += 1
+            if n == 1 and self.num_rows is not None:  # too big to keep, known from the first batch
+                rows = len(next(iter(b.values())))
+                if sum(v.nbytes for v in b.values()) / max(1, rows) * self.num_rows > self.cache_bytes:
+                    cached = None
             if cached is not None:
                 size += sum(v.nbytes for v in b.values())
                 if size <= self.cache_bytes:
