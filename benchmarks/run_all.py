@@ -33,8 +33,8 @@ BENCHES = {
     "tune": ["tune_overhead.py"],
     "render": ["render_throughput.py"],
     "kd_memory": ["kd_memory.py"],
-    "kd_online": ["kd_online_teacher.py", "--config", "quality", "--repeats", "1"],
-    "cluster": ["cluster_scaling.py"],
+    "kd_online": ["kd_online_teacher.py", "--config", "quality", "--repeats", "1", "--steps", "100"],
+    "cluster": ["cluster_scaling.py", "--m", "5000"],
 }
 # --quick: the same scripts at smoke-test sizes (does every benchmark still run? not for figures)
 QUICK = {
