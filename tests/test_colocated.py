@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ray_head import free_port, head  # noqa: F401  (the fixture; free_port for tests/test_autoscaling.py)
+from ray_head import head  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
 
