@@ -177,6 +177,10 @@ _PROGRESS_LOGGER = "ray.data._internal.progress"  # its one line: "Progress bars
 # batched run). A pipeline that really cannot get CPUs fails on execution_no_progress_timeout_s,
 # and an actor-pool layout that cannot fit is refused up front (executors/ray_data.min_actors).
 _NO_CPU_WARNING = ("ray.data.dataset", "Warning: The Ray cluster currently does not have any available CPUs")
+# Ray Train's controller gives its autoscaling request a hard 5 s; on a busy 2-core box it times out and
+# logs a traceback that Ray itself calls "safe to ignore" (the request is resent every few seconds)
+_TRAIN_REQUEST_WARNING = ("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client",
+                          "Failed to send resource request for")
 QUIET_ENV = "RAYFLOW_QUIET_RAY"  # "0" in the workers of a `rayflow -v` run: Ray's chatter stays
 
 
@@ -205,6 +209,7 @@ def quiet_ray_process() -> None:
     try:
         logging.getLogger(_PROGRESS_LOGGER).setLevel(logging.ERROR)
         _drop_message(*_NO_CPU_WARNING)
+        _drop_message(*_TRAIN_REQUEST_WARNING)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
     except Exception:  # noqa: BLE001 - a failing setup hook would fail every worker start
         pass

@@ -107,3 +107,18 @@ def test_tiny_run_output_is_short(tmp_path):
         assert noise not in out, out
     assert "cGAN-KD: + KD term on soft labels" in p.stdout and "total wall time" in p.stdout, out
     assert len(lines) <= 60, f"{len(lines)} lines:\n{out}"
+
+
+def test_worker_hook_drops_only_the_known_ray_messages():
+    """The setup hook of a quiet run's Ray workers drops Ray Train's "safe to ignore" resource-request
+    traceback and Ray Data's no-CPU guess, and nothing else those loggers say."""
+    from rayflow.runtime import _NO_CPU_WARNING, _TRAIN_REQUEST_WARNING, quiet_ray_process
+
+    quiet_ray_process()
+    quiet_ray_process()  # idempotent: one filter per message
+    for name, prefix in (_TRAIN_REQUEST_WARNING, _NO_CPU_WARNING):
+        lg = logging.getLogger(name)
+        assert sum(getattr(f, "prefix", None) == prefix for f in lg.filters) == 1
+        known = logging.LogRecord(name, logging.WARNING, __file__, 1, prefix + " x. it's safe to ignore", None, None)
+        other = logging.LogRecord(name, logging.WARNING, __file__, 1, "something else went wrong", None, None)
+        assert not lg.filter(known) and lg.filter(other)
