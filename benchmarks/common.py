@@ -41,10 +41,13 @@ def _children() -> dict[int, int]:
     return parent
 
 
-def tree_memory(root_pid: int) -> tuple[int, int, int, int]:
-    """(sum RSS, sum PSS, RSS of root_pid, PSS of root_pid + the stage's actors) in bytes over
-    root_pid and all its descendants. PSS splits shared pages (torch's libraries) between
-    processes: the honest "RAM used" of a tree; RSS counts them once per process."""
+def tree_memory(root_pid: int) -> tuple[int, int, int, int, int]:
+    """(sum RSS, sum PSS, RSS of root_pid, PSS of root_pid + the stage's actors, the same without
+    shared-memory pages) in bytes over root_pid and all its descendants. PSS splits shared pages
+    (torch's libraries) between processes: the honest "RAM used" of a tree; RSS counts them once per
+    process. Shared-memory pages (Pss_Shmem) are Ray's object store, mapped into every process that
+    reads or writes objects: capped by `object_store_memory`, they fill up to the cap as objects pass
+    through, whatever the stage holds itself."""
     parent = _children()
     tree, frontier = {root_pid}, [root_pid]
     while frontier:
@@ -52,7 +55,7 @@ def tree_memory(root_pid: int) -> tuple[int, int, int, int]:
         kids = [c for c, pp in parent.items() if pp == p and c not in tree]
         tree.update(kids)
         frontier.extend(kids)
-    rss = pss = root = stage = 0
+    rss = pss = root = stage = shm = 0
     for p in tree:
         try:
             with open(f"/proc/{p}/cmdline", "rb") as f:
@@ -67,21 +70,28 @@ def tree_memory(root_pid: int) -> tuple[int, int, int, int]:
                         kb = int(line.split()[1]) * 1024
                         pss += kb
                         stage += kb if mine else 0
+                    elif line.startswith("Pss_Shmem:") and mine:
+                        shm += int(line.split()[1]) * 1024
         except OSError:
             pass
-    return rss, pss, root, stage
+    return rss, pss, root, stage, stage - shm
 
 
 def run_child(cmd: list[str], label: str, echo=("Error", "Traceback")) -> dict:
     """Runs `cmd`, sampling its tree's memory every 0.25 s; returns the JSON of its `RESULT ` line
-    plus peak_rss / peak_pss / driver_rss / stage_pss in bytes. Lines containing `echo` are shown."""
+    plus the peaks of tree_memory's figures in bytes (peak_rss, peak_pss, driver_rss, stage_pss,
+    stage_private) and the stage's mean PSS over the run past its first tenth (stage_mean). Lines
+    containing `echo` are shown."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0, 0, 0, 0]
+    peak = [0, 0, 0, 0, 0]
+    stage: list[int] = []  # every sample of the stage's PSS, for its time average
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
-            peak[:] = [max(a, b) for a, b in zip(peak, tree_memory(proc.pid))]
+            now = tree_memory(proc.pid)
+            peak[:] = [max(a, b) for a, b in zip(peak, now)]
+            stage.append(now[3])
             stop.wait(0.25)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -98,4 +108,6 @@ def run_child(cmd: list[str], label: str, echo=("Error", "Traceback")) -> dict:
     th.join()
     if proc.returncode != 0 or result is None:
         raise SystemExit(f"{label} failed (exit {proc.returncode}):\n" + "".join(tail))
-    return dict(result, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2], stage_pss=peak[3])
+    busy = stage[len(stage) // 10:] or stage  # past start-up
+    return dict(result, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2], stage_pss=peak[3],
+                stage_private=peak[4], stage_mean=sum(busy) / max(1, len(busy)))

@@ -60,7 +60,8 @@ def child(executor: str, m: int, root: Path, steps: int, cpus: int) -> None:
     torch.set_num_threads(cpus)
     files = sorted(str(p) for p in (root / f"m{m}").glob("*.parquet"))
     ids = np.concatenate([pq.read_table(f, columns=["sample_id"])["sample_id"].to_numpy() for f in files])
-    owner = np.repeat(files, [pq.read_metadata(f).num_rows for f in files])
+    # one str object per shard, referenced by each of its rows: how the pipeline's views hold them
+    owner = np.repeat(np.array(files, dtype=object), [pq.read_metadata(f).num_rows for f in files])
     spec = FakeSpec(files=owner, sample_ids=ids, labels=np.arange(len(ids)) % K, real_fraction=0.25)
     splits = load_splits(DataConfig(name="fashion_mnist", n_per_class=100))
     job = SupervisedJob(model=ModelConfig(name="resnet8"), train=splits.train, log_every=10**9, kd_alpha=0.9,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import sys
 
 __all__ = ["release_freed_memory"]
 
@@ -27,6 +28,13 @@ def _malloc_trim():
 
 
 def release_freed_memory() -> bool:
-    """Return freed heap pages to the OS; True when something was released."""
+    """Return freed heap pages to the OS (glibc's, and pyarrow's own allocator's when pyarrow is in
+    use: mimalloc or jemalloc keep freed pages too); True when glibc released something."""
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        try:
+            pa.default_memory_pool().release_unused()
+        except (AttributeError, NotImplementedError):
+            pass
     fn = _malloc_trim()
     return bool(fn(0)) if fn is not None else False

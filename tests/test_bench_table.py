@@ -39,7 +39,7 @@ def test_ratios_are_paired_within_a_run_then_medianed():
     assert speed["spread"] == [pytest.approx(200 / 210), pytest.approx(1.0)]
     assert speed["met"] is True and speed["runs"] == 3
     assert speed["ray"] == pytest.approx(100_000 / 210)  # median samples/s of the Ray runs
-    mem = next(h for h in table if h["what"].startswith("synth stage memory"))
+    mem = next(h for h in table if h["what"].startswith("synth stage peak memory"))
     assert mem["ratio"] == pytest.approx(1700 / 1600) and mem["met"] is True
     assert mem["ray"] == [pytest.approx(1600), pytest.approx(1700)] and mem["base"] == [700, 800]
     ten_k = next(h for h in table if h["what"] == "synth stage samples/s, M = 10,000")

@@ -25,3 +25,19 @@ def test_fragmented_heap_is_returned():
     release_freed_memory()
     assert _rss_mb() < before - 100
     assert len(pinned) == 782
+
+
+def test_pyarrow_pool_is_released_too(monkeypatch):
+    """pyarrow allocates through its own pool (mimalloc/jemalloc), which malloc_trim cannot reach: a
+    synth actor's Parquet buffers stayed resident until the pool is told to let go."""
+    import sys
+    import types
+
+    released = []
+    pool = types.SimpleNamespace(release_unused=lambda: released.append(True))
+    monkeypatch.setitem(sys.modules, "pyarrow", types.SimpleNamespace(default_memory_pool=lambda: pool))
+    release_freed_memory()
+    assert released == [True]
+    monkeypatch.delitem(sys.modules, "pyarrow")  # not imported: nothing to release, and no import
+    release_freed_memory()
+    assert released == [True] and "pyarrow" not in sys.modules
