@@ -29,37 +29,16 @@ def record(bench: str, rows: list[dict], **info) -> None:
         Path(path).write_text(json.dumps({"bench": bench, "rows": rows, **info}, default=float))
 
 
-def _children() -> dict[int, int]:
-    parent: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    return parent
+def tree_memory(root_pid: int) -> tuple[int, int, int, int]:
+    """(sum RSS, sum PSS, RSS of root_pid, PSS of root_pid + the stage's actors) in bytes over
+    root_pid and all its descendants. PSS splits shared pages (torch's libraries) between
+    processes: the honest "RAM used" of a tree; RSS counts them once per process."""
+    from rayflow.watchdog import _cmdline, descendants, processes
 
-
-def tree_memory(root_pid: int) -> tuple[int, int, int, int, int]:
-    """(sum RSS, sum PSS, RSS of root_pid, PSS of root_pid + the stage's actors, the same without
-    shared-memory pages) in bytes over root_pid and all its descendants. PSS splits shared pages
-    (torch's libraries) between processes: the honest "RAM used" of a tree; RSS counts them once per
-    process. Shared-memory pages (Pss_Shmem) are Ray's object store, mapped into every process that
-    reads or writes objects: capped by `object_store_memory`, they fill up to the cap as objects pass
-    through, whatever the stage holds itself."""
-    parent = _children()
-    tree, frontier = {root_pid}, [root_pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parent.items() if pp == p and c not in tree]
-        tree.update(kids)
-        frontier.extend(kids)
-    rss = pss = root = stage = shm = 0
-    for p in tree:
+    rss = pss = root = stage = 0
+    for p in {root_pid} | descendants({root_pid}, processes()):
+        mine = p == root_pid or any(s in _cmdline(p) for s in STAGE_ACTORS)
         try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                mine = p == root_pid or any(s in f.read(4096).decode(errors="replace") for s in STAGE_ACTORS)
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith("Rss:"):
@@ -70,28 +49,22 @@ def tree_memory(root_pid: int) -> tuple[int, int, int, int, int]:
                         kb = int(line.split()[1]) * 1024
                         pss += kb
                         stage += kb if mine else 0
-                    elif line.startswith("Pss_Shmem:") and mine:
-                        shm += int(line.split()[1]) * 1024
         except OSError:
             pass
-    return rss, pss, root, stage, stage - shm
+    return rss, pss, root, stage
 
 
 def run_child(cmd: list[str], label: str, echo=("Error", "Traceback")) -> dict:
     """Runs `cmd`, sampling its tree's memory every 0.25 s; returns the JSON of its `RESULT ` line
-    plus the peaks of tree_memory's figures in bytes (peak_rss, peak_pss, driver_rss, stage_pss,
-    stage_private) and the stage's mean PSS over the run past its first tenth (stage_mean). Lines
-    containing `echo` are shown."""
+    plus the peaks of tree_memory's figures in bytes (peak_rss, peak_pss, driver_rss, stage_pss).
+    Lines containing `echo` are shown."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0, 0, 0, 0, 0]
-    stage: list[int] = []  # every sample of the stage's PSS, for its time average
+    peak = [0, 0, 0, 0]
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
-            now = tree_memory(proc.pid)
-            peak[:] = [max(a, b) for a, b in zip(peak, now)]
-            stage.append(now[3])
+            peak[:] = [max(a, b) for a, b in zip(peak, tree_memory(proc.pid))]
             stop.wait(0.25)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -108,6 +81,4 @@ def run_child(cmd: list[str], label: str, echo=("Error", "Traceback")) -> dict:
     th.join()
     if proc.returncode != 0 or result is None:
         raise SystemExit(f"{label} failed (exit {proc.returncode}):\n" + "".join(tail))
-    busy = stage[len(stage) // 10:] or stage  # past start-up
-    return dict(result, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2], stage_pss=peak[3],
-                stage_private=peak[4], stage_mean=sum(busy) / max(1, len(busy)))
+    return dict(result, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2], stage_pss=peak[3])

@@ -87,7 +87,7 @@ def headlines(run: dict) -> list[dict]:
         loc = [_row(rows, executor="local", m=m)["driver_rss"] / MB for m in (lo, hi)]
         out.append(_h(f"{stage} peak memory, M = {lo:,} → {hi:,} (growth: Ray's)", ray, loc, "MB", ray[1] / ray[0],
                       ("<=", 1.10)))
-        return out  # (rows keep `stage_mean`, the time average: not comparable, a 10k synth run is half burn-in)
+        return out
     if b == "tune":
         plain = _row(rows, path="plain torch loop (baseline)")
         r = _row(rows, path="Tune trial, Ray Train fit inside")

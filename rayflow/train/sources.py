@@ -140,12 +140,12 @@ class ShardSource:
         size, n = 0, 0
         for b in self._stream(0):
             n += 1
+            nbytes = sum(v.nbytes for v in b.values())
             if n == 1 and self.num_rows is not None:  # too big to keep, known from the first batch
-                rows = len(next(iter(b.values())))
-                if sum(v.nbytes for v in b.values()) / max(1, rows) * self.num_rows > self.cache_bytes:
+                if nbytes / max(1, len(next(iter(b.values())))) * self.num_rows > self.cache_bytes:
                     cached = None
             if cached is not None:
-                size += sum(v.nbytes for v in b.values())
+                size += nbytes
                 if size <= self.cache_bytes:
                     cached.append(b)
                 else:
