@@ -57,10 +57,11 @@ def effective(v: Variant, cfg: PipelineConfig, dre_ok: bool = True) -> Variant:
                    filter=v.filter and cfg.filter.enabled, relabel=v.relabel and cfg.filter.relabel)
 
 
-def plan(cfg: PipelineConfig, dre_ok: bool = True, variants: tuple[Variant, ...] = ABLATION) -> list[Variant]:
-    """The effective variants to train, in order, without repeats (labels kept from the request)."""
+def plan(cfg: PipelineConfig, dre_ok: bool = True, variants: tuple[Variant, ...] | None = None) -> list[Variant]:
+    """The effective variants to train, in order, without repeats (labels kept from the request);
+    by default the whole ablation, or only cGAN-KD itself when `cfg.ablation` is off."""
     out, seen = [], set()
-    for v in variants:
+    for v in variants if variants is not None else ABLATION if cfg.ablation else (CGAN_KD,):
         e = effective(v, cfg, dre_ok)
         if e._same_training() not in seen:
             seen.add(e._same_training())

@@ -275,6 +275,8 @@ class PipelineConfig(_Strict):
     # get their own, shorter schedule: compared at their peak, not past it.
     baseline_steps: int | None = Field(None, gt=0, description="steps of the NOKD and BLKD students "
                                        "(None: student.train.steps)")
+    ablation: bool = Field(True, description="train the ablation's students (raw fakes, + cDR-RS, + filtering, "
+                           "+ relabelling) beside cGAN-KD; false: cGAN-KD only, e.g. for a KD-method table run")
     kd_table: KDMethodList = Field(default_factory=list, description=(
         "the KD-method comparison table (docs/kd_methods.md): per method m and seed, the student on "
         "real images with the online teacher (loss task + weight_m * L_m, baseline_steps) and the "

@@ -190,3 +190,21 @@ def test_local_map_batches_runs_the_chain_on_cuda_only_with_gpu_actors(cuda):
     cuda(False)
     list(LocalExecutor().map_batches([], steps, PoolSpec(gpus_per_actor=1)))
     assert seen == ["cuda", "cpu", "cpu"]
+
+
+def test_gpu_actors_wait_for_scaled_down_gpu_nodes_of_an_autoscaling_cluster(monkeypatch):
+    """The autoscaler's config allows GPU nodes (none up now): one actor per pool is asked for (the
+    request that scales a GPU node up), not refused; more than the config can ever give still is."""
+    import ray
+    from ray._private import state as ray_state
+
+    from rayflow.executors.ray_data import min_actors
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    monkeypatch.setattr(ray_state.state, "get_max_resources_from_cluster_config", lambda: {"CPU": 20, "GPU": 2})
+    assert min_actors(PoolSpec(max_actors=4, gpus_per_actor=1), 1) == 1
+    with pytest.raises(PoolError, match=r"has 2 \(scaled up\); lower synth.num_gpus_per_actor"):
+        min_actors(PoolSpec(gpus_per_actor=1), 3)
+    monkeypatch.setattr(ray_state.state, "get_max_resources_from_cluster_config", lambda: None)  # no autoscaler
+    with pytest.raises(PoolError, match="has 0; lower synth.num_gpus_per_actor"):
+        min_actors(PoolSpec(gpus_per_actor=1), 1)

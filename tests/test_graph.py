@@ -152,6 +152,9 @@ def test_ablation_is_planned_from_typed_variants():
     no_dre = plan(cfg, dre_ok=False)
     assert "+ cDR-RS subsampling" not in [v.label for v in no_dre] and not any(v.subsample for v in no_dre)
     assert node_inputs(cfg, CGAN_KD.student(0))["fake"] == CGAN_KD.fake_set()
+    only = load_config("rayflow/configs/tiny.yaml", ["ablation=false"])
+    assert plan(only) == [CGAN_KD]  # cGAN-KD alone, the same node (and cache key) as in the ablation
+    assert node_key(only, plan(only)[0].student(0)) == node_key(cfg, CGAN_KD.student(0))
 
 
 def test_unknown_stage_is_named():

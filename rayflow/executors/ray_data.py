@@ -15,17 +15,33 @@ from ray.data import ActorPoolStrategy
 from rayflow.executors.base import FakeSpec, PoolError, PoolSpec, StepSpec
 
 
+def cluster_capacity() -> tuple[dict[str, float], dict[str, float]]:
+    """(resources now, resources the cluster can grow to). On an autoscaling cluster the second
+    counts the node types' max_workers (the autoscaler's config in the GCS), so GPU actors are not
+    refused while the GPU nodes are scaled down: Ray Data's request makes the autoscaler add one."""
+    now = {k: float(v) for k, v in ray.cluster_resources().items()}
+    try:
+        from ray._private.state import state
+
+        most = state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # a private API: without it, what the cluster has now is the limit
+        most = {}
+    return now, {k: max(now.get(k, 0.0), float(most.get(k, 0.0))) for k in set(now) | set(most)}
+
+
 def min_actors(pool: PoolSpec, pools: int) -> int:
     """Actors each pool starts with. Every pool holds at least one actor for the whole pipeline: if
-    their minimum does not fit the cluster, Ray Data waits forever (the 2-CPU actor-pool deadlock).
-    All start at once when they fit with a CPU to spare for Ray Data's own tasks: the autoscaler
-    adds the 2nd actor only after the 1st is busy, seconds of one idle core per pipeline."""
-    have = ray.cluster_resources()
+    their minimum does not fit the cluster (as far as it can scale up), Ray Data waits forever (the
+    2-CPU actor-pool deadlock). All start at once when they fit the nodes up now with a CPU to spare
+    for Ray Data's own tasks: the autoscaler adds the 2nd actor only after the 1st is busy, seconds
+    of one idle core per pipeline."""
+    have, most = cluster_capacity()
     for res, per_actor in (("CPU", pool.cpus_per_actor), ("GPU", pool.gpus_per_actor)):
         need = per_actor * pools
-        if need > have.get(res, 0.0) + 1e-9:
+        if need > most.get(res, 0.0) + 1e-9:
             raise PoolError(f"the pipeline needs {need:g} {res} for its {pools} actor pool(s) ({per_actor:g} per "
-                            f"actor, at least one actor each) but the Ray cluster has {have.get(res, 0.0):g}; lower "
+                            f"actor, at least one actor each) but the Ray cluster has {most.get(res, 0.0):g}"
+                            f"{' (scaled up)' if most.get(res, 0.0) > have.get(res, 0.0) else ''}; lower "
                             f"{'synth.cpus_per_actor' if res == 'CPU' else 'synth.num_gpus_per_actor'}")
     fits = int((have.get("CPU", 0.0) - 1.0) / (pool.cpus_per_actor * pools) + 1e-9)
     if pool.gpus_per_actor > 0:

@@ -4,7 +4,8 @@
 pools; the ``local`` executor calls the very same objects in a loop. A *batch* is a dict of numpy
 arrays holding whole shards (one row per generator draw, ``shard_id``/``draw``/``n_draws``
 columns); every step regroups it by shard and works on fixed sub-batches of ``batch_size`` draws
-of one shard, so results never depend on how Ray Data happens to cut or merge blocks:
+of one shard (the nets run them in forward passes of at most ``infer_batch`` rows), so results
+never depend on how Ray Data happens to cut or merge blocks:
 
 * the ratio MLP's float output depends on the batch it runs in (GEMM blocking), so every net runs
   on the same ``(shard, batch_idx)`` sub-batches in both executors;
@@ -59,6 +60,10 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+CPU_INFER_BATCH = 128  # rows per forward pass on CPU: a 500-row pass of the generator peaks ~250 MB
+# higher per actor than 128 rows, at no speed gain (measured on the synth benchmark's nets)
+
+
 def _device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,6 +78,9 @@ class _Step:
             torch.set_num_threads(int(threads))
         self.batch_size = int(batch_size)
         self.device = _device(device)
+        # the nets' forward sub-batch: ``batch_size`` keys the rejection sampler's uniforms (which
+        # draws are kept), this only bounds activation memory; z is drawn up front (see generate)
+        self.infer_batch = self.batch_size if self.device.type == "cuda" else min(self.batch_size, CPU_INFER_BATCH)
 
 
 class Generate(_Step):
@@ -96,7 +104,7 @@ class Generate(_Step):
     def draw_labelled(self, stratum: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(labels, uint8 images)`` of ``n`` draws of one stratum; depends only on (G, stratum, n, seed)."""
         y = self.labels(stratum, n, seed)
-        return y, generate(self.G, y, seed=int(seed), batch_size=self.batch_size)
+        return y, generate(self.G, y, seed=int(seed), batch_size=self.infer_batch)
 
     def draw(self, label: int, n: int, seed: int) -> torch.Tensor:
         """``n`` uint8 images of stratum ``label`` (the class, for class ids)."""
@@ -148,11 +156,11 @@ class Score(_Step):
         self.sampler = RejectionSampler(burnin_max=dict(enumerate(float(m) for m in max_ratio)), seed=self.seed)
 
     def ratios(self, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-        """Density ratios (float32) of uint8 ``images`` under ``labels``, in sub-batches of ``batch_size``."""
+        """Density ratios (float32) of uint8 ``images`` under ``labels``, in sub-batches of ``infer_batch``."""
         out = []
-        for sl in _chunks(len(images), self.batch_size):
+        for sl in _chunks(len(images), self.infer_batch):
             feats = embed(self.features, images[sl].to(self.device))
-            out.append(ratio_scores(self.ratio_net, feats, labels[sl], batch_size=self.batch_size).numpy())
+            out.append(ratio_scores(self.ratio_net, feats, labels[sl], batch_size=self.infer_batch).numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
     def accept(self, images: torch.Tensor, labels: torch.Tensor, key: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -203,9 +211,9 @@ class Label(_Step):
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> np.ndarray:
-        """Teacher outputs (float32 ``(n, K)``) of uint8 ``images``, in sub-batches of ``batch_size``."""
+        """Teacher outputs (float32 ``(n, K)``) of uint8 ``images``, in sub-batches of ``infer_batch``."""
         out = [self.teacher(to_float(images[sl].to(self.device))).float().cpu().numpy()
-               for sl in _chunks(len(images), self.batch_size)]
+               for sl in _chunks(len(images), self.infer_batch)]
         return np.concatenate(out) if out else np.zeros((0, self.num_outputs), np.float32)
 
     def errors(self, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
