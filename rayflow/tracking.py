@@ -102,6 +102,11 @@ class MLflowTracker:
     """One MLflow run per stage (named after it) in the experiment `experiment`."""
 
     def __init__(self, uri: str, experiment: str, name: str):
+        if uri.startswith("file:"):
+            # MLflow 3 refuses its file store ("maintenance mode") unless opted in; a store of plain
+            # files under the output dir is what runtime.mlflow promises without a server or database
+            # (runtime.mlflow_uri=sqlite:///... or http://... picks another backend)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=uri)
