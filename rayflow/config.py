@@ -6,13 +6,14 @@ the offending field (e.g. ``filter.rho: must be in (0, 1], got 1.5``).
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
-from rayflow.kd.config import KDConfig, KDMethodConfig  # pydantic only (no torch)
+from rayflow.kd.config import KDConfig, KDMethodConfig, KDTableEntry  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
 
 
@@ -188,9 +189,10 @@ class StageSpec(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-def kd_method_list(v: Any) -> Any:
+def kd_method_list(v: Any, table: bool = False) -> Any:
     """`{method: crd, weight: 0.8}`, `crd`, or a list of those -> a list of method mappings; an
-    unknown (or not implemented: sskd, takd) method name fails here with the zoo's one message."""
+    unknown (or not implemented: sskd; takd outside a `table`) method name fails here with the zoo's
+    one message."""
     if v is None:
         return []
     items = v if isinstance(v, list) else [v]
@@ -201,13 +203,14 @@ def kd_method_list(v: Any) -> Any:
         if isinstance(item, dict):
             if "method" not in item:
                 raise KDConfigError(f"every KD method entry needs a 'method' field, got {item}")
-            check_method_name(item["method"])
+            check_method_name(item["method"], table=table)
         out.append(item)
     return out
 
 
 # a list of KD method configs that also takes one mapping or a bare name (student.kd, kd_table)
 KDMethodList = Annotated[list[KDMethodConfig], BeforeValidator(kd_method_list)]
+KDTableList = Annotated[list[KDTableEntry], BeforeValidator(functools.partial(kd_method_list, table=True))]
 
 
 class StudentSpec(StageSpec):
@@ -277,7 +280,7 @@ class PipelineConfig(_Strict):
                                        "(None: student.train.steps)")
     ablation: bool = Field(True, description="train the ablation's students (raw fakes, + cDR-RS, + filtering, "
                            "+ relabelling) beside cGAN-KD; false: cGAN-KD only, e.g. for a KD-method table run")
-    kd_table: KDMethodList = Field(default_factory=list, description=(
+    kd_table: KDTableList = Field(default_factory=list, description=(
         "the KD-method comparison table (docs/kd_methods.md): per method m and seed, the student on "
         "real images with the online teacher (loss task + weight_m * L_m, baseline_steps) and the "
         "cGAN-KD student + weight_m * L_m; blkd's rows are the BLKD and cGAN-KD students themselves. "
@@ -292,6 +295,12 @@ class PipelineConfig(_Strict):
         if twice:
             raise ValueError(f"kd_table: method(s) {', '.join(twice)} appear more than once; each method is "
                              "one pair of rows of the table")
+        for m in self.kd_table:
+            if m.method == "takd":
+                try:
+                    ModelConfig(name=m.assistant)
+                except ValidationError as e:
+                    raise ValueError(f"kd_table: takd's assistant: {e.errors()[0]['msg'].removeprefix('Value error, ')}")
         if self.fake.kd_weight > 0 and any(m.method == "blkd" for m in self.student.kd):
             raise ValueError(f"student.kd: method 'blkd' repeats the Hinton term that fake.kd_weight="
                              f"{self.fake.kd_weight:g} already weights in the cGAN-KD student; drop blkd, or set "

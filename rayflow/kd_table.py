@@ -18,7 +18,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from rayflow.config import ConfigError, PipelineConfig
+from rayflow.config import ConfigError, ModelConfig, PipelineConfig
 from rayflow.stages.graph import Node
 
 BLKD_ROW = "BLKD student"
@@ -66,8 +66,9 @@ def preflight(cfg: PipelineConfig, shape: tuple[int, int, int], num_classes: int
     the task cannot use (AT on an MLP, CRD's class negatives on regression, a missing layer) is one
     ConfigError naming the field, before anything trains."""
     checks = ([("student.kd", list(cfg.student.kd))] if cfg.student.kd else []) + \
-        [(f"kd_table ({m.method})", [m]) for m in cfg.kd_table if m.method != "blkd"]
-    if not checks:
+        [(f"kd_table ({m.method})", [m]) for m in cfg.kd_table if m.method not in ("blkd", "takd")]
+    assistants = [m for m in cfg.kd_table if m.method == "takd"]  # a chain of Hinton links: its model must build
+    if not checks and not assistants:
         return
     import torch
 
@@ -83,6 +84,14 @@ def preflight(cfg: PipelineConfig, shape: tuple[int, int, int], num_classes: int
             torch.manual_seed(0)
             return build_model(spec.name, in_channels=c, image_size=h, num_outputs=task.num_outputs, **spec.kwargs)
 
+    for m in assistants:
+        try:
+            net(ModelConfig(name=m.assistant, kwargs=dict(m.assistant_kwargs)))
+        except (KeyError, ValueError, TypeError) as e:
+            raise ConfigError(f"kd_table (takd): assistant model {m.assistant!r} cannot be built for images "
+                              f"{c}x{h}x{h}: {e}") from None
+    if not checks:
+        return
     student, teacher = net(cfg.student.model), net(cfg.teacher.model)
     for where, methods in checks:
         try:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 import torch
 
@@ -140,7 +141,8 @@ def test_pipeline_kd_table_from_real_runs(tmp_path, capsys):
     sets = [f"output_dir={out}", "dre.feature_net.name=teacher", "teacher.train.steps=60",
             "student.train.steps=40", "student.model.name=cnn_small", "student.model.kwargs={widths: [8, 16]}",
             "gan.steps=30", "gan.checkpoint_every=15", "dre.steps=20",
-            "kd_table=[{method: blkd}, {method: at}, {method: crd, nce_k: 64, feat_dim: 16}]"]
+            "kd_table=[{method: blkd}, {method: at}, {method: crd, nce_k: 64, feat_dim: 16}, "
+            "{method: takd, assistant: cnn_small, assistant_kwargs: {widths: [12, 24]}}]"]
     argv = ["run", "--config", TINY, "--executor", "local"]
     for s in sets:
         argv += ["--set", s]
@@ -148,7 +150,7 @@ def test_pipeline_kd_table_from_real_runs(tmp_path, capsys):
     console = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     table = {e["method"]: e for e in results["kd_table"]}
-    assert list(table) == ["blkd", "at", "crd"]
+    assert list(table) == ["blkd", "at", "crd", "takd"]
     rows = {r["model"]: r for r in results["rows"]}
     for e in table.values():
         assert e["alone"] == rows[e["alone_row"]]["test_acc"] and e["with_cgan"] == rows[e["with_cgan_row"]]["test_acc"]
@@ -161,4 +163,20 @@ def test_pipeline_kd_table_from_real_runs(tmp_path, capsys):
     assert not (Path(rows["cGAN-KD + at"]["artifact"].removeprefix("file://")) / "kd.safetensors").exists()
     assert [a["variant"] for a in results["ablation"]][-1].startswith("cGAN-KD:")  # the table's rows stay out
     assert "KD methods (test_acc" in console and "cGAN-KD + at" in console
+    # TAKD: each row's student learned from its own cached assistant (real only / real + fakes), which
+    # learned from the teacher; the takd student is a different model from the plain cGAN-KD one
+    def doc(row):
+        return yaml.safe_load((Path(rows[row]["artifact"].removeprefix("file://")) / "config.yaml").read_text())
+
+    alone, with_cgan = doc("takd"), doc("cGAN-KD + takd")
+    assert set(alone["inputs"]) == {"assistant"} and set(with_cgan["inputs"]) == {"assistant", "fake"}
+    assistants = {d["inputs"]["assistant"]: out / "artifacts" / "assistant" / f"assistant-{d['inputs']['assistant']}"
+                  for d in (alone, with_cgan)}
+    assert len(assistants) == 2 and all((a / "model.safetensors").is_file() for a in assistants.values())
+    for a in assistants.values():
+        arch = yaml.safe_load((a / "config.yaml").read_text())
+        assert arch["inputs"]["teacher"] and arch["reads"]["kd_table.takd"]["assistant_kwargs"] == {"widths": [12, 24]}
+    weights = [(Path(rows[r]["artifact"].removeprefix("file://")) / "model.safetensors").read_bytes()
+               for r in ("cGAN-KD + takd", table["blkd"]["with_cgan_row"])]
+    assert weights[0] != weights[1]  # other soft labels (the assistant's), so another student
     assert "KD methods: alone vs with cGAN samples" in (out / "report.html").read_text()

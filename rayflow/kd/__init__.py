@@ -23,7 +23,7 @@ _WHERE = {
     "KDBatch": "base", "KDLoss": "base",
     "ATConfig": "config", "BLKDConfig": "config", "CRDConfig": "config", "FitNetConfig": "config",
     "KDConfig": "config", "KDMethodConfig": "config", "PKTConfig": "config", "RKDConfig": "config",
-    "SPConfig": "config", "VIDConfig": "config",
+    "SPConfig": "config", "VIDConfig": "config", "TAKDConfig": "config", "KDTableEntry": "config",
     "Criterion": "criterion", "build_criterion": "criterion",
     "KNOWN_METHODS": "errors", "KDConfigError": "errors", "KDMethodUnavailable": "errors",
     "FeatureSpec": "features", "probe_features": "features",

@@ -103,8 +103,24 @@ class CRDConfig(_Strict):
     teacher_layer: int | None = Field(None, description=_ONE + "-1")
 
 
+class TAKDConfig(_Strict):
+    """Teacher-assistant KD (Mirzadeh et al., AAAI 2020): a chain, not a loss. The assistant (a model
+    between teacher and student in size) is distilled from the teacher with the Hinton term, the
+    student from the assistant; with cGAN samples both links train on real + fake (rayflow.stages.takd)."""
+
+    method: Literal["takd"] = "takd"
+    assistant: str = Field("cnn_small", description="model name of the teacher assistant (rayflow.models)")
+    assistant_kwargs: dict[str, Any] = Field(default_factory=dict, description="its constructor kwargs")
+
+
 KDMethodConfig = Annotated[
     Union[BLKDConfig, FitNetConfig, ATConfig, SPConfig, VIDConfig, RKDConfig, PKTConfig, CRDConfig],
+    Field(discriminator="method"),
+]
+
+# a kd_table entry: any loss method, or a stage chain (takd)
+KDTableEntry = Annotated[
+    Union[BLKDConfig, FitNetConfig, ATConfig, SPConfig, VIDConfig, RKDConfig, PKTConfig, CRDConfig, TAKDConfig],
     Field(discriminator="method"),
 ]
 

@@ -13,8 +13,10 @@ _NOT_LOSSES = {
     "sskd": ("SSKD is not implemented: it needs a self-supervised rotation head on the teacher and "
              "four rotated copies of every image, which the student loop does not provide"),
     "takd": ("TAKD is not a loss: it is a chain of training stages (teacher -> assistant -> student, "
-             "each distilled with blkd) and belongs in the stage pipeline, not in student.kd.methods"),
+             "each distilled with blkd); list it in kd_table (e.g. kd_table=[takd] or {method: takd, "
+             "assistant: cnn_small}), not in student.kd"),
 }
+TABLE_ONLY: tuple[str, ...] = ("takd",)  # stage chains: kd_table rows, never a loss term
 
 
 class KDConfigError(ValueError):
@@ -29,8 +31,11 @@ def known_list() -> str:
     return ", ".join(KNOWN_METHODS)
 
 
-def check_method_name(name: object) -> str:
-    """`name` if the zoo builds it; otherwise one message naming it and the methods that exist."""
+def check_method_name(name: object, table: bool = False) -> str:
+    """`name` if the zoo builds it (or, `table`: if kd_table can have it as a row: also takd);
+    otherwise one message naming it and the methods that exist."""
+    if table and name in TABLE_ONLY:
+        return name  # type: ignore[return-value]
     if isinstance(name, str) and name.lower() in _NOT_LOSSES:
         raise KDMethodUnavailable(f"{_NOT_LOSSES[name.lower()]}; implemented KD methods: {known_list()}")
     if name not in KNOWN_METHODS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rayflow.config import ConfigError, PipelineConfig, StageSpec
+from rayflow.stages import takd
 from rayflow.stages.graph import Node, StageDef, View, register
 
 # the student's model and schedule, not student.kd: only the cGAN-KD student reads that
@@ -24,6 +25,8 @@ def seeded(spec: StageSpec, seed: int, steps: int | None = None) -> StageSpec:
 
 
 def _teacher(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
+    if p.get("method") == takd.TAKD:  # the takd row's student learns from the assistant
+        return {"assistant": takd.assistant_node(p)}
     return {"teacher": Node.of("teacher")}
 
 
@@ -44,6 +47,8 @@ def table_path(method: str) -> str:
 def kd_methods_of(node: Node, v: View) -> list:
     """The KD method configs a student node adds to its loss."""
     p = node.p
+    if takd.is_takd(node):  # a chain of stages, not a loss term
+        return []
     if p.get("method"):
         return [v[table_path(p["method"])]]
     if node.stage == "cgankd" and p.get("kd"):
@@ -58,6 +63,8 @@ def spec_of(node: Node, v: View) -> StageSpec:
         return v["teacher"]
     if node.stage == "dre_features":
         return StageSpec(model=v["dre.feature_net"], train=v["dre.feature_train"])
+    if node.stage == "assistant":
+        return takd.assistant_spec(node, v)
     steps = v["baseline_steps"] if node.stage in ("nokd", "blkd") else None
     return seeded(StageSpec(model=v["student.model"], train=v["student.train"]), p["seed"], steps)
 
@@ -67,6 +74,14 @@ def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, An
     from rayflow.executors import FakeSpec
 
     p = node.p
+    if node.stage == "assistant" or takd.is_takd(node):
+        fields, fake = takd.job_fields(runner, node, v, inputs)
+        if "init" in inputs:
+            from rayflow.checkpoint import load_weights
+            from rayflow.models.io import WEIGHTS
+
+            fields["init_state"] = load_weights(inputs["init"].file(WEIGHTS))
+        return fields, fake
     if node.stage == "blkd" and p.get("method"):  # a kd_table row "m": task + weight_m * L_m, no Hinton term
         from rayflow.checkpoint import load_weights
         from rayflow.models.io import WEIGHTS
@@ -128,6 +143,8 @@ register(StageDef("teacher", reads=lambda p: ("data", "teacher"), kind="train",
 register(StageDef("nokd", reads=lambda p: (*SPEC_READS, "baseline_steps"), kind="train",
                   doc="the student on real images alone"))
 def _blkd_reads(p: dict) -> tuple[str, ...]:
+    if p.get("method") == takd.TAKD:  # the Hinton term, from the assistant
+        return (*SPEC_READS, "baseline_steps", table_path(p["method"])) + takd.HINTON
     if p.get("method"):  # kd_table row "m": its method's settings instead of the Hinton term's
         return (*SPEC_READS, "baseline_steps", "teacher.model", table_path(p["method"]))
     return (*SPEC_READS, "baseline_steps", "teacher.model", "fake.kd_weight", "fake.temperature")
@@ -154,7 +171,9 @@ def _cgankd_reads(p: dict) -> tuple[str, ...]:
 
 def _cgankd_inputs(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
     ins = {"fake": Node.of("view", subsample=p["subsample"], filter=p["filter"], relabel=p["relabel"])}
-    if p["kd"]:
+    if p.get("method") == takd.TAKD:
+        ins["assistant"] = takd.assistant_node(p)
+    elif p["kd"]:
         ins["teacher"] = Node.of("teacher")
     if cfg.fake.init == "nokd":
         ins["init"] = Node.of("nokd", seed=p["seed"])
