@@ -113,21 +113,13 @@ class TAKDConfig(_Strict):
     assistant_kwargs: dict[str, Any] = Field(default_factory=dict, description="its constructor kwargs")
 
 
-KDMethodConfig = Annotated[
-    Union[BLKDConfig, FitNetConfig, ATConfig, SPConfig, VIDConfig, RKDConfig, PKTConfig, CRDConfig],
-    Field(discriminator="method"),
-]
+_LOSSES = (BLKDConfig, FitNetConfig, ATConfig, SPConfig, VIDConfig, RKDConfig, PKTConfig, CRDConfig)
 
+KDMethodConfig = Annotated[Union[_LOSSES], Field(discriminator="method")]
 # a kd_table entry: any loss method, or a stage chain (takd)
-KDTableEntry = Annotated[
-    Union[BLKDConfig, FitNetConfig, ATConfig, SPConfig, VIDConfig, RKDConfig, PKTConfig, CRDConfig, TAKDConfig],
-    Field(discriminator="method"),
-]
+KDTableEntry = Annotated[Union[(*_LOSSES, TAKDConfig)], Field(discriminator="method")]
 
-METHOD_CONFIGS: dict[str, type[BaseModel]] = {
-    "blkd": BLKDConfig, "fitnet": FitNetConfig, "at": ATConfig, "sp": SPConfig, "vid": VIDConfig,
-    "rkd": RKDConfig, "pkt": PKTConfig, "crd": CRDConfig,
-}
+METHOD_CONFIGS: dict[str, type[BaseModel]] = {c.model_fields["method"].default: c for c in _LOSSES}
 
 
 class KDConfig(_Strict):

@@ -69,19 +69,44 @@ def spec_of(node: Node, v: View) -> StageSpec:
     return seeded(StageSpec(model=v["student.model"], train=v["student.train"]), p["seed"], steps)
 
 
-def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, Any]:
-    """(extra SupervisedJob fields, FakeSpec or None): computed only when the node is trained."""
-    from rayflow.executors import FakeSpec
+def online_teacher(art: Any) -> dict:
+    """Job fields that run model artifact `art` online as the KD teacher (its own architecture)."""
+    from rayflow.checkpoint import load_weights
+    from rayflow.config import ModelConfig
+    from rayflow.models.io import WEIGHTS, read_arch
 
+    arch = read_arch(art.path)
+    return {"teacher": ModelConfig(name=arch["name"], kwargs=arch["kwargs"]),
+            "teacher_state": load_weights(art.file(WEIGHTS))}
+
+
+def fake_spec(runner: Any, view_art: Any, v: View, *, orig_labels: bool, use_logits: bool):
+    """The fakes of view artifact `view_art` as a student streams them: conditioning or final labels,
+    with the teacher's stored logits or without."""
+    from rayflow.executors import FakeSpec
+    from rayflow.stages.synth import view_files
+
+    rows = view_files(runner, view_art)
+    return FakeSpec(rows["file"], rows["sample_id"], rows["orig_label"] if orig_labels else rows["label"],
+                    v["fake.real_fraction"], use_logits=use_logits)
+
+
+def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, Any]:
+    """(extra SupervisedJob fields, FakeSpec or None): computed only when the node is trained; a
+    node with an `init` input (fake.init: nokd) starts from that model's weights."""
+    fields, fake = _job_fields(runner, node, v, inputs)
+    if "init" in inputs:
+        from rayflow.checkpoint import load_weights
+        from rayflow.models.io import WEIGHTS
+
+        fields["init_state"] = load_weights(inputs["init"].file(WEIGHTS))
+    return fields, fake
+
+
+def _job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, Any]:
     p = node.p
     if node.stage == "assistant" or takd.is_takd(node):
-        fields, fake = takd.job_fields(runner, node, v, inputs)
-        if "init" in inputs:
-            from rayflow.checkpoint import load_weights
-            from rayflow.models.io import WEIGHTS
-
-            fields["init_state"] = load_weights(inputs["init"].file(WEIGHTS))
-        return fields, fake
+        return takd.job_fields(runner, node, v, inputs)
     if node.stage == "blkd" and p.get("method"):  # a kd_table row "m": task + weight_m * L_m, no Hinton term
         from rayflow.checkpoint import load_weights
         from rayflow.models.io import WEIGHTS
@@ -110,24 +135,8 @@ def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, An
                    "real_logits": runner.teacher_logits(inputs["teacher"], "train")}
             methods = kd_methods_of(node, v)
             if methods:  # ... unless KD methods want the teacher's features (and its weights online)
-                from rayflow.checkpoint import load_weights
-                from rayflow.config import ModelConfig
-                from rayflow.models.io import WEIGHTS, read_arch
-
-                arch = read_arch(inputs["teacher"].path)
-                out.update(kd_methods=methods, teacher=ModelConfig(name=arch["name"], kwargs=arch["kwargs"]),
-                           teacher_state=load_weights(inputs["teacher"].file(WEIGHTS)))
-        if "init" in inputs:
-            from rayflow.checkpoint import load_weights
-            from rayflow.models.io import WEIGHTS
-
-            out["init_state"] = load_weights(inputs["init"].file(WEIGHTS))
-        from rayflow.stages.synth import view_files
-
-        rows = view_files(runner, inputs["fake"])
-        spec = FakeSpec(rows["file"], rows["sample_id"], rows["orig_label"] if p["orig_labels"] else rows["label"],
-                        v["fake.real_fraction"], use_logits=p["kd"])
-        return out, spec
+                out.update(kd_methods=methods, **online_teacher(inputs["teacher"]))
+        return out, fake_spec(runner, inputs["fake"], v, orig_labels=p["orig_labels"], use_logits=p["kd"])
     return {}, None
 
 

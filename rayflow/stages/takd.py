@@ -57,43 +57,27 @@ def assistant_spec(node: Node, v: View) -> StageSpec:
     return seeded(spec, node.p["seed"], None if node.p["fakes"] else v["baseline_steps"])
 
 
-def online(art: Any) -> dict:
-    """Job fields that run model artifact `art` online as the KD teacher."""
-    from rayflow.checkpoint import load_weights
-    from rayflow.models.io import WEIGHTS, read_arch
-
-    arch = read_arch(art.path)
-    return {"teacher": ModelConfig(name=arch["name"], kwargs=arch["kwargs"]),
-            "teacher_state": load_weights(art.file(WEIGHTS))}
-
-
 def hinton(v: View) -> dict:
     return {"kd_alpha": v["fake.kd_weight"], "temperature": v["fake.temperature"]}
 
 
-def fake_spec(runner: Any, view_art: Any, v: View, use_logits: bool):
-    """The relabelled fakes of a cGAN-KD link (final labels; the teacher's stored logits or none)."""
-    from rayflow.executors import FakeSpec
-    from rayflow.stages.synth import view_files
-
-    rows = view_files(runner, view_art)
-    return FakeSpec(rows["file"], rows["sample_id"], rows["label"], v["fake.real_fraction"], use_logits=use_logits)
-
-
 def job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, Any]:
-    """(SupervisedJob fields, FakeSpec or None) of an assistant or of a takd row's student."""
+    """(SupervisedJob fields, FakeSpec or None) of an assistant or of a takd row's student; the
+    cGAN-KD links train on the view's final (relabelled) labels."""
+    from rayflow.stages.supervised import fake_spec, online_teacher
+
     if node.stage == "assistant":
-        fields = {**online(inputs["teacher"]), **hinton(v)}
+        fields = {**online_teacher(inputs["teacher"]), **hinton(v)}
         if not node.p["fakes"]:
             return fields, None
         # like the cGAN-KD student: the teacher's stored soft labels on fakes, its logits on reals
         fields["real_logits"] = runner.teacher_logits(inputs["teacher"], "train")
-        return fields, fake_spec(runner, inputs["fake"], v, use_logits=True)
-    fields = {**online(inputs["assistant"]), **hinton(v)}  # the assistant is this student's teacher
+        return fields, fake_spec(runner, inputs["fake"], v, orig_labels=False, use_logits=True)
+    fields = {**online_teacher(inputs["assistant"]), **hinton(v)}  # the assistant is this student's teacher
     if node.stage == "blkd":
         return fields, None
     fields["real_logits"] = runner.teacher_logits(inputs["assistant"], "train")
-    return fields, fake_spec(runner, inputs["fake"], v, use_logits=False)  # the assistant labels fakes online
+    return fields, fake_spec(runner, inputs["fake"], v, orig_labels=False, use_logits=False)  # assistant online
 
 
 register(StageDef("assistant", reads=_reads, inputs=_inputs, kind="train",
