@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (BeforeValidator, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
@@ -51,8 +52,20 @@ class TrainConfig(_Strict):
     schedule: Literal["cosine", "onecycle", "step", "constant"] = "onecycle"
     augment: list[Literal["crop", "flip", "cutout"]] = Field(default_factory=lambda: ["crop", "flip"])
     eval_every: int = Field(0, ge=0, description="validation every N steps (0: only at the end)")
+    select: Literal["last", "best_val"] = Field("last", description=(
+        "the weights a run ends with: the last step's, or best_val: the step that scored best on the "
+        "validation split among the evaluations every eval_every steps (the step count chosen on "
+        "validation data, never the test set; needs data.val_per_class or data.val_fraction)"))
     amp: bool = True
     seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _keys_without_default_select(self, handler):
+        """`select` is dumped only when set: every cache key hashed before it existed stays valid."""
+        out = handler(self)
+        if out.get("select") == "last":
+            out.pop("select")
+        return out
 
 
 class ScalingConfig(_Strict):
@@ -311,6 +324,22 @@ class PipelineConfig(_Strict):
             msg = str(e) if isinstance(e, KDConfigError) else e.errors()[0]["msg"].removeprefix("Value error, ")
             raise ValueError(f"student.kd: {msg} (the cGAN-KD student's Hinton term is fake.kd_weight="
                              f"{self.fake.kd_weight:g})") from None
+        return self
+
+    @model_validator(mode="after")
+    def _step_selection(self) -> "PipelineConfig":
+        """train.select=best_val scores a validation split at every evaluation: both must exist."""
+        for name in ("teacher", "student"):
+            t = getattr(self, name).train
+            if t.select != "best_val":
+                continue
+            if not (self.data.val_per_class or self.data.val_fraction):
+                raise ValueError(f"{name}.train.select=best_val needs a validation split: set data.val_per_class "
+                                 "(labelled images set aside for choosing the step; a total for regression)")
+            if not t.eval_every or t.eval_every >= t.steps:
+                raise ValueError(f"{name}.train.select=best_val chooses among evaluations every "
+                                 f"{name}.train.eval_every steps: set it below {name}.train.steps={t.steps} "
+                                 f"(got {t.eval_every})")
         return self
 
 

@@ -94,8 +94,10 @@ def render_report(results: dict) -> str:
     if results.get("headroom_recovered") is not None:
         parts.append(f"<p><b>Headroom recovered by cGAN-KD</b>: {100 * results['headroom_recovered']:.0f} % "
                      f"= (cGAN-KD − NOKD) / (perfect generator − NOKD)</p>")
+    chosen = [("selected_step", "step chosen on validation")] \
+        if any("selected_step" in r for r in results.get("rows", [])) else []
     parts.append("<h2>All runs</h2>" + _table(results.get("rows", []), [("model", "model"), ("seed", "seed"),
-                 (metric, metric), ("wall_s", "wall s"), ("artifact", "artifact")]))
+                 (metric, metric), *chosen, ("wall_s", "wall s"), ("artifact", "artifact")]))
     if results.get("ablation"):
         parts.append("<h2>Ablation (each row a real pipeline run)</h2>" + _table(
             results["ablation"], [("variant", "fake data"), (metric, metric), ("delta_nokd", "vs NOKD"),

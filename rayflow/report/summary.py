@@ -83,9 +83,11 @@ def format_results(results: dict) -> str:
     """The console table of a run's rows."""
     metric = results.get("metric", "test_acc")
     digits = 4 if metric == "test_mae" else 2  # normalised [0, 1] errors need more digits than % or degrees
-    lines = [f"{'model':<40} {'seed':>4} {metric:>9} {'wall s':>7} cached"]
+    chosen = any("selected_step" in r for r in results["rows"])  # train.select=best_val: the step kept
+    lines = [f"{'model':<40} {'seed':>4} {metric:>9} " + ("step(val) " if chosen else "") + f"{'wall s':>7} cached"]
     for r in results["rows"]:
-        lines.append(f"{r['model']:<40} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.{digits}f} "
+        step = f"{r.get('selected_step', r.get('step', '')):>9} " if chosen else ""
+        lines.append(f"{r['model']:<40} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.{digits}f} {step}"
                      f"{r.get('wall_s', 0):>7.1f} {'yes' if r.get('reused') else 'no'}")
     if results.get("kd_table"):
         from rayflow.kd_table import format_table

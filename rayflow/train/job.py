@@ -138,8 +138,12 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
             out.update(evaluate(m, job.test, task, device, prefix="test_"))
         return out
 
+    def validate_fn(m: torch.nn.Module) -> dict:
+        return evaluate(m, job.val, task, device, prefix="val_")
+
     source = make_source(job, rank, world, fake_source, real_fraction)
+    has_val = job.val is not None and len(job.val) > 0
     return train_steps(model, source, job.train_cfg, task, criterion=criterion, teacher=teacher, device=device,
-                       evaluate_fn=evaluate_fn,
+                       evaluate_fn=evaluate_fn, validate_fn=validate_fn if has_val else None,
                        reporter=reporter, start_state=start_state, log_every=job.log_every,
                        is_main=rank == 0, rank=rank, checkpoint_every=job.checkpoint_every, progress=progress)

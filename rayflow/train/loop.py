@@ -25,6 +25,7 @@ from rayflow.data.transforms import to_float
 from rayflow.progress import Progress
 from rayflow.seeding import reseed_torch
 from rayflow.train.sources import Batch, BatchSource
+from rayflow.train.select import BestOnVal
 from rayflow.train.tasks import Task
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
                 criterion: Criterion | None = None, teacher: nn.Module | None = None,
                 device: torch.device | str = "cpu",
                 evaluate_fn: Callable[[nn.Module], dict] | None = None,
+                validate_fn: Callable[[nn.Module], dict] | None = None,
                 reporter: Reporter | None = None, start_state: dict | None = None,
                 log_every: int = 100, is_main: bool = True, rank: int = 0, checkpoint_every: int = 0,
                 progress: Progress | None = None) -> dict:
@@ -161,18 +163,23 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
     `criterion`: the loss (None: the task loss); its parameters train in the same optimizer and its
     state rides in every state ("criterion"). `teacher`: the frozen online teacher, if any. With
     KD methods the metrics carry each unweighted term's mean as `loss_<term>`.
+    With `cfg.select == "best_val"` every evaluation scores `validate_fn` (validation only), the run
+    ends with the best-scoring weights (rayflow/train/select.py) and `evaluate_fn` runs once, on them.
     """
     device = torch.device(device)
     world = int(torch.distributed.get_world_size()) if torch.distributed.is_available() and \
         torch.distributed.is_initialized() else 1
     opt = make_optimizer(model, cfg, criterion)
     step = 0
+    best = BestOnVal(task) if cfg.select == "best_val" else None
     if start_state is not None:
         unwrap(model).load_state_dict(start_state["model"])
         opt.load_state_dict(start_state["optimizer"])
         if criterion is not None and "criterion" in start_state:
             criterion.load_state_dict(start_state["criterion"])
         step = int(start_state["step"])
+        if best is not None:
+            best.load(start_state.get("best"))
         if hasattr(source, "skip"):
             source.skip(step)
     if teacher is not None:
@@ -218,18 +225,43 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
                        "images_per_s": seen / max(dt, 1e-9), "elapsed_s": dt}
             metrics.update({f"loss_{k}": v / max(n_run, 1) for k, v in terms.items()})
             running, n_run, terms = 0.0, 0, {}
-            if want_eval and evaluate_fn is not None and is_main:
-                metrics.update(evaluate_fn(model))
-                model.train()
+            if want_eval and is_main:
+                metrics.update(_evaluate(model, step, last, best, evaluate_fn, validate_fn))
             state = None
             if want_state:
                 state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "step": step}
                 if has_state:
                     state["criterion"] = criterion.state_dict()
+                if best is not None:
+                    state["best"] = best.state()
             if reporter is not None:
                 reporter(metrics, state)
     if not metrics:  # resumed from a checkpoint of a finished run: nothing left but the evaluation
         metrics = {"step": step, "resumed": True}
         if evaluate_fn is not None and is_main:
             metrics.update(evaluate_fn(model))
+        if best is not None and is_main:
+            metrics.update(best.summary())
     return metrics
+
+
+def _evaluate(model: nn.Module, step: int, last: bool, best: BestOnVal | None,
+              evaluate_fn: Callable[[nn.Module], dict] | None,
+              validate_fn: Callable[[nn.Module], dict] | None) -> dict:
+    """An evaluation's metrics; with step selection the validation score (and at the end, the
+    selected weights loaded into `model` and their full metrics)."""
+    out: dict = {}
+    if best is None:
+        if evaluate_fn is not None:
+            out = evaluate_fn(model)
+    else:
+        if validate_fn is None:
+            raise RuntimeError("train.select=best_val needs a validation split (data.val_per_class or "
+                               "data.val_fraction)")
+        out = validate_fn(model)
+        best.offer(step, out, unwrap(model))
+        if last:
+            best.restore_into(unwrap(model))
+            out = dict(evaluate_fn(model) if evaluate_fn is not None else validate_fn(model), **best.summary())
+    model.train()
+    return out

@@ -47,6 +47,8 @@ def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> Pipeline
     raw["filter"]["enabled"] = True
     if validation:
         raw["data"]["val_fraction"] = cfg.tune.val_fraction
+        raw["data"]["val_per_class"] = 0  # the trial's split replaces a run's own step-selection split ...
+        raw["student"]["train"]["select"] = "last"  # ... and ASHA compares the trial's own rungs
         raw["student"]["train"]["eval_every"] = max(1, cfg.student.train.steps // cfg.tune.evals)
         raw["runtime"]["checkpoint_every"] = 0  # every report of a trial carries its validation score (ASHA)
     return PipelineConfig.model_validate(raw)
