@@ -95,6 +95,7 @@ class Runner:
         todo: list[tuple[int, Runner, Node, View, dict, str, dict]] = []
         out: list[Artifact | None] = []
         reused: dict[str, list[Artifact]] = {}
+        self._inputs_together(pairs)
         for i, (r, node) in enumerate(pairs):
             if node in r._built:
                 out.append(r._built[node])
@@ -123,6 +124,24 @@ class Runner:
                 for (i, r, node, *_), art in zip(left, self._train([t[1:] for t in left]) if left else []):
                     r._built[node] = out[i] = art
         return out  # type: ignore[return-value]
+
+    def _inputs_together(self, pairs: list[tuple[Runner, Node]]) -> None:
+        """Builds the inputs of several nodes in one `batch` before the nodes themselves: missing
+        training stages among them (TAKD's assistants of every seed, the NOKD students that cGAN-KD
+        students fine-tune from) share one executor run instead of one fit each."""
+        if len(pairs) < 2:
+            return
+        seen: set[tuple[int, Node]] = set()
+        wanted: list[tuple[Runner, Node]] = []
+        for r, node in pairs:
+            if node in r._built:
+                continue
+            for n in node_inputs(r.cfg, node).values():
+                if n not in r._built and (id(r), n) not in seen:
+                    seen.add((id(r), n))
+                    wanted.append((r, n))
+        if len(wanted) > 1:
+            self.batch(wanted)
 
     def _check_gpus(self) -> None:
         """GPUs asked for but absent fail before the first build (a cached run, `rayflow graph`, need none)."""
