@@ -130,19 +130,18 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
         job.real_logits = predict(teacher, job.train.images, device=device).numpy()
     task = job.task
 
-    def evaluate_fn(m: torch.nn.Module) -> dict:
-        out = {}
-        if job.val is not None and len(job.val):
-            out.update(evaluate(m, job.val, task, device, prefix="val_"))
-        if job.test is not None:
-            out.update(evaluate(m, job.test, task, device, prefix="test_"))
-        return out
+    has_val = job.val is not None and len(job.val) > 0
 
     def validate_fn(m: torch.nn.Module) -> dict:
         return evaluate(m, job.val, task, device, prefix="val_")
 
+    def evaluate_fn(m: torch.nn.Module) -> dict:
+        out = validate_fn(m) if has_val else {}
+        if job.test is not None:
+            out.update(evaluate(m, job.test, task, device, prefix="test_"))
+        return out
+
     source = make_source(job, rank, world, fake_source, real_fraction)
-    has_val = job.val is not None and len(job.val) > 0
     return train_steps(model, source, job.train_cfg, task, criterion=criterion, teacher=teacher, device=device,
                        evaluate_fn=evaluate_fn, validate_fn=validate_fn if has_val else None,
                        reporter=reporter, start_state=start_state, log_every=job.log_every,

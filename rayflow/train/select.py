@@ -8,8 +8,6 @@ weights ride in every resume point, so a resumed run selects the same step as an
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -46,7 +44,7 @@ class BestOnVal:
             model.load_state_dict(self.weights)
 
     def state(self) -> dict:
-        return {"step": self.step, "score": self.score, "weights": copy.copy(self.weights)}
+        return {"step": self.step, "score": self.score, "weights": self.weights}  # offer() replaces, never mutates, it
 
     def load(self, state: dict | None) -> None:
         if state:
