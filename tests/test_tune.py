@@ -55,10 +55,17 @@ def test_killed_local_search_resumes_and_completes(tmp_path):
 
 
 def test_ray_tune_search_runs_trials_as_graph_nodes(tmp_path):
-    p = _tune(tmp_path, "--set", "tune.trials=2", "--set", "tune.searcher=random", "--set", "runtime.num_cpus=2")
+    # a relative output_dir, as the packaged configs have: Tune runs trials in its own working directory,
+    # and they must still find the validation-split teacher, GAN and pool the driver built
+    p = _tune("out", "--set", "tune.trials=2", "--set", "tune.searcher=random", "--set", "runtime.num_cpus=2",
+              cwd=tmp_path)
     stdout, stderr = p.communicate(timeout=600)
     assert p.returncode == 0, stderr[-3000:]
-    done = json.loads((tmp_path / "tune-random.json").read_text())
+    out = tmp_path / "out"
+    done = json.loads((out / "tune-random.json").read_text())
     assert len(done["trials"]) == 2 and all(t["val_acc"] > 30 for t in done["trials"])
     assert all(0.1 <= t["rho"] <= 1 and 10 <= t["m"] <= 40 for t in done["trials"])
-    assert list((tmp_path / "artifacts" / "cgankd").glob("cgankd-*"))  # every trial's student is an artifact
+    assert list((out / "artifacts" / "cgankd").glob("cgankd-*"))  # every trial's student is an artifact
+    assert all(t["checkpoint_path"].startswith(str(out)) for t in done["trials"]), done["trials"]
+    # the validation-split GAN (before the trials) and the final retrain's: none trained inside a trial
+    assert len(list((out / "artifacts" / "gan").glob("gan-*/_COMMITTED"))) == 2

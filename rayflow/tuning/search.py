@@ -144,7 +144,10 @@ def tune(cfg: PipelineConfig) -> dict:
     total = float(cfg.runtime.num_cpus or os.cpu_count() or 1)
     log.info("[tune] %s searcher, %d trials over rho %s, M %s (%s executor)", t.searcher, t.trials, list(t.rho),
              list(t.m_per_class), runner.executor.name)
-    trial = functools.partial(run_trial, base=cfg.model_dump(mode="json"), metric=obj.metric)
+    # trials run in Tune's own working directory: a relative output_dir would point them at an empty
+    # store there (every trial retraining teacher, GAN and pool), so they get the resolved location
+    base = cfg.model_copy(update={"output_dir": runner.store.location}).model_dump(mode="json")
+    trial = functools.partial(run_trial, base=base, metric=obj.metric)
     results = runner.executor.tune(
         trial, searcher=searcher, trials=t.trials, metric=obj.metric, mode=obj.mode, to_error=obj.to_error,
         storage=runner.ray_storage(), name=name, asha=asha, max_concurrent=max(1, int(total // max(cpus, 1e-9))),
