@@ -67,5 +67,6 @@ def test_ray_tune_search_runs_trials_as_graph_nodes(tmp_path):
     assert all(0.1 <= t["rho"] <= 1 and 10 <= t["m"] <= 40 for t in done["trials"])
     assert list((out / "artifacts" / "cgankd").glob("cgankd-*"))  # every trial's student is an artifact
     assert all(t["checkpoint_path"].startswith(str(out)) for t in done["trials"]), done["trials"]
+    assert "Train's placement-group cleaner needs it" in stderr  # ASHA-stopped trials free their CPUs
     # the validation-split GAN (before the trials) and the final retrain's: none trained inside a trial
     assert len(list((out / "artifacts" / "gan").glob("gan-*/_COMMITTED"))) == 2

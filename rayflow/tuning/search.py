@@ -112,6 +112,23 @@ def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[
     return ok, out
 
 
+def with_cleaner_visible(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg`, with the embedded Ray's dashboard on when ASHA may stop Ray Tune trials.
+
+    A stopped trial takes its student's Train controller down with it; the controller's placement group
+    (the student's CPUs) outlives it until Train's detached `PlacementGroupCleaner` sees the controller
+    dead, which it asks through Ray's state API, i.e. the dashboard. Without one the CPUs stay reserved
+    and the next trial's Ray Data read waits forever (seen: a live `rayflow tune --config demo` hung at
+    its second trial). The dashboard binds to `runtime.dashboard_host` (127.0.0.1 by default); a
+    cluster (RAY_ADDRESS / runtime.address) has its own."""
+    rt = cfg.runtime
+    if rt.executor != "ray" or not cfg.tune.asha or rt.dashboard or rt.address or os.environ.get("RAY_ADDRESS"):
+        return cfg
+    log.info("[tune] starting the embedded Ray with its dashboard (on %s): Train's placement-group cleaner "
+             "needs it to free the CPUs of trials that ASHA stops", rt.dashboard_host)
+    return cfg.model_copy(update={"runtime": rt.model_copy(update={"dashboard": True})})
+
+
 def tune(cfg: PipelineConfig) -> dict:
     from rayflow.search import make_searcher
     from rayflow.stages.graph import Node
@@ -119,6 +136,7 @@ def tune(cfg: PipelineConfig) -> dict:
     from rayflow.tuning.objective import objective_of
 
     t0 = time.perf_counter()
+    cfg = with_cleaner_visible(cfg)
     t, space = cfg.tune, space_of(cfg)
     candidates = space.grid(*t.grid)
     val_cfg = with_params(cfg, {}, validation=True)
