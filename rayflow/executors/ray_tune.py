@@ -9,8 +9,20 @@ from collections.abc import Callable
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
+
+
+class FinishingASHA(ASHAScheduler):
+    """ASHA that stops weak trials at its rungs but never at a trial's last report (samples seen at
+    `max_t`): a trial stopped there is killed while its student's Train run returns, before the stage
+    commits the student, so the search's students would never be cached artifacts."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and result.get(self._time_attr, 0) >= self._max_t:
+            return TrialScheduler.CONTINUE  # it ends on its own, right after its commit
+        return action
 
 
 class AskTellSearcher(Searcher):
@@ -69,7 +81,7 @@ def ray_tune(trial: Callable, *, searcher: Any, trials: int, metric: str, mode: 
         tuner = tune.Tuner.restore(exp, trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
     else:
-        scheduler = ASHAScheduler(time_attr="samples_seen", metric=metric, mode=mode, **asha) if asha else None
+        scheduler = FinishingASHA(time_attr="samples_seen", metric=metric, mode=mode, **asha) if asha else None
         alg = ConcurrencyLimiter(AskTellSearcher(searcher, metric, mode, to_error), max_concurrent=max_concurrent)
         tuner = tune.Tuner(trainable,
                            tune_config=tune.TuneConfig(search_alg=alg, scheduler=scheduler, num_samples=trials,
