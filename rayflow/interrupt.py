@@ -41,9 +41,9 @@ def run_guarded(fn, *args) -> int:
         code = 128 + (_received[0] if _received else signal.SIGINT)
         for s in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the shutdown short
             signal.signal(s, signal.SIG_IGN)
-        print(MESSAGE, file=sys.stderr, flush=True)
-        try:
+        try:  # first: until Ray is down its log thread still forwards the workers' last lines
             _shutdown_ray()
         except Exception:  # noqa: BLE001 - the run is over either way; the message is what matters
             pass
+        print(MESSAGE, file=sys.stderr, flush=True)  # the command's last line
         return code
