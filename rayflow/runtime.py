@@ -38,6 +38,11 @@ def set_ray_env_defaults() -> dict[str, str]:
     return added
 
 
+def embedded(rt: RuntimeConfig) -> bool:
+    """Whether `init_ray` starts Ray in this process (no runtime.address, no RAY_ADDRESS)."""
+    return not (rt.address or os.environ.get("RAY_ADDRESS"))
+
+
 def init_ray(rt: RuntimeConfig | None = None) -> None:
     """Embedded Ray unless RAY_ADDRESS / runtime.address names a cluster; no-op if already up."""
     rt = rt or RuntimeConfig()
@@ -49,7 +54,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
     from rayflow.interrupt import install_handlers
 
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
-    address = rt.address or os.environ.get("RAY_ADDRESS") or "local"
+    address = "local" if embedded(rt) else rt.address or os.environ["RAY_ADDRESS"]
     # Worker output reaches the driver (training progress); Ray's own chatter is cut to errors.
     level = "ERROR" if rt.quiet else "INFO"
     common = dict(log_to_driver=True, logging_level=level,

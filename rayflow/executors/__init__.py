@@ -38,14 +38,13 @@ def check_gpu_request(cfg) -> None:
     placement group (`scaling.use_gpu`) would otherwise wait for them until its start-up timeout.
     A cluster (runtime.address / RAY_ADDRESS) may have GPU nodes this machine lacks; the local
     executor falls back to the CPU."""
-    import os
-
     import torch
 
     from rayflow.config import ConfigError
+    from rayflow.runtime import embedded
 
     rt = cfg.runtime
-    if rt.executor != "ray" or rt.address or os.environ.get("RAY_ADDRESS") or torch.cuda.is_available():
+    if rt.executor != "ray" or not embedded(rt) or torch.cuda.is_available():
         return
     asked = [f for f, on in (("scaling.use_gpu", cfg.scaling.use_gpu),
                              ("synth.num_gpus_per_actor", cfg.synth.num_gpus_per_actor > 0)) if on]

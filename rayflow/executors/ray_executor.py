@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import ray
 
 from rayflow.config import RuntimeConfig
 from rayflow.executors.base import FakeSpec, FitResult, PoolSpec, StepSpec
-from rayflow.runtime import init_ray
+from rayflow.runtime import embedded, init_ray
 
 
 class RayExecutor:
@@ -46,7 +45,7 @@ class RayExecutor:
             # Tune leaves session state in the driver under which a later TorchTrainer.fit() here
             # never gets its workers (seen on Ray 2.60: worker group start-up timeout with every CPU
             # free); the next stage restarts Ray, as a fresh driver would
-            if self.runtime.address is None and not os.environ.get("RAY_ADDRESS"):
+            if embedded(self.runtime):
                 ray.shutdown()
 
     def remote(self, fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0, **kwargs: Any) -> Any:

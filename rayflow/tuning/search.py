@@ -121,8 +121,10 @@ def with_cleaner_visible(cfg: PipelineConfig) -> PipelineConfig:
     and the next trial's Ray Data read waits forever (seen: a live `rayflow tune --config demo` hung at
     its second trial). The dashboard binds to `runtime.dashboard_host` (127.0.0.1 by default); a
     cluster (RAY_ADDRESS / runtime.address) has its own."""
+    from rayflow.runtime import embedded
+
     rt = cfg.runtime
-    if rt.executor != "ray" or not cfg.tune.asha or rt.dashboard or rt.address or os.environ.get("RAY_ADDRESS"):
+    if rt.executor != "ray" or not cfg.tune.asha or rt.dashboard or not embedded(rt):
         return cfg
     log.info("[tune] starting the embedded Ray with its dashboard (on %s): Train's placement-group cleaner "
              "needs it to free the CPUs of trials that ASHA stops", rt.dashboard_host)
