@@ -142,15 +142,21 @@ def _complexity(complexity: Any) -> tuple[float, float, bool]:
     return c, a, True
 
 
-def _assemble(ev: dict, rho: float, m: int, n_real: int, C: int, delta: float, B: float, cx) -> dict[str, Any]:
-    """``C``: the number of strata a view takes ``m`` fakes of each."""
+def _assemble(ev: dict, rho: float, m: int, n_real: int, C: int, delta: float, B: float, cx,
+              real_fraction: float | None = None) -> dict[str, Any]:
+    """``C``: the number of strata a view takes ``m`` fakes of each. ``real_fraction``: the trainer's
+    share of reals per batch (the fakes' weight is then β = 1 − real_fraction whatever M is); None: a
+    uniform draw from the union, β = M/(N+M). McDiarmid on the β-weighted empirical risk gives the
+    effective sample size n_eff = 1/((1−β)²/N + β²/M), which is N+M for the uniform union."""
     M = m * C
     n = n_real + M
-    beta = M / n
+    beta = M / n if real_fraction is None else 1.0 - float(real_fraction)
+    n_eff = 1.0 / ((1.0 - beta) ** 2 / n_real + beta ** 2 / M)
     c, a, fitted = cx
     t = dict(ev, rho=float(rho), m_per_class=int(m), n_real=int(n_real), n_fake=int(M), n_total=int(n),
-             delta=float(delta), B=float(B), beta=beta, sample=B * math.sqrt(math.log(1.0 / delta) / (2.0 * n)),
-             complexity=c / math.sqrt(n), complexity_c=c, complexity_fitted=fitted, intercept=a)
+             n_effective=float(n_eff), real_fraction=None if real_fraction is None else float(real_fraction),
+             delta=float(delta), B=float(B), beta=beta, sample=B * math.sqrt(math.log(1.0 / delta) / (2.0 * n_eff)),
+             complexity=c / math.sqrt(n_eff), complexity_c=c, complexity_fitted=fitted, intercept=a)
     t["divergence"] = beta * B * (t["tv"] + t["teacher_err"])
     t["total"] = a + t["divergence"] + t["complexity"] + t["sample"]
     t["vacuous"] = bool(t["total"] >= B)
@@ -181,8 +187,10 @@ def _check(fake, real, burnin, n_real, num_classes, delta, B, ms=()) -> LabelSpa
 def bound_grid(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rhos: Sequence[float],
                ms: Sequence[int], n_real: int, num_classes: int | LabelSpace, delta: float = 0.05, B: float = 1.0,
                complexity: Any = None, *, class_prior: Any = None, clip_q: float | None = 0.999,
-               clip_cap: float | None = None, teacher_mode: str = "sum") -> list[dict[str, Any]]:
-    """Term dicts (see :func:`bound_terms`) for every (ρ, M) in ``rhos × ms``, ρ-major. ``teacher_mode``:
+               clip_cap: float | None = None, teacher_mode: str = "sum",
+               real_fraction: float | None = None) -> list[dict[str, Any]]:
+    """Term dicts (see :func:`bound_terms`) for every (ρ, M) in ``rhos × ms``, ρ-major. ``real_fraction``:
+    the trainer's share of reals per batch (None: a uniform draw from the union). ``teacher_mode``:
     ``"sum"`` (default: disagreement + importance-weighted error, the triangle-inequality bound),
     ``"disagree"`` (assumes a perfect teacher) or ``"iw"``; ``teacher_err_used`` says which was used.
     ``num_classes``: the class count, or the label space (a continuous label: strata, one global
@@ -198,10 +206,11 @@ def bound_grid(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rhos
         raise ValueError(f"RealScores.labels: no held-out real image of {_what(space)} {missing.tolist()[:10]}")
     p = _prepare(*_arrays(fake, real, space), S, prior, clip_q, clip_cap)
     cx = _complexity(complexity)
+    _check_real_fraction(real_fraction)
     out = []
     for rho in rhos:
         ev = _eval(p, cutoffs(burnin[0], burnin[1], rho, space), teacher_mode)
-        out += [_assemble(ev, rho, m, n_real, S, delta, B, cx) for m in ms]
+        out += [_assemble(ev, rho, m, n_real, S, delta, B, cx, real_fraction) for m in ms]
     return out
 
 
@@ -209,10 +218,16 @@ def bound_terms(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rho
                 n_real: int, num_classes: int | LabelSpace, delta: float = 0.05, B: float = 1.0,
                 complexity: Any = None, *,
                 class_prior: Any = None, clip_q: float | None = 0.999, clip_cap: float | None = None,
-                teacher_mode: str = "sum") -> dict[str, Any]:
+                teacher_mode: str = "sum", real_fraction: float | None = None) -> dict[str, Any]:
     """Every term of the bound at one view (ρ, M = m_per_class per class); keys in docs/bound.md."""
     return bound_grid(fake, real, burnin, [rho], [m_per_class], n_real, num_classes, delta, B, complexity,
-                      class_prior=class_prior, clip_q=clip_q, clip_cap=clip_cap, teacher_mode=teacher_mode)[0]
+                      class_prior=class_prior, clip_q=clip_q, clip_cap=clip_cap, teacher_mode=teacher_mode,
+                      real_fraction=real_fraction)[0]
+
+
+def _check_real_fraction(real_fraction: float | None) -> None:
+    if real_fraction is not None and not 0.0 < float(real_fraction) <= 1.0:
+        raise ValueError(f"real_fraction must be in (0, 1] (the share of reals per batch), got {real_fraction!r}")
 
 
 def _strata(y: np.ndarray):
@@ -227,7 +242,8 @@ def bootstrap(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rho: 
               n_real: int, num_classes: int | LabelSpace, delta: float = 0.05, B: float = 1.0,
               complexity: Any = None, *,
               n_boot: int = 200, seed: int = 0, level: float = 0.95, class_prior: Any = None,
-              clip_q: float | None = 0.999, clip_cap: float | None = None, teacher_mode: str = "sum") -> dict[str, Any]:
+              clip_q: float | None = 0.999, clip_cap: float | None = None, teacher_mode: str = "sum",
+              real_fraction: float | None = None) -> dict[str, Any]:
     """Percentile intervals of ``total``, ``tv`` and ``teacher_err``: resample the accepted fakes and
     the held-out reals with replacement within each class (class counts fixed); the burn-in cutoffs
     are held fixed. -> {point, total: (lo, hi), tv, teacher_err, samples, n_boot, level}. A continuous
@@ -235,7 +251,8 @@ def bootstrap(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rho: 
     if not (isinstance(n_boot, (int, np.integer)) and n_boot >= 2) or not 0.0 < level < 1.0:
         raise ValueError(f"bootstrap needs n_boot >= 2 and level in (0, 1), got {n_boot}, {level}")
     point = bound_terms(fake, real, burnin, rho, m_per_class, n_real, num_classes, delta, B, complexity,
-                        class_prior=class_prior, clip_q=clip_q, clip_cap=clip_cap, teacher_mode=teacher_mode)
+                        class_prior=class_prior, clip_q=clip_q, clip_cap=clip_cap, teacher_mode=teacher_mode,
+                        real_fraction=real_fraction)
     space = label_space(num_classes)
     S = space.num_strata
     arrs = _arrays(fake, real, space)
@@ -251,7 +268,7 @@ def bootstrap(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rho: 
         f = [a[fi] for a in arrs[:4]]
         r = [a[ri] for a in arrs[4:]]
         p = _prepare(*f, *r, S, prior, clip_q, clip_cap)
-        t = _assemble(_eval(p, cut, teacher_mode), rho, m_per_class, n_real, S, delta, B, cx)
+        t = _assemble(_eval(p, cut, teacher_mode), rho, m_per_class, n_real, S, delta, B, cx, real_fraction)
         for k in keys:
             samples[k][b] = t[k]
     lo, hi = 50 * (1 - level), 50 * (1 + level)
@@ -260,14 +277,14 @@ def bootstrap(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rho: 
 
 
 def fit_complexity(points: Sequence[tuple[dict[str, Any], float]]) -> dict[str, Any]:
-    """Least squares of ``measured − rest = intercept + c·(N+M)^(−1/2)`` with c ≥ 0, where ``rest`` is a
+    """Least squares of ``measured − rest = intercept + c·n_eff^(−1/2)`` with c ≥ 0, where ``rest`` is a
     term dict's total without its complexity and intercept. FITTED, not a bound: pass the result as
     ``complexity=`` to :func:`bound_terms` to rank views by a bound calibrated on a few full trials.
     -> {c, intercept, rmse, n_points, rank_corr, clamped, fitted=True}."""
     if len(points) < 2:
         raise ValueError(f"fit_complexity: needs at least 2 (terms, measured error) points, got {len(points)}")
     try:
-        x = np.array([t["n_total"] ** -0.5 for t, _ in points], np.float64)
+        x = np.array([t.get("n_effective", t["n_total"]) ** -0.5 for t, _ in points], np.float64)
         rest = np.array([t["total"] - t["complexity"] - t["intercept"] for t, _ in points], np.float64)
         meas = np.array([float(e) for _, e in points], np.float64)
     except (KeyError, TypeError, ValueError) as e:
@@ -275,7 +292,8 @@ def fit_complexity(points: Sequence[tuple[dict[str, Any], float]]) -> dict[str, 
     if not np.all(np.isfinite(meas)):
         raise ValueError("fit_complexity: measured errors must be finite")
     if np.ptp(x) <= 0:
-        raise ValueError("fit_complexity: all points have the same N+M; c is not identifiable (vary M)")
+        raise ValueError("fit_complexity: all points have the same effective sample size; c is not identifiable "
+                         "(vary M)")
     y = meas - rest
     (a, c), *_ = np.linalg.lstsq(np.stack([np.ones_like(x), x], 1), y, rcond=None)
     clamped = bool(c < 0)

@@ -246,12 +246,17 @@ class TuneConfig(_Strict):
     m_per_class: tuple[int, int] = (50, 2000)
     real_fraction: tuple[float, float] | None = None
     kd_weight: tuple[float, float] | None = None
-    grid: tuple[int, int] = Field((6, 5), description="rho x M points of the candidate grid (grid searcher, "
-                                                      "the bound's table, candidates of the others)")
+    grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid: rho, M[, real "
+                                  "share][, KD weight] (3 each if not given); the grid searcher's points, the "
+                                  "bound's table, the other searchers' candidates")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
                                                             "trials (the test set is never used to choose)")
     asha: bool = Field(True, description="stop weak trials early on samples seen (Ray executor)")
     evals: int = Field(4, gt=0, description="validation reports per trial (the rungs ASHA compares)")
+    max_draws_per_class: int | None = Field(None, gt=0, description=(
+        "draw budget per class of one candidate's view: a (rho, M) the pool would need more generator draws "
+        "per class for (estimated from the pool before any trial) is left out of the search, and said so; "
+        "None: synth.max_draws_per_class"))
     seed: int = 0
 
     @field_validator("rho")
@@ -259,6 +264,13 @@ class TuneConfig(_Strict):
     def _rho(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not (0 < v[0] <= v[1] <= 1):
             raise ValueError(f"must be a range within (0, 1], got {list(v)}")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not 2 <= len(v) <= 4 or any(int(n) < 1 for n in v):
+            raise ValueError(f"must be 2 to 4 point counts >= 1 (rho, M[, real share][, KD weight]), got {list(v)}")
         return v
 
     @field_validator("m_per_class")

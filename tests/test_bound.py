@@ -147,6 +147,26 @@ def test_bound_grows_as_delta_shrinks_and_plateaus_in_m(world):
     assert big[-1]["total"] == pytest.approx(big[-1]["tv"] + big[-1]["teacher_err"], abs=1e-3)
 
 
+def test_a_fixed_real_share_weighs_the_fakes_by_it_and_m_only_through_the_sample_term(world):
+    """The trainer draws `real_fraction` of every batch from the reals: the fakes' weight β is
+    1 − real_fraction whatever M is, and McDiarmid on the β-weighted risk gives the effective sample
+    size 1/((1−β)²/N + β²/M) — N+M again for a uniform draw from the union (β = M/(N+M))."""
+    fake, real, burnin = world
+    rows = bound_grid(fake, real, burnin, [0.9], [1, 10, 100, 1000], 1000, C, real_fraction=0.25)
+    assert [r["beta"] for r in rows] == [0.75] * 4
+    assert len({round(r["divergence"], 12) for r in rows}) == 1  # M moves only the sample term
+    assert all(a["sample"] > b["sample"] for a, b in itertools.pairwise(rows))
+    M = 10 * C
+    assert rows[1]["n_effective"] == pytest.approx(1 / (0.25 ** 2 / 1000 + 0.75 ** 2 / M))
+    assert rows[1]["sample"] == pytest.approx(math.sqrt(math.log(20) / (2 * rows[1]["n_effective"])))
+    uniform = bound_terms(fake, real, burnin, 0.9, 10, 1000, C)
+    assert uniform["n_effective"] == pytest.approx(1000 + M) and uniform["real_fraction"] is None
+    assert bound_terms(fake, real, burnin, 0.9, 10, 1000, C, real_fraction=1.0)["beta"] == 0.0
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="real_fraction"):
+            bound_terms(fake, real, burnin, 0.9, 10, 1000, C, real_fraction=bad)
+
+
 def test_grid_matches_single_views(world):
     fake, real, burnin = world
     grid = bound_grid(fake, real, burnin, [1.0, 0.7], [50, 200], 1000, C, delta=0.01)
@@ -208,7 +228,7 @@ def test_fit_complexity_recovers_c(world):
     assert fit_complexity([(t, e - 50 * t["n_total"] ** -0.5) for t, e in pts])["c"] == 0.0  # c >= 0
     with pytest.raises(ValueError, match="at least 2"):
         fit_complexity(pts[:1])
-    with pytest.raises(ValueError, match="same N\\+M"):
+    with pytest.raises(ValueError, match="same effective sample size"):
         fit_complexity([pts[0], pts[4]])
 
 

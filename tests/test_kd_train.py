@@ -132,6 +132,22 @@ def test_sources_emit_the_crd_index():
     assert src.num_rows == 4
 
 
+def test_a_fake_set_smaller_than_a_batch_is_repeated_not_an_error():
+    """M = 1 per class gives 10 fakes against a fakes' share of 48 per batch: every batch is full,
+    every fake comes back within each pass, and the rows are the set's own."""
+    class Shard:
+        def iter_batches(self, batch_size, drop_last=True, **_):
+            if not drop_last:  # 10 rows: no full batch of `batch_size`
+                yield {"image": np.zeros((10, 1, 2, 2), np.uint8), "label": np.arange(10)}
+
+    src = ShardSource(Shard(), 48, use_logits=False, use_orig_label=False, seed=0)
+    ys = [src.next_batch()["y"] for _ in range(3)]
+    assert all(len(y) == 48 for y in ys)
+    for y in ys:  # 5 permutations per pass: each label 4 or 5 times in a batch
+        counts = torch.bincount(y, minlength=10)
+        assert counts.min() >= 4 and counts.max() <= 5, counts.tolist()
+
+
 def test_pipeline_kd_table_from_real_runs(tmp_path, capsys):
     """`rayflow run` with kd_table: "m" and "cGAN-KD + m" rows for AT and CRD trained, blkd's rows
     are BLKD and cGAN-KD, the table lands in results.json, the report and the console."""

@@ -73,3 +73,29 @@ def test_ray_tune_search_runs_trials_as_graph_nodes(tmp_path):
     assert "Train's placement-group cleaner needs it" in stderr  # ASHA-stopped trials free their CPUs
     # the validation-split GAN (before the trials) and the final retrain's: none trained inside a trial
     assert len(list((out / "artifacts" / "gan").glob("gan-*/_COMMITTED"))) == 2
+
+
+def test_grid_records_every_dimension_and_leaves_out_what_the_draw_budget_cannot_serve(tmp_path):
+    """`rayflow grid` over (rho, M, real share): each point is its own student (real share applied,
+    not collapsed onto its (rho, M)), the bound prices the real share, and candidates the pool could
+    serve only past `tune.max_draws_per_class` are left out before any student, never extended for."""
+    argv = [sys.executable, "-m", "rayflow", "grid", *TINY, "--executor", "local", "--set", f"output_dir={tmp_path}",
+            "--set", "tune.real_fraction=[0.25,0.75]", "--set", "tune.grid=[2,2,2]", "--set", "seeds=[0]",
+            "--set", "tune.max_draws_per_class=200"]  # = synth.pool_draws: the pool's first segment only
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    grid = json.loads((tmp_path / "grid.json").read_text())
+    rec = grid["recorded"]
+    keys = {(r["rho"], r["m"], r["real_fraction"]) for r in rec}
+    left = {(c["rho"], c["m"], c["real_fraction"]) for c in grid["left_out"]}
+    assert len(keys) == len(rec) and not keys & left and len(keys | left) == 8
+    assert (0.1, 40, 0.25) in left and (1.0, 10, 0.25) in keys  # the fewest kept at the most wanted: out
+    assert "left out: its emptiest class keeps" in run.stderr
+    students = list((tmp_path / "artifacts" / "cgankd").glob("cgankd-*/_COMMITTED"))
+    assert len(students) == len(rec)  # one student per (rho, M, real share)
+    for r in rec:  # the bound weighs the fakes by 1 - real share: more reals per batch, a different bound
+        if (r["rho"], r["m"], 0.75) in keys and r["real_fraction"] == 0.25:
+            twin = next(o for o in rec if (o["rho"], o["m"], o["real_fraction"]) == (r["rho"], r["m"], 0.75))
+            assert twin["bound"] != r["bound"]
+    assert not list((tmp_path / "artifacts" / "pool").glob("pool-*/_COMMITTED"))[1:]  # never extended
+    assert {row["searcher"] for row in grid["replay"]} == {"grid", "random", "tpe", "bound"}

@@ -28,6 +28,10 @@ from rayflow.stages.graph import (
 from rayflow.store import ArtifactStore, StoredArtifact, open_store
 
 log = logging.getLogger("rayflow")
+# models per executor run in `batch`: Ray Train keeps a SplitCoordinator actor (~200 MB resident) per
+# fake dataset alive for the whole run, so a 200-student grid in one run would hold ~40 GB; chunks of
+# 16 cost one more run start-up (~15 s) per 16 students and commit each chunk's students as it ends
+MODELS_PER_RUN = 16
 
 Artifact = StoredArtifact
 
@@ -91,7 +95,7 @@ class Runner:
 
     def batch(self, pairs: list[tuple[Runner, Node]]) -> list[Artifact]:
         """Like `artifacts`, over nodes of several configs (a grid of trials): the missing training
-        stages of all of them train in one executor run."""
+        stages of all of them train together, in executor runs of up to `MODELS_PER_RUN` models."""
         todo: list[tuple[int, Runner, Node, View, dict, str, dict]] = []
         out: list[Artifact | None] = []
         reused: dict[str, list[Artifact]] = {}
@@ -121,8 +125,10 @@ class Runner:
                     if found is not None:
                         r._built[node] = out[i] = found
                 left = [t for t, found in again if found is None]
-                for (i, r, node, *_), art in zip(left, self._train([t[1:] for t in left]) if left else []):
-                    r._built[node] = out[i] = art
+                for k in range(0, len(left), MODELS_PER_RUN):
+                    chunk = left[k:k + MODELS_PER_RUN]
+                    for (i, r, node, *_), art in zip(chunk, self._train([t[1:] for t in chunk])):
+                        r._built[node] = out[i] = art
         return out  # type: ignore[return-value]
 
     def _inputs_together(self, pairs: list[tuple[Runner, Node]]) -> None:

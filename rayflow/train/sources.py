@@ -151,8 +151,10 @@ class ShardSource:
                 else:
                     cached = None
             yield b
-        if n == 0:
-            raise ValueError(f"the fake-data shard holds fewer than one batch ({self.bs} rows)")
+        if n == 0:  # fewer fakes than one batch's share of them (a small M): keep them all and repeat them
+            cached = list(self.shard.iter_batches(batch_size=self.bs, batch_format="numpy", drop_last=False))
+            if not cached:
+                raise ValueError("the fake-data shard holds no rows")
         epoch = 1
         if cached is None:
             while True:
@@ -162,9 +164,10 @@ class ShardSource:
         del cached
         total = len(next(iter(rows.values())))
         rng = np.random.default_rng(self.seed)
+        reps = -(-self.bs // total)  # permutations per pass: one, unless the fakes are fewer than a batch
         while True:
-            order = rng.permutation(total)
-            for i in range(0, total - self.bs + 1, self.bs):
+            order = np.concatenate([rng.permutation(total) for _ in range(reps)])
+            for i in range(0, len(order) - self.bs + 1, self.bs):
                 idx = order[i:i + self.bs]
                 yield {k: v[idx] for k, v in rows.items()}
             epoch += 1

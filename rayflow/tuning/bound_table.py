@@ -29,9 +29,10 @@ def bound_table(cfg: PipelineConfig) -> dict[str, Any]:
     b = bound_inputs(runner)
     space = space_of(cfg)
     rhos, ms = space.values("rho", cfg.tune.grid[0]), space.values("m", cfg.tune.grid[1])
-    rows = bound_grid(b.fake, b.real, b.burnin, rhos, ms, b.n_real, b.space)
+    share = cfg.fake.real_fraction  # the trainer's reals per batch: the fakes' weight is 1 - share
+    rows = bound_grid(b.fake, b.real, b.burnin, rhos, ms, b.n_real, b.space, real_fraction=share)
     hand = bootstrap(b.fake, b.real, b.burnin, cfg.filter.rho, cfg.synth.m_per_class, b.n_real, b.space,
-                     n_boot=100)
+                     n_boot=100, real_fraction=share)
     out = {"rows": rows, "hand_set": {"rho": cfg.filter.rho, "m_per_class": cfg.synth.m_per_class,
                                       "total": hand["point"]["total"], "total_ci": hand["total"], "tv_ci": hand["tv"]},
            "n_real": b.n_real, "num_classes": b.num_classes, "pool_draws": len(b.fake.labels)}

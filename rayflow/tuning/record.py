@@ -15,7 +15,7 @@ import numpy as np
 
 from rayflow.ablation import CGAN_KD
 from rayflow.config import PipelineConfig
-from rayflow.tuning.search import bound_prior, space_of, with_params
+from rayflow.tuning.search import KNOBS, bound_prior, space_of, with_params
 
 log = logging.getLogger("rayflow")
 
@@ -34,12 +34,10 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
     base = Runner(with_params(cfg, {}, validation=True))
     obj = objective_of(cfg, base.splits.num_classes)
     from rayflow.synth.manifest import SynthError
+    from rayflow.tuning.search import servable
 
-    skipped: list[dict] = []
-    if obj.regression:  # a global cutoff may empty a label stratum: leave out, cheaply, what the pool cannot serve
-        from rayflow.tuning.search import servable
-
-        candidates, skipped = servable(base, cfg, candidates)
+    # leave out, cheaply, what the pool cannot serve within the draw budget (tune.max_draws_per_class)
+    candidates, skipped = servable(base, cfg, candidates)
     feasible = []
     for c in candidates:  # a view the pool's cap cannot serve is left out of the grid, and said so
         try:
@@ -56,7 +54,7 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
     arts = base.batch(pairs)
     recorded: dict[tuple, list[float]] = {}
     for (r, _), a in zip(pairs, arts):
-        params = {k: getattr_path(r.cfg, p) for k, p in (("rho", "filter.rho"), ("m", "synth.m_per_class"))}
+        params = {k: getattr_path(r.cfg, KNOBS[k]) for k in space.dims}
         recorded.setdefault(space.key(params), []).append(obj.to_error(a.metrics[obj.metric]))
     nokd = base.artifacts([Node.of("nokd", seed=s) for s in cfg.seeds])
     prior = bound_prior(base, cfg, candidates)
@@ -65,7 +63,7 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
     rho_s = float(spearmanr([prior[k] for k in keys], measured).statistic)
     table, runs = compare(recorded, prior, space, n_seeds=n_replays)
     spread = float(measured.max() - measured.min())
-    out = {"left_out": skipped, "recorded": [{"rho": k[0], "m": k[1], "val_error": recorded[k], "bound": prior[k]} for k in keys],
+    out = {"left_out": skipped, "recorded": [{**space.from_key(k), "val_error": recorded[k], "bound": prior[k]} for k in keys],
            "seed_noise": pooled_std(recorded), "spread": spread, "spearman_bound_vs_measured": rho_s,
            "nokd_val_error": [obj.to_error(a.metrics[obj.metric]) for a in nokd],
            "replay": table, "curves": {name: [r["curve"] for r in rs] for name, rs in runs.items()},
@@ -87,12 +85,14 @@ def format_grid(out: dict[str, Any]) -> str:
         k, name = float(o["error_scale"]), f"val {o['error_label']}"
     else:  # classification: 1 - accuracy, as a fraction
         k, name = 1.0, "val error"
-    lines = [f"{'rho':>6} {'M/class':>8} {name + ' (seeds)':>24} {'bound':>7}"]
+    extra = [d for d in ("real_fraction", "kd_weight") if out["recorded"] and d in out["recorded"][0]]
+    lines = [f"{'rho':>6} {'M/class':>8} " + "".join(f"{d:>14} " for d in extra) + f"{name + ' (seeds)':>24} {'bound':>7}"]
     for r in out["recorded"]:
-        lines.append(f"{r['rho']:>6.2f} {r['m']:>8d} {' '.join(f'{k * e:.4f}' for e in r['val_error']):>24} "
-                     f"{r['bound']:>7.3f}")
-    lines.append(f"spread best-worst {k * out['spread']:.4f} = {out['spread'] / max(out['seed_noise'], 1e-12):.1f}x "
-                 f"the seed noise {k * out['seed_noise']:.4f}; Spearman(bound, measured) "
+        lines.append(f"{r['rho']:>6.2f} {r['m']:>8d} " + "".join(f"{r[d]:>14.2f} " for d in extra)
+                     + f"{' '.join(f'{k * e:.4f}' for e in r['val_error']):>24} {r['bound']:>7.3f}")
+    noise = (f" = {out['spread'] / out['seed_noise']:.1f}x the seed noise {k * out['seed_noise']:.4f}"
+             if out["seed_noise"] > 0 else " (seed noise unknown: one student seed per point)")
+    lines.append(f"spread best-worst {k * out['spread']:.4f}{noise}; Spearman(bound, measured) "
                  f"{out['spearman_bound_vs_measured']:.2f}; NOKD {name} {[k * e for e in out['nokd_val_error']]}")
     lines.append(f"{'searcher':>8} {'mean trials to best':>20} {'median':>7} {'share of grid':>14} {'reached':>8}")
     for r in out["replay"]:

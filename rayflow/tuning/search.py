@@ -73,23 +73,27 @@ def run_trial(params: dict, *, base: dict, metric: str = "val_acc") -> dict:
 
 def bound_prior(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> dict[tuple, float]:
     """The bound's total per candidate, from the pool of `runner` (the validation-mode run; no
-    student trained)."""
+    student trained), at the candidate's real share per batch (the fakes' weight in the bound)."""
     from rayflow.bound import bound_terms
     from rayflow.tuning.scores import bound_inputs
 
     b = bound_inputs(runner)
     space = space_of(cfg)
-    return {space.key(c): float(bound_terms(b.fake, b.real, b.burnin, c["rho"], c["m"], b.n_real,
-                                            b.space)["total"]) for c in candidates}
+    return {space.key(c): float(bound_terms(b.fake, b.real, b.burnin, c["rho"], c["m"], b.n_real, b.space,
+                                            real_fraction=c.get("real_fraction", cfg.fake.real_fraction))["total"])
+            for c in candidates}
 
 
 def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(kept, left out) candidates of a continuous label. One global cutoff can leave a stratum with
-    (almost) no eligible draw (the teacher disagrees with the generator over a whole label range), and
-    a view would then extend the pool segment after segment up to `synth.max_draws_per_class` before
-    it fails. A candidate is left out, before any trial, when its emptiest stratum in the pool's first
-    segment has no eligible draw, or when m x (draws / eligible) there exceeds that cap. Per-class
-    cutoffs keep about rho of every class, so classification never calls this."""
+    """(kept, left out) candidates, decided before any trial from the pool as it stands.
+
+    A view that needs more draws than the pool holds extends it, segment after segment, inside the
+    trial: a small rho at a large M took one live demo trial to 64,000 draws per class (7 minutes)
+    before its student started, and a global cutoff of a continuous label can leave a stratum with no
+    eligible draw at all, so its view extends up to `synth.max_draws_per_class` and then fails. A
+    candidate is left out when its emptiest class (stratum) keeps no draw of the pool at its rho
+    (after cDR-RS and the cutoff), or when M x (draws / kept) there exceeds the budget
+    `tune.max_draws_per_class` (default: the pool's cap)."""
     from rayflow.bound import bound_grid
     from rayflow.tuning.scores import bound_inputs
 
@@ -98,7 +102,8 @@ def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[
     rows = bound_grid(b.fake, b.real, b.burnin, rhos, [1], b.n_real, b.space)
     least = {rho: min(r["kept_per_class_available"]) for rho, r in zip(rhos, rows)}
     draws = len(b.fake.labels) / b.space.num_strata
-    cap = cfg.synth.max_draws_per_class
+    cap = min(cfg.tune.max_draws_per_class or cfg.synth.max_draws_per_class, cfg.synth.max_draws_per_class)
+    unit = "label stratum" if b.space.continuous else "class"
     ok, out = [], []
     for c in candidates:
         k = least[float(c["rho"])]
@@ -106,9 +111,9 @@ def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[
             ok.append(c)
         else:
             out.append(c)
-            log.warning("[tune] rho %.2f M %d left out: its emptiest label stratum keeps %d of the pool's first %d "
-                        "draws per stratum (a view would need about %s draws per stratum; cap %d)", c["rho"], c["m"],
-                        k, draws, f"{c['m'] * draws / k:.0f}" if k else "unboundedly many", cap)
+            log.warning("[tune] rho %.2f M %d left out: its emptiest %s keeps %d of the pool's %d draws per %s "
+                        "(a view would need about %s draws per %s; budget %d)", c["rho"], c["m"], unit, k, draws, unit,
+                        f"{c['m'] * draws / k:.0f}" if k else "unboundedly many", unit, cap)
     return ok, out
 
 
@@ -146,14 +151,15 @@ def tune(cfg: PipelineConfig) -> dict:
     obj = objective_of(cfg, runner.splits.num_classes)
     log.info("[tune] building the validation-split teacher, GAN, ratio net and pool before the trials")
     runner.artifacts([Node.of("teacher"), Node.of("gan")] + ([Node.of("dre")] if cfg.dre.enabled else []))
-    left_out: list[dict] = []
-    if obj.regression:  # a global cutoff may empty a label stratum: leave out what the pool cannot serve
-        candidates, left_out = servable(runner, cfg, candidates)
-        if not candidates:
-            from rayflow.config import ConfigError
+    # leave out, cheaply and before any trial, what the pool cannot serve within the draw budget
+    candidates, left_out = servable(runner, cfg, candidates)
+    if not candidates:
+        from rayflow.config import ConfigError
 
-            raise ConfigError("tune: no (rho, M) candidate can be served by the pool (every one leaves a label "
-                              "stratum without fakes); raise tune.rho or synth.pool_draws, or lower tune.m_per_class")
+        raise ConfigError("tune: no (rho, M) candidate can be served by the pool within the draw budget (each "
+                          "leaves a class or label stratum without fakes, or needs more than "
+                          "tune.max_draws_per_class draws); raise tune.rho, tune.max_draws_per_class or "
+                          "synth.pool_draws, or lower tune.m_per_class")
     name = f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}"
     prior = _saved_prior(runner, name, cfg, candidates) if t.searcher == "bound" else None
     searcher = make_searcher(t.searcher, space, seed=t.seed, candidates=candidates, prior=prior)
