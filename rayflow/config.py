@@ -86,6 +86,10 @@ class RuntimeConfig(_Strict):
     checkpoint_every: int = Field(500, ge=0, description="teacher and student runs save a resume point every N "
                                                          "steps (0: only at evaluations and the end); not in any "
                                                          "cache key: a resumed run ends bit for bit the same")
+    models_per_run: int = Field(16, gt=0, description=(
+        "most models trained in one executor run when several are due (a grid's students): Ray Train keeps "
+        "a SplitCoordinator actor (~200 MB resident) per fake dataset alive for the whole run; each run more "
+        "costs one start-up (~15 s). Not in any cache key"))
     # observability and the dashboard: how a run is watched, never what it computes (in no cache key)
     tensorboard: bool = Field(True, description="metrics of every stage and trial as TensorBoard event files "
                                                 "under <output_dir>/tensorboard/<run>/")

@@ -81,7 +81,8 @@ def test_grid_records_every_dimension_and_leaves_out_what_the_draw_budget_cannot
     serve only past `tune.max_draws_per_class` are left out before any student, never extended for."""
     argv = [sys.executable, "-m", "rayflow", "grid", *TINY, "--executor", "local", "--set", f"output_dir={tmp_path}",
             "--set", "tune.real_fraction=[0.25,0.75]", "--set", "tune.grid=[2,2,2]", "--set", "seeds=[0]",
-            "--set", "tune.max_draws_per_class=200"]  # = synth.pool_draws: the pool's first segment only
+            "--set", "tune.max_draws_per_class=200",  # = synth.pool_draws: the pool's first segment only
+            "--set", "runtime.models_per_run=2"]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     grid = json.loads((tmp_path / "grid.json").read_text())
@@ -92,7 +93,8 @@ def test_grid_records_every_dimension_and_leaves_out_what_the_draw_budget_cannot
     assert (0.1, 40, 0.25) in left and (1.0, 10, 0.25) in keys  # the fewest kept at the most wanted: out
     assert "left out: its emptiest class keeps" in run.stderr
     students = list((tmp_path / "artifacts" / "cgankd").glob("cgankd-*/_COMMITTED"))
-    assert len(students) == len(rec)  # one student per (rho, M, real share)
+    assert len(students) == len(rec)  # one student per (rho, M, real share) ...
+    assert run.stderr.count("training 2 models") == len(rec) // 2  # ... at most 2 per executor run
     for r in rec:  # the bound weighs the fakes by 1 - real share: more reals per batch, a different bound
         if (r["rho"], r["m"], 0.75) in keys and r["real_fraction"] == 0.25:
             twin = next(o for o in rec if (o["rho"], o["m"], o["real_fraction"]) == (r["rho"], r["m"], 0.75))

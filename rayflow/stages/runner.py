@@ -28,10 +28,6 @@ from rayflow.stages.graph import (
 from rayflow.store import ArtifactStore, StoredArtifact, open_store
 
 log = logging.getLogger("rayflow")
-# models per executor run in `batch`: Ray Train keeps a SplitCoordinator actor (~200 MB resident) per
-# fake dataset alive for the whole run, so a 200-student grid in one run would hold ~40 GB; chunks of
-# 16 cost one more run start-up (~15 s) per 16 students and commit each chunk's students as it ends
-MODELS_PER_RUN = 16
 
 Artifact = StoredArtifact
 
@@ -95,7 +91,7 @@ class Runner:
 
     def batch(self, pairs: list[tuple[Runner, Node]]) -> list[Artifact]:
         """Like `artifacts`, over nodes of several configs (a grid of trials): the missing training
-        stages of all of them train together, in executor runs of up to `MODELS_PER_RUN` models."""
+        stages of all of them train together, in executor runs of up to `runtime.models_per_run` models."""
         todo: list[tuple[int, Runner, Node, View, dict, str, dict]] = []
         out: list[Artifact | None] = []
         reused: dict[str, list[Artifact]] = {}
@@ -125,8 +121,12 @@ class Runner:
                     if found is not None:
                         r._built[node] = out[i] = found
                 left = [t for t, found in again if found is None]
-                for k in range(0, len(left), MODELS_PER_RUN):
-                    chunk = left[k:k + MODELS_PER_RUN]
+                # runtime.models_per_run at a time: each Ray Train run holds one SplitCoordinator (~200 MB)
+                # per fake dataset until it ends (a 96-student grid in one run held 20 GB); each chunk's
+                # students are committed as it ends
+                per = self.cfg.runtime.models_per_run
+                for k in range(0, len(left), per):
+                    chunk = left[k:k + per]
                     for (i, r, node, *_), art in zip(chunk, self._train([t[1:] for t in chunk])):
                         r._built[node] = out[i] = art
         return out  # type: ignore[return-value]

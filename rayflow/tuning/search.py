@@ -90,30 +90,39 @@ def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[
     A view that needs more draws than the pool holds extends it, segment after segment, inside the
     trial: a small rho at a large M took one live demo trial to 64,000 draws per class (7 minutes)
     before its student started, and a global cutoff of a continuous label can leave a stratum with no
-    eligible draw at all, so its view extends up to `synth.max_draws_per_class` and then fails. A
-    candidate is left out when its emptiest class (stratum) keeps no draw of the pool at its rho
-    (after cDR-RS and the cutoff), or when M x (draws / kept) there exceeds the budget
-    `tune.max_draws_per_class` (default: the pool's cap)."""
-    from rayflow.bound import bound_grid
-    from rayflow.tuning.scores import bound_inputs
+    eligible draw at all, so its view extends up to `synth.max_draws_per_class` and then fails. Over
+    the pool's committed segments, a candidate is left out when its emptiest class (stratum) has no
+    eligible draw at its rho (after cDR-RS and the cutoff, as the view selects them), or when
+    M x (draws / eligible) there exceeds the budget `tune.max_draws_per_class` (default: the pool's
+    cap). Eligible counts are taken at their Poisson lower bound k - 2 sqrt(k): estimated from a
+    rare class's few eligible first draws, a point estimate passed a 63,000-draw budget on the demo,
+    and that view then needed 127,000 draws per class."""
+    from rayflow.stages.synth import SHARDS, pool_node
+    from rayflow.synth.manifest import Manifest
+    from rayflow.synth.view import View, eligible_per_class, pool_index
 
-    b = bound_inputs(runner)
-    rhos = sorted({float(c["rho"]) for c in candidates})
-    rows = bound_grid(b.fake, b.real, b.burnin, rhos, [1], b.n_real, b.space)
-    least = {rho: min(r["kept_per_class_available"]) for rho, r in zip(rhos, rows)}
-    draws = len(b.fake.labels) / b.space.num_strata
+    sub = cfg.dre.enabled
+    segments = [runner.artifact(pool_node(sub))]
+    while (nxt := runner.store.lookup("pool", runner.key_of(pool_node(sub, len(segments))))) is not None:
+        segments.append(nxt)
+    man = Manifest.load(segments[0].file(SHARDS))
+    index = pool_index([s.file(SHARDS) for s in segments])
+    draws = len(index["sample_id"]) / man.space.num_strata
+    least = {rho: min(eligible_per_class(index, man.burnin, View(sub, rho, False, 1), man.space))
+             for rho in sorted({float(c["rho"]) for c in candidates})}
     cap = min(cfg.tune.max_draws_per_class or cfg.synth.max_draws_per_class, cfg.synth.max_draws_per_class)
-    unit = "label stratum" if b.space.continuous else "class"
+    unit = "label stratum" if man.space.continuous else "class"
     ok, out = [], []
     for c in candidates:
         k = least[float(c["rho"])]
-        if k > 0 and c["m"] * draws / k <= cap:
+        k_lo = k - 2.0 * math.sqrt(k)
+        if k_lo > 0 and c["m"] * draws / k_lo <= cap:
             ok.append(c)
         else:
             out.append(c)
             log.warning("[tune] rho %.2f M %d left out: its emptiest %s keeps %d of the pool's %d draws per %s "
                         "(a view would need about %s draws per %s; budget %d)", c["rho"], c["m"], unit, k, draws, unit,
-                        f"{c['m'] * draws / k:.0f}" if k else "unboundedly many", unit, cap)
+                        f"{c['m'] * draws / k_lo:.0f}" if k_lo > 0 else "unboundedly many", unit, cap)
     return ok, out
 
 
