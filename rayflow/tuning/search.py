@@ -11,6 +11,7 @@ driver before the first trial; every trial then only selects its view and trains
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -160,8 +161,8 @@ def tune(cfg: PipelineConfig) -> dict:
     obj = objective_of(cfg, runner.splits.num_classes)
     log.info("[tune] building the validation-split teacher, GAN, ratio net and pool before the trials")
     runner.artifacts([Node.of("teacher"), Node.of("gan")] + ([Node.of("dre")] if cfg.dre.enabled else []))
-    # leave out, cheaply and before any trial, what the pool cannot serve within the draw budget
-    candidates, left_out = servable(runner, cfg, candidates)
+    name = search_name(cfg, runner)
+    candidates, left_out = _saved_candidates(runner, name, cfg, candidates)
     if not candidates:
         from rayflow.config import ConfigError
 
@@ -169,7 +170,6 @@ def tune(cfg: PipelineConfig) -> dict:
                           "leaves a class or label stratum without fakes, or needs more than "
                           "tune.max_draws_per_class draws); raise tune.rho, tune.max_draws_per_class or "
                           "synth.pool_draws, or lower tune.m_per_class")
-    name = f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}"
     prior = _saved_prior(runner, name, cfg, candidates) if t.searcher == "bound" else None
     searcher = make_searcher(t.searcher, space, seed=t.seed, candidates=candidates, prior=prior)
     steps, bs = cfg.student.train.steps, cfg.student.train.batch_size
@@ -215,6 +215,30 @@ def tune(cfg: PipelineConfig) -> dict:
 
     write_search_report(runner.store)
     return out
+
+
+def search_name(cfg: PipelineConfig, runner: Any) -> str:
+    """The search's name (its Ray Tune experiment, its saved files): searcher, seed, the trials'
+    student key, and a digest of the whole `tune` section. A search with other ranges, grid or draw
+    budget is another search: restored under the old name, its searcher would go on proposing from
+    the old candidates (seen: a resumed random search proposed a candidate the new budget leaves out)."""
+    t = cfg.tune
+    digest = hashlib.sha256(json.dumps(t.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
+    return f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}-{digest}"
+
+
+def _saved_candidates(runner: Any, name: str, cfg: PipelineConfig, grid: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(candidates, left out), decided by `servable` when the search starts and kept beside it: a
+    resumed search must propose from the same list, while its trials may have grown the pool since
+    (which can make more candidates servable)."""
+    saved = runner.store.read_text(f"{name}.candidates.json")
+    if saved:
+        d = json.loads(saved)
+        return d["candidates"], d["left_out"]
+    # leave out, cheaply and before any trial, what the pool cannot serve within the draw budget
+    ok, out = servable(runner, cfg, grid)
+    runner.store.write_text(f"{name}.candidates.json", json.dumps({"candidates": ok, "left_out": out}))
+    return ok, out
 
 
 def _saved_prior(runner: Any, name: str, cfg: PipelineConfig, candidates: list[dict]) -> dict[tuple, float]:
