@@ -3,6 +3,7 @@ after shutting down the embedded Ray, so the next run of the same command resume
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -46,4 +47,14 @@ def run_guarded(fn, *args) -> int:
         except Exception:  # noqa: BLE001 - the run is over either way; the message is what matters
             pass
         print(MESSAGE, file=sys.stderr, flush=True)  # the command's last line
+        # the interpreter then joins non-daemon threads; one left by an interrupted Ray Data read kept a
+        # SIGTERM'd `rayflow tune` alive (signals ignored by then) until SIGKILL: exit anyway, after 10 s
+        _exit_soon(code, 10.0)
         return code
+
+
+def _exit_soon(code: int, after_s: float) -> None:
+    sys.stdout.flush()
+    timer = threading.Timer(after_s, os._exit, (code,))
+    timer.daemon = True
+    timer.start()

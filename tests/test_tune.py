@@ -46,6 +46,10 @@ def test_killed_local_search_resumes_and_completes(tmp_path):
     assert len(done["trials"]) == 3 and done["trials"][:len(first)] == json.loads(json.dumps(first, default=float))
     assert "chosen on validation data" in stdout and done["chosen"] in [{k: t[k] for k in ("rho", "m")}
                                                                        for t in done["trials"]]
+    # the choice is the best of all trials, the one resumed after the kill included (a resumed student's
+    # final metrics carry no samples_seen; it was once left out of the choice for that)
+    pick = next(t for t in done["trials"] if {k: t[k] for k in ("rho", "m")} == done["chosen"])
+    assert pick["val_acc"] == max(t["val_acc"] for t in done["trials"])
     assert len(done["final"]["chosen"]) == 1 and 50 < done["final"]["chosen"][0] <= 100  # retrained, tested once
     from test_tracking import read_scalars, summary_writer_class
 

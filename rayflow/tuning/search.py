@@ -68,7 +68,10 @@ def run_trial(params: dict, *, base: dict, metric: str = "val_acc") -> dict:
                                         "threads_per_worker": sc.threads_per_worker or max(1, int(sc.cpus_per_worker))})
     art = Runner(cfg).artifact(CGAN_KD.student(cfg.seeds[0]))
     m = art.metrics
-    return {metric: float(m[metric]), "samples_seen": int(m.get("samples_seen", 0)),
+    # a committed student ran all its steps, also one resumed from a checkpoint at its last step (whose
+    # final metrics carry no samples_seen): it must still count as a finished trial
+    full = cfg.student.train.steps * cfg.student.train.batch_size
+    return {metric: float(m[metric]), "samples_seen": int(m.get("samples_seen") or full),
             "artifact": art.uri, "reused": bool(art.reused), "wall_s": float(m.get("wall_s", 0.0))}
 
 
@@ -203,8 +206,9 @@ def tune(cfg: PipelineConfig) -> dict:
            "bound": {json.dumps(list(k)): v for k, v in (prior or {}).items()}, "objective": obj.to_dict()}
     if left_out:
         out["left_out"] = left_out
-    done = [r for r in results if obj.metric in r and math.isfinite(r[obj.metric])
-            and r.get("samples_seen", 0) >= steps * bs]  # a diverged student (NaN MAE) is no candidate
+    # finished trials: those that return their committed student (ASHA-stopped ones return none); a
+    # diverged student (NaN MAE) is no candidate
+    done = [r for r in results if obj.metric in r and math.isfinite(r[obj.metric]) and r.get("artifact")]
     if done:
         best = obj.best(done)
         out["chosen"] = {k: best[k] for k in space.dims}
