@@ -98,7 +98,8 @@ def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[
     the pool's committed segments, a candidate is left out when its emptiest class (stratum) has no
     eligible draw at its rho (after cDR-RS and the cutoff, as the view selects them), or when
     M x (draws / eligible) there exceeds the budget `tune.max_draws_per_class` (default: the pool's
-    cap). Eligible counts are taken at their Poisson lower bound k - 2 sqrt(k): estimated from a
+    cap). Eligible counts are taken at their Poisson lower bound k - 2 sqrt(k), but at least k / 4 (a
+    small pool's handful of eligible draws would otherwise rule out every candidate): estimated from a
     rare class's few eligible first draws, a point estimate passed a 63,000-draw budget on the demo,
     and that view then needed 127,000 draws per class."""
     from rayflow.stages.synth import SHARDS, pool_node
@@ -119,7 +120,7 @@ def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[
     ok, out = [], []
     for c in candidates:
         k = least[float(c["rho"])]
-        k_lo = k - 2.0 * math.sqrt(k)
+        k_lo = max(k - 2.0 * math.sqrt(k), k / 4.0)  # below k - 2 sqrt(k) <= 0, a tiny pool's few draws
         if k_lo > 0 and c["m"] * draws / k_lo <= cap:
             ok.append(c)
         else:
