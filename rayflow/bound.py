@@ -198,6 +198,7 @@ def bound_grid(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rhos
     if teacher_mode not in ("sum", "disagree", "iw"):
         raise ValueError(f"teacher_mode must be 'sum', 'disagree' or 'iw', got {teacher_mode!r}")
     rhos = [check_rho(r) for r in rhos]
+    _check_real_fraction(real_fraction)
     space = _check(fake, real, burnin, n_real, num_classes, delta, B, ms)
     S = space.num_strata
     prior = _prior(class_prior, S)
@@ -206,7 +207,6 @@ def bound_grid(fake: FakeScores, real: RealScores, burnin: tuple[Any, Any], rhos
         raise ValueError(f"RealScores.labels: no held-out real image of {_what(space)} {missing.tolist()[:10]}")
     p = _prepare(*_arrays(fake, real, space), S, prior, clip_q, clip_cap)
     cx = _complexity(complexity)
-    _check_real_fraction(real_fraction)
     out = []
     for rho in rhos:
         ev = _eval(p, cutoffs(burnin[0], burnin[1], rho, space), teacher_mode)
