@@ -348,3 +348,26 @@ def test_search_section_reads_a_regression_objective():
     assert "spread 1.80 MAE (deg)" in page  # 0.02 of the normalised range = 1.8 degrees
     text = format_grid(grid)
     assert "val MAE (deg) (seeds)" in text and "5.4000 5.5800" in text and "NOKD val MAE (deg) [7.2" in text
+
+
+def test_asha_lets_a_trial_finish_at_max_t_and_counts_only_real_stops():
+    """A trial at its last report must run on to commit its student (ASHA alone stops every trial
+    at max_t), and ASHA's count of stopped trials must not include it; a weak trial at a rung is
+    still stopped and counted."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from rayflow.executors.ray_tune import FinishingASHA
+
+    sched = FinishingASHA(time_attr="samples_seen", metric="acc", mode="max", max_t=100, grace_period=25,
+                          reduction_factor=2, brackets=1)
+    trials = [SimpleNamespace(trial_id=str(i)) for i in range(3)]
+    for t in trials:
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, trials[0], {"samples_seen": 25, "acc": 0.9}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, trials[1], {"samples_seen": 25, "acc": 0.1}) == TrialScheduler.STOP
+    assert sched._num_stopped == 1
+    for t in (25, 50, 100):
+        assert sched.on_trial_result(None, trials[2], {"samples_seen": t, "acc": 0.95}) == TrialScheduler.CONTINUE
+    assert sched._num_stopped == 1

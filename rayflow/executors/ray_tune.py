@@ -21,6 +21,7 @@ class FinishingASHA(ASHAScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and result.get(self._time_attr, 0) >= self._max_t:
+            self._num_stopped -= 1  # ASHA counted it as stopped; its debug line must not
             return TrialScheduler.CONTINUE  # it ends on its own, right after its commit
         return action
 
