@@ -120,7 +120,7 @@ def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[
     ok, out = [], []
     for c in candidates:
         k = least[float(c["rho"])]
-        k_lo = max(k - 2.0 * math.sqrt(k), k / 4.0)  # below k - 2 sqrt(k) <= 0, a tiny pool's few draws
+        k_lo = max(k - 2.0 * math.sqrt(k), k / 4.0)  # floor: see the docstring
         if k_lo > 0 and c["m"] * draws / k_lo <= cap:
             ok.append(c)
         else:
