@@ -5,17 +5,28 @@ BIN := $(VENV)/bin
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data demo test test-fast bench clean
+.PHONY: install dev data demo test test-fast bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# constraints.txt pins the CPU torch wheel; unpinned, pip would fetch a multi-GB CUDA build.
+# constraints.txt pins the CPU torch wheel (unpinned, pip would fetch a multi-GB CUDA build) and Ray.
+# No pip cache: nothing is written to the user's home (the test suite is checked to leave it untouched).
+PIP_INSTALL := $(BIN)/pip install -q --no-cache-dir -c constraints.txt
+
+# what a user needs to run rayflow
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(PIP_INSTALL) -e .
+	touch $@
+
+# and what its tests need (pytest, a local S3 server, MLflow)
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
+
+dev: $(VENV)/.installed-dev
 
 # Fashion-MNIST comes from Debian (offline, no download at run time). Non-root users: sudo, or
 # set RAYFLOW_DATA_DIR to a folder holding the four IDX .gz files.
@@ -46,14 +57,15 @@ demo: install data
 demo-regression: install data
 	$(BIN)/rayflow run --config regression_demo
 
-test: install data
-	$(BIN)/python -m pytest -q
+# --durations=15: the slowest tests, so the suite's time budget (~20 min on 2 cores) is watched on every run
+test: dev data
+	$(BIN)/python -m pytest -q --durations=15
 
-test-fast: install
+test-fast: dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # every benchmark, 3 runs each, one table of medians (benchmarks/results/latest.md); ~45 min on 2 cores
-bench: install data
+bench: dev data
 	$(BIN)/python benchmarks/run_all.py --repeats 3
 
 clean:

@@ -288,8 +288,9 @@ class TuneConfig(_Strict):
 class PipelineConfig(_Strict):
     """Top-level run: everything `rayflow run` needs."""
 
-    name: str = "run"
-    output_dir: str = "outputs"
+    name: str = Field("run", description="the run's name (report titles, TensorBoard and MLflow run names)")
+    output_dir: str = Field("outputs", description="where artifacts, results and reports go: a local path or a "
+                            "pyarrow.fs URI (s3://bucket/prefix); shared storage on a multi-node cluster")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: StageSpec = Field(default_factory=lambda: StageSpec(model=ModelConfig(name="resnet20")))
     student: StudentSpec = Field(default_factory=lambda: StudentSpec(model=ModelConfig(name="resnet8")))

@@ -73,7 +73,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
 
         if _WATCHDOG.get("proc") is None or _WATCHDOG["proc"].poll() is not None:
             _WATCHDOG["proc"] = watchdog.start()
-        with _own_ports_and_address():
+        with _own_ports_and_address(), _own_auth_token():
             ray.init(address="local", runtime_env=env, **embedded_init_kwargs(rt), **common)
         install_handlers()  # ray.init replaced the SIGTERM handler with its own sys.exit
     else:
@@ -141,6 +141,35 @@ def _own_ports_and_address():
             os.environ.pop("RAY_ADDRESS", None)
         else:
             os.environ["RAY_ADDRESS"] = saved_env
+
+
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+@contextlib.contextmanager
+def _own_auth_token():
+    """An embedded instance with token auth and a token of its own that lives only in its processes.
+
+    Why: a local `ray.init()` turns token auth on and, lacking a token, writes one to
+    ~/.ray/auth_token. That file then silently switches every later `ray start --head` on the machine
+    to token mode (and a job submitted to a head started before it fails without it): state in the
+    user's home that neither run asked for. A random token in RAY_AUTH_TOKEN (which Ray reads before
+    any file) reaches the raylet and, through it, every worker; the driver caches it at connect, and
+    its own environment is restored afterwards so a later subprocess (a `ray start`, a job CLI) sees
+    the user's settings only. A user who set any RAY_AUTH_* variable keeps Ray's own behaviour.
+    """
+    if any(v in os.environ for v in _AUTH_VARS):
+        yield
+        return
+    import secrets
+
+    # the mode stays unset: ray.init's own default turns token mode on (and refreshes its config)
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    try:
+        yield
+    finally:
+        for v in _AUTH_VARS:
+            os.environ.pop(v, None)
 
 
 def _gcs_address(address: str) -> str | None:

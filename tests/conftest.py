@@ -1,6 +1,9 @@
 """Shared fixtures. Ray starts at most once per test session, and only for tests that ask for it."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
@@ -13,8 +16,34 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic(tmp_path_factory):
+    """Everything the suite writes lands under pytest's own temp dir: Ray's temp dir (sessions,
+    sockets, `ray_current_cluster`; Ray's socket paths allow ~107 characters, which pytest's base
+    temp dir leaves room for, a test's tmp_path not always), rayflow's download cache and
+    matplotlib's font cache; nothing is read from or written to the user's home (.ci/run runs the
+    suite with an empty HOME to prove it; tests/test_hermetic.py checks what is left)."""
+    base = tmp_path_factory.getbasetemp()
+    ray_tmp = base / "ray"
+    if len(str(ray_tmp)) > 40:  # a long --basetemp: a short dir of our own, removed at the end
+        ray_tmp = Path(tempfile.mkdtemp(prefix="rft-", dir="/tmp"))
+    ray_tmp.mkdir(exist_ok=True)
+    env = {"RAY_TMPDIR": str(ray_tmp), "RAYFLOW_CACHE": str(base / "rayflow-cache"),
+           "MPLCONFIGDIR": str(base / "matplotlib")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if not str(ray_tmp).startswith(str(base)):
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(hermetic):
     import ray
 
     from rayflow.config import RuntimeConfig

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,10 +78,16 @@ def stop_processes_under(tag: str) -> None:
 
 @contextlib.contextmanager
 def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
-    """A `ray start --head` cluster: (dashboard address, env for the jobs CLI)."""
+    """A `ray start --head` cluster as a new user starts one: (dashboard address, env for the jobs CLI).
+
+    Its processes and the jobs CLI get an empty HOME and no RAY_AUTH_* variables (no token anywhere:
+    Ray starts the head without auth), so a test cannot pass only because some earlier run left a
+    ~/.ray/auth_token behind. Its temp dir is removed with it."""
     tmp = tempfile.mkdtemp(prefix="rfh-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
+    home = Path(tmp) / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_") and k != "RAY_ADDRESS"}
+    env.update(PATH=f"{BIN}:{os.environ['PATH']}", HOME=str(home))
     gcs, dash = free_port(), free_port()
     args = [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
             "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={tmp}",
@@ -93,6 +100,7 @@ def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
         yield f"http://127.0.0.1:{dash}", env
     finally:
         stop_processes_under(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture
