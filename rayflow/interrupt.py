@@ -46,6 +46,9 @@ def run_guarded(fn, *args) -> int:
             _shutdown_ray()
         except Exception:  # noqa: BLE001 - the run is over either way; the message is what matters
             pass
+        # the workers' last lines sit in stdout's buffer (a file or pipe is block-buffered; Ray's
+        # shutdown prints its deduplicated leftovers there): out first, or they land after the message
+        sys.stdout.flush()
         print(MESSAGE, file=sys.stderr, flush=True)  # the command's last line
         # the interpreter then joins non-daemon threads; one left by an interrupted Ray Data read kept a
         # SIGTERM'd `rayflow tune` alive (signals ignored by then) until SIGKILL: exit anyway, after 10 s

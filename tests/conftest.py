@@ -20,19 +20,23 @@ torch.set_num_threads(2)
 def hermetic(tmp_path_factory):
     """Everything the suite writes lands under pytest's own temp dir: Ray's temp dir (sessions,
     sockets, `ray_current_cluster`; Ray's socket paths allow ~107 characters, which pytest's base
-    temp dir leaves room for, a test's tmp_path not always), rayflow's download cache and
-    matplotlib's font cache; nothing is read from or written to the user's home (.ci/run runs the
+    temp dir leaves room for, a test's tmp_path not always), rayflow's download cache and scratch
+    dirs (TMPDIR), matplotlib's font cache; nothing is read from or written to the user's home (.ci/run runs the
     suite with an empty HOME to prove it; tests/test_hermetic.py checks what is left)."""
     base = tmp_path_factory.getbasetemp()
     ray_tmp = base / "ray"
     if len(str(ray_tmp)) > 40:  # a long --basetemp: a short dir of our own, removed at the end
         ray_tmp = Path(tempfile.mkdtemp(prefix="rft-", dir="/tmp"))
     ray_tmp.mkdir(exist_ok=True)
+    scratch = base / "tmp"  # rayflow's scratch dirs, multiprocessing's, torch's: tempfile.gettempdir()
+    scratch.mkdir(exist_ok=True)
     env = {"RAY_TMPDIR": str(ray_tmp), "RAYFLOW_CACHE": str(base / "rayflow-cache"),
-           "MPLCONFIGDIR": str(base / "matplotlib")}
+           "MPLCONFIGDIR": str(base / "matplotlib"), "TMPDIR": str(scratch)}
     saved = {k: os.environ.get(k) for k in env}
+    saved_tempdir, tempfile.tempdir = tempfile.tempdir, str(scratch)  # gettempdir() caches its first answer
     os.environ.update(env)
     yield env
+    tempfile.tempdir = saved_tempdir
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
