@@ -1,0 +1,106 @@
+"""MODEL_CARD.md: how good the student is beside the models it is compared with, how big and how
+fast it is (measured on this machine's CPU when it is exported), and what made it."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rayflow.student.module import PROGRAM
+
+LATENCY_BATCHES = (1, 256)
+
+
+def per_class_accuracy(module: torch.nn.Module, images: np.ndarray, labels: np.ndarray, k: int,
+                       chunk: int = 500) -> list[tuple[float, int]]:
+    """(accuracy in %, images) per class of a labelled split."""
+    with torch.no_grad():
+        pred = torch.cat([module(torch.from_numpy(images[i:i + chunk])).argmax(1)
+                          for i in range(0, len(images), chunk)]).numpy()
+    out = []
+    for c in range(k):
+        m = labels == c
+        out.append((100.0 * float((pred[m] == c).mean()) if m.any() else float("nan"), int(m.sum())))
+    return out
+
+
+def latency_ms(module: torch.nn.Module, c: int, size: int, reps: int = 3) -> dict[int, float]:
+    """Median CPU milliseconds per image over `reps` timed calls (after one warm-up), per batch size."""
+    out = {}
+    with torch.no_grad():
+        for bs in LATENCY_BATCHES:
+            x = torch.randint(0, 256, (bs, c, size, size), dtype=torch.uint8)
+            module(x)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                module(x)
+                times.append(time.perf_counter() - t0)
+            out[bs] = 1000.0 * statistics.median(times) / bs
+    return out
+
+
+def _fmt(v: float | None, metric: str) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if metric == "test_mae" else f"{v:.2f}"  # normalised [0, 1] errors need more digits
+
+
+def _measure(metric: str) -> str:
+    if metric == "test_acc":
+        return "Accuracy (%)"
+    unit = metric.removeprefix("test_mae").lstrip("_")
+    return f"MAE ({unit})" if unit else "MAE (labels normalised to [0, 1])"
+
+
+def _means(rows: list[dict], metric: str) -> list[tuple[str, float, int]]:
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    out = []
+    for n in names:
+        vals = [r[metric] for r in rows if r["model"] == n and metric in r]
+        if vals:
+            out.append((n, sum(vals) / len(vals), len(vals)))
+    return out
+
+
+def render(*, name: str, contract: dict, rows: list[dict], metric: str, student_label: str, module: torch.nn.Module,
+           folder: Path, test=None, keys: list[tuple[str, str]] = (), reps: int = 3) -> str:
+    """The card's markdown. `test`: the labelled test split (per-class accuracy); `keys`: (node, key)
+    of every artifact the student came from."""
+    inp = contract["input"]
+    c, size = inp["channels"], inp["height"]
+    lines = [f"# Student model card: {name}", "",
+             f"{contract['task'].capitalize()} student. Input: uint8 {inp['layout']} images of "
+             f"{c}x{size}x{size} ({inp['mode']}); {inp['preprocessing']}.",
+             "Output: " + ("logits over " + ", ".join(contract["class_names"]) if contract["task"] == "classification"
+                           else "the value in the label's unit ({unit} range {r[0]:g}..{r[1]:g})".format(
+                               unit=contract["output"].get("unit") or "label", r=contract["output"]["range"])) + ".",
+             "", f"## {_measure(metric)} on the test split (mean over seeds)", "", f"| model | {metric} | seeds |", "|---|---|---|"]
+    for model, v, n in _means(rows, metric):
+        mark = " **(this student)**" if model == student_label else ""
+        lines.append(f"| {model}{mark} | {_fmt(v, metric)} | {n} |")
+    if test is not None and contract["task"] == "classification":
+        lines += ["", "## Per-class test accuracy (this student)", "", "| class | accuracy % | images |", "|---|---|---|"]
+        for cname, (acc, n) in zip(contract["class_names"], per_class_accuracy(module, test.images, test.labels,
+                                                                               len(contract["class_names"]))):
+            lines.append(f"| {cname} | {acc:.2f} | {n} |")
+    params = sum(p.numel() for p in module.parameters())
+    lat = latency_ms(module, c, size, reps)
+    files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".pt2"))
+    lines += ["", "## Size and speed", "", f"- parameters: {params:,}"]
+    lines += [f"- {f.name}: {f.stat().st_size / 1024:.1f} KiB on disk" for f in files]
+    lines += [f"- CPU latency per image at batch {bs}: {ms:.4g} ms (median of {reps}, {torch.get_num_threads()} "
+              f"torch threads, measured at export)" for bs, ms in lat.items()]
+    lines += ["", "## Settings", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in contract.get("settings", {}).items()]
+    if keys:
+        lines += ["", "## Artifacts it came from (stage node, cache key)", "", "| node | key |", "|---|---|"]
+        lines += [f"| {n} | {k} |" for n, k in keys]
+    lines += ["", "## Load it with plain torch", "", "```python", "import torch",
+              f'model = torch.export.load("student/{PROGRAM}").module()',
+              f"out = model(images)  # uint8 tensor (N, {c}, {size}, {size})", "```", ""]
+    return "\n".join(lines)
