@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rayflow.report import summarize
 from rayflow.student.module import PROGRAM
 
 LATENCY_BATCHES = (1, 256)
@@ -57,16 +58,6 @@ def _measure(metric: str) -> str:
     return f"MAE ({unit})" if unit else "MAE (labels normalised to [0, 1])"
 
 
-def _means(rows: list[dict], metric: str) -> list[tuple[str, float, int]]:
-    names = list(dict.fromkeys(r["model"] for r in rows))
-    out = []
-    for n in names:
-        vals = [r[metric] for r in rows if r["model"] == n and metric in r]
-        if vals:
-            out.append((n, sum(vals) / len(vals), len(vals)))
-    return out
-
-
 def render(*, name: str, contract: dict, rows: list[dict], metric: str, student_label: str, module: torch.nn.Module,
            folder: Path, test=None, keys: list[tuple[str, str]] = (), reps: int = 3) -> str:
     """The card's markdown. `test`: the labelled test split (per-class accuracy); `keys`: (node, key)
@@ -80,9 +71,9 @@ def render(*, name: str, contract: dict, rows: list[dict], metric: str, student_
                            else "the value in the label's unit ({unit} range {r[0]:g}..{r[1]:g})".format(
                                unit=contract["output"].get("unit") or "label", r=contract["output"]["range"])) + ".",
              "", f"## {_measure(metric)} on the test split (mean over seeds)", "", f"| model | {metric} | seeds |", "|---|---|---|"]
-    for model, v, n in _means(rows, metric):
-        mark = " **(this student)**" if model == student_label else ""
-        lines.append(f"| {model}{mark} | {_fmt(v, metric)} | {n} |")
+    for s in summarize(rows, metric)["summary"]:
+        mark = " **(this student)**" if s["model"] == student_label else ""
+        lines.append(f"| {s['model']}{mark} | {_fmt(s[metric], metric)} | {s['n']} |")
     if test is not None and contract["task"] == "classification":
         lines += ["", "## Per-class test accuracy (this student)", "", "| class | accuracy % | images |", "|---|---|---|"]
         for cname, (acc, n) in zip(contract["class_names"], per_class_accuracy(module, test.images, test.labels,

@@ -83,8 +83,9 @@ def predict_frame(model_dir: str | Path, inputs: list, *, use_ray: bool | None =
     items = [{"chunk": k} for k in range((len(source) + CHUNK - 1) // CHUNK)]
     rows = list(executor.map_batches(items, lambda device, threads: [
         StepSpec(PredictStep, {**spec, "device": device, "threads": threads})], pool))
-    df = pd.DataFrame(rows)
-    return df.sort_values("row").drop(columns="row").reset_index(drop=True)
+    df = pd.DataFrame(rows).sort_values("row").drop(columns="row").reset_index(drop=True)
+    # Ray Data hands float32 cells back as Python floats: the same values, restored to one dtype
+    return df.astype({c: np.float32 for c in df.columns if c.startswith("prob_")})
 
 
 def _executor(use_ray: bool):
