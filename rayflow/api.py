@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rayflow.config import ConfigError, PipelineConfig
-from rayflow.distill import DistillResult
+from rayflow.distill_student import DistillResult
 from rayflow.student.module import load_student
 
 __all__ = ["DistillResult", "distill", "load_student", "predict", "resolve"]
@@ -43,7 +43,7 @@ def _yaml(value: Any) -> str:
 def distill(config: str | Path | PipelineConfig, *, search: bool = False, **overrides: Any) -> DistillResult:
     """`rayflow distill`: trains (or reuses) teacher, NOKD, BLKD and the cGAN-KD student and writes
     `<output_dir>/student/`; returns its location, its test metrics and the comparison rows."""
-    from rayflow.distill import distill as _distill
+    from rayflow.distill_student import distill as _distill
 
     return _distill(resolve(config, overrides), search=search)
 

@@ -157,7 +157,7 @@ def cmd_grid(args) -> int:
 def cmd_tune(args) -> int:
     """The search, then the run's table with the chosen and hand-set settings' students, and the
     chosen one written to <output_dir>/student/."""
-    from rayflow.distill import after_tune, knobs
+    from rayflow.distill_student import after_tune, knobs
     from rayflow.tuning.search import tune
 
     cfg = _cfg(args)
@@ -171,7 +171,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from rayflow.distill import distill
+    from rayflow.distill_student import distill
 
     print(distill(_cfg(args), search=args.search).table, flush=True)
     return 0
