@@ -44,7 +44,7 @@ def distill(cfg: PipelineConfig, search: bool = False) -> DistillResult:
     if search:
         from rayflow.tuning.search import tune, with_params
 
-        out = tune(cfg)
+        out = tune(cfg, final=False)
         if not out.get("chosen"):
             raise ConfigError("distill --search: no trial of the search finished with a score, so there is no "
                               "setting to choose (see the log above)")

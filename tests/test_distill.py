@@ -110,3 +110,25 @@ def test_api_distill_reuses_every_artifact(distilled):
     assert r.metrics["test_acc"] == pytest.approx(_table(stdout)[STUDENT], abs=0.006)
     assert (out / "student" / "model.safetensors").read_bytes() == before
     assert np.isclose(r.rows[0]["test_acc"], _table(stdout)["teacher"], atol=0.006)
+
+
+def test_search_exports_the_setting_tune_chose(distilled, monkeypatch):
+    """`--search`: the student of the setting the search chose (the search itself stubbed: tests/test_tune.py
+    runs real ones), trained beside the cached NOKD and BLKD; tune's own final retrain is skipped."""
+    import rayflow
+
+    out, _ = distilled
+    calls = []
+
+    def search(cfg, final=True):
+        calls.append(final)
+        return {"chosen": {"rho": 0.5, "m": 10}}
+
+    monkeypatch.setattr("rayflow.tuning.search.tune", search)
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in SETS)}
+    r = rayflow.distill("tiny", search=True, output_dir=str(out), **overrides)
+    assert calls == [False]
+    s = json.loads((out / "student" / "student.json").read_text())["settings"]
+    assert (s["filter.rho"], s["synth.m_per_class"]) == (0.5, 10) and s["chosen by"].endswith("rho 0.5, M 10")
+    reused = {row["model"]: row["reused"] for row in r.rows}
+    assert reused == {"teacher": True, "NOKD student": True, "BLKD student": True, STUDENT: False}
