@@ -142,7 +142,8 @@ def test_arrays_go_through_the_data_loaders_sizing(student, tmp_path):
     up = torch.from_numpy(x.repeat(2, 1).repeat(2, 2)[:, None].copy())
     expect = rayflow.load_student(folder)(up).softmax(1).detach().numpy()
     np.testing.assert_array_equal(df[[f"prob_{c}" for c in CLASSES]].to_numpy(), expect)
-    pd.DataFrame({"id": [f"a{i}" for i in range(5)], "image": [a.tolist() for a in x]}).to_parquet(tmp_path / "x.parquet")
+    table = pd.DataFrame({"id": [f"a{i}" for i in range(5)], "image": [a.tolist() for a in x]})
+    table.to_parquet(tmp_path / "x.parquet")
     out = tmp_path / "p.parquet"
     assert main(["predict", "--model", str(folder), str(tmp_path / "x.parquet"), "--out", str(out)]) == 0
     got = pd.read_parquet(out)

@@ -58,34 +58,54 @@ def _measure(metric: str) -> str:
     return f"MAE ({unit})" if unit else "MAE (labels normalised to [0, 1])"
 
 
+def _header(name: str, contract: dict) -> list[str]:
+    inp, out = contract["input"], contract["output"]
+    c, size = inp["channels"], inp["height"]
+    if contract["task"] == "classification":
+        what = "logits over " + ", ".join(contract["class_names"])
+    else:
+        lo, hi = out["range"]
+        what = f"the value in the label's unit ({out.get('unit') or 'label'} range {lo:g}..{hi:g})"
+    return [f"# Student model card: {name}", "",
+            f"{contract['task'].capitalize()} student. Input: uint8 {inp['layout']} images of {c}x{size}x{size} "
+            f"({inp['mode']}); {inp['preprocessing']}.", f"Output: {what}."]
+
+
+def _comparison(rows: list[dict], metric: str, student_label: str) -> list[str]:
+    lines = ["", f"## {_measure(metric)} on the test split (mean over seeds)", "", f"| model | {metric} | seeds |",
+             "|---|---|---|"]
+    for s in summarize(rows, metric)["summary"]:
+        mark = " **(this student)**" if s["model"] == student_label else ""
+        lines.append(f"| {s['model']}{mark} | {_fmt(s[metric], metric)} | {s['n']} |")
+    return lines
+
+
+def _per_class(module: torch.nn.Module, names: list[str], test) -> list[str]:
+    lines = ["", "## Per-class test accuracy (this student)", "", "| class | accuracy % | images |", "|---|---|---|"]
+    for cname, (acc, n) in zip(names, per_class_accuracy(module, test.images, test.labels, len(names))):
+        lines.append(f"| {cname} | {acc:.2f} | {n} |")
+    return lines
+
+
+def _size_and_speed(module: torch.nn.Module, folder: Path, c: int, size: int, reps: int) -> list[str]:
+    params = sum(p.numel() for p in module.parameters())
+    files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".pt2"))
+    lines = ["", "## Size and speed", "", f"- parameters: {params:,}"]
+    lines += [f"- {f.name}: {f.stat().st_size / 1024:.1f} KiB on disk" for f in files]
+    lines += [f"- CPU latency per image at batch {bs}: {ms:.4g} ms (median of {reps}, {torch.get_num_threads()} "
+              f"torch threads, measured at export)" for bs, ms in latency_ms(module, c, size, reps).items()]
+    return lines
+
+
 def render(*, name: str, contract: dict, rows: list[dict], metric: str, student_label: str, module: torch.nn.Module,
            folder: Path, test=None, keys: list[tuple[str, str]] = (), reps: int = 3) -> str:
     """The card's markdown. `test`: the labelled test split (per-class accuracy); `keys`: (node, key)
     of every artifact the student came from."""
-    inp = contract["input"]
-    c, size = inp["channels"], inp["height"]
-    lines = [f"# Student model card: {name}", "",
-             f"{contract['task'].capitalize()} student. Input: uint8 {inp['layout']} images of "
-             f"{c}x{size}x{size} ({inp['mode']}); {inp['preprocessing']}.",
-             "Output: " + ("logits over " + ", ".join(contract["class_names"]) if contract["task"] == "classification"
-                           else "the value in the label's unit ({unit} range {r[0]:g}..{r[1]:g})".format(
-                               unit=contract["output"].get("unit") or "label", r=contract["output"]["range"])) + ".",
-             "", f"## {_measure(metric)} on the test split (mean over seeds)", "", f"| model | {metric} | seeds |", "|---|---|---|"]
-    for s in summarize(rows, metric)["summary"]:
-        mark = " **(this student)**" if s["model"] == student_label else ""
-        lines.append(f"| {s['model']}{mark} | {_fmt(s[metric], metric)} | {s['n']} |")
+    c, size = contract["input"]["channels"], contract["input"]["height"]
+    lines = _header(name, contract) + _comparison(rows, metric, student_label)
     if test is not None and contract["task"] == "classification":
-        lines += ["", "## Per-class test accuracy (this student)", "", "| class | accuracy % | images |", "|---|---|---|"]
-        for cname, (acc, n) in zip(contract["class_names"], per_class_accuracy(module, test.images, test.labels,
-                                                                               len(contract["class_names"]))):
-            lines.append(f"| {cname} | {acc:.2f} | {n} |")
-    params = sum(p.numel() for p in module.parameters())
-    lat = latency_ms(module, c, size, reps)
-    files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".pt2"))
-    lines += ["", "## Size and speed", "", f"- parameters: {params:,}"]
-    lines += [f"- {f.name}: {f.stat().st_size / 1024:.1f} KiB on disk" for f in files]
-    lines += [f"- CPU latency per image at batch {bs}: {ms:.4g} ms (median of {reps}, {torch.get_num_threads()} "
-              f"torch threads, measured at export)" for bs, ms in lat.items()]
+        lines += _per_class(module, contract["class_names"], test)
+    lines += _size_and_speed(module, folder, c, size, reps)
     lines += ["", "## Settings", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in contract.get("settings", {}).items()]
     if keys:
