@@ -197,6 +197,8 @@ def test_failed_export_leaves_the_previous_student_and_no_temp_folder(student, t
     (["{npz_y}"], "has no array 'x' or 'images'"),
     (["{bad_png}"], "cannot read image"),
     (["{img}", "--out", "p.txt"], "the suffix picks the format"),
+    pytest.param(["{img}", "--gpu"], "this machine has no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
 ])
 def test_bad_predict_inputs_fail_in_one_line(student, tmp_path, capsys, argv, says):
     folder, files = student

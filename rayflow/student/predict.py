@@ -77,7 +77,7 @@ def predict_frame(model_dir: str | Path, inputs: list, *, use_ray: bool | None =
     read_contract(model_dir)  # a wrong folder fails before any input is read
     source = collect(inputs)
     if executor is None:
-        executor = _executor(len(source) > RAY_ABOVE if use_ray is None else use_ray)
+        executor = _executor(len(source) > RAY_ABOVE if use_ray is None else use_ray, gpu)
     spec = {"model_dir": str(Path(model_dir).resolve()), "source": source}
     pool = PoolSpec(max_actors=actors, cpus_per_actor=1.0, gpus_per_actor=1.0 if gpu else 0.0, threads_per_actor=1)
     items = [{"chunk": k} for k in range((len(source) + CHUNK - 1) // CHUNK)]
@@ -88,11 +88,20 @@ def predict_frame(model_dir: str | Path, inputs: list, *, use_ray: bool | None =
     return df.astype({c: np.float32 for c in df.columns if c.startswith("prob_")})
 
 
-def _executor(use_ray: bool):
-    from rayflow.config import RuntimeConfig
-    from rayflow.executors import get_executor
+def _executor(use_ray: bool, gpu: bool):
+    """The local or the Ray executor; GPUs asked for on a machine without one fail here, in one line
+    (an embedded Ray would wait for them; a cluster named by RAY_ADDRESS may have GPU nodes)."""
+    import torch
 
-    return get_executor(RuntimeConfig(executor="ray" if use_ray else "local"))
+    from rayflow.config import ConfigError, RuntimeConfig
+    from rayflow.executors import get_executor
+    from rayflow.runtime import embedded
+
+    rt = RuntimeConfig(executor="ray" if use_ray else "local")
+    if gpu and not torch.cuda.is_available() and (not use_ray or embedded(rt)):
+        raise ConfigError("--gpu: this machine has no CUDA device; drop --gpu, or set RAY_ADDRESS to a Ray "
+                          "cluster with GPU nodes (with --ray)")
+    return get_executor(rt)
 
 
 def check_out(out: str | Path) -> Path:
