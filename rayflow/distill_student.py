@@ -82,7 +82,7 @@ def after_tune(cfg: PipelineConfig, out: dict) -> DistillResult:
         picked = picked or (runner, nodes[0], arts[0], label)
     rows = p._in_unit(rows)
     runner, node, art, label = picked
-    chosen_by = f"rayflow tune ({cfg.tune.searcher} searcher, on validation data)"
+    chosen_by = f"rayflow tune ({cfg.tune.searcher} searcher, on validation data): {knobs(out['chosen'])}"
     return finish(p, runner, node, art, rows, label, chosen_by, t0, [])
 
 
