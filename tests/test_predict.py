@@ -17,6 +17,7 @@ import torch
 
 import rayflow
 from rayflow.cli import main
+from s3_server import s3_location, s3_server  # noqa: F401
 
 CLASSES = ["cat", "dog", "eel"]
 
@@ -190,6 +191,22 @@ def test_failed_export_leaves_the_previous_student_and_no_temp_folder(student, t
     with pytest.raises(RuntimeError):
         write_student(fresh, folder, contract, broken)
     assert list((tmp_path / "fresh").iterdir()) == []  # never a half-written student/
+
+
+def test_student_on_an_object_store(student, s3_location):
+    """An s3:// output: every file uploaded, student.json (the folder's marker) among them."""
+    from rayflow.store import open_store
+    from rayflow.student.export import write_student
+
+    folder, _ = student
+    store = open_store(s3_location)
+    uri = write_student(store, folder, json.loads((folder / "student.json").read_text()), lambda m, out: "card\n")
+    assert uri == f"{s3_location}/student"
+    from pyarrow.fs import FileSelector
+
+    names = {f.base_name for f in store.fs.get_file_info(FileSelector(f"{store.root}/student"))}
+    assert names == {p.name for p in folder.iterdir()}
+    assert json.loads(store.read_text("student/student.json")) == json.loads((folder / "student.json").read_text())
 
 
 @pytest.mark.parametrize("argv, says", [
