@@ -48,12 +48,16 @@ def distill(config: str | Path | PipelineConfig, *, search: bool = False, **over
     return _distill(resolve(config, overrides), search=search)
 
 
-def predict(model_dir: str | Path, inputs: str | Path | list, *, use_ray: bool | None = None, gpu: bool = False,
+def predict(model_dir: str | Path, inputs, *, use_ray: bool | None = None, gpu: bool = False,
             actors: int = 2):
     """`rayflow predict` as a pandas DataFrame: one row per image (`input`, `predicted`, `prob_<class>`;
     regression: `value` in the label's unit). `inputs`: image files, folders, an NPZ (`x`) or a Parquet
-    file (`image`); `use_ray`: None picks Ray Data batch inference above `RAY_ABOVE` images."""
+    file (`image`), or an array of images ((N, H, W), (N, H, W, C) or (N, C, H, W); uint8, or float in
+    [0, 1]); `use_ray`: None picks Ray Data batch inference above `RAY_ABOVE` images."""
+    import numpy as np
+
     from rayflow.student.predict import predict_frame
 
-    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    items = inputs if isinstance(inputs, np.ndarray) else [inputs] if isinstance(inputs, (str, Path)) \
+        else list(inputs)
     return predict_frame(model_dir, items, use_ray=use_ray, gpu=gpu, actors=actors)

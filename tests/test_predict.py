@@ -143,6 +143,7 @@ def test_arrays_go_through_the_data_loaders_sizing(student, tmp_path):
     up = torch.from_numpy(x.repeat(2, 1).repeat(2, 2)[:, None].copy())
     expect = rayflow.load_student(folder)(up).softmax(1).detach().numpy()
     np.testing.assert_array_equal(df[[f"prob_{c}" for c in CLASSES]].to_numpy(), expect)
+    pd.testing.assert_frame_equal(rayflow.predict(folder, x), df)  # the same images, in memory
     table = pd.DataFrame({"id": [f"a{i}" for i in range(5)], "image": [a.tolist() for a in x]})
     table.to_parquet(tmp_path / "x.parquet")
     out = tmp_path / "p.parquet"

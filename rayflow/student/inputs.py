@@ -67,12 +67,14 @@ def fit_arrays(x: np.ndarray, channels: int, size: int, where: str) -> np.ndarra
 
 @dataclass
 class Source:
-    """The inputs of one prediction run: `kind` "files" (`paths`), "npz" or "parquet" (`path`)."""
+    """The inputs of one prediction run: `kind` "files" (`paths`), "npz" or "parquet" (`path`), or
+    "array" (`array`, images in memory: the Python API)."""
 
     kind: str
     ids: list[str]
     path: str = ""
     paths: list[str] = field(default_factory=list)
+    array: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,6 +83,8 @@ class Source:
         """Images start..stop-1 as uint8 (n, C, size, size)."""
         if self.kind == "files":
             return np.stack([read_image_file(p, channels, size) for p in self.paths[start:stop]])
+        if self.kind == "array":
+            return fit_arrays(self.array[start:stop], channels, size, "input array")
         if self.kind == "npz":
             return fit_arrays(_npz_images(self.path)[start:stop], channels, size, self.path)
         return _parquet_images(self.path, start, stop, channels, size)
@@ -132,8 +136,12 @@ def _image_files(p: Path) -> list[str]:
     return files
 
 
-def collect(inputs: list[str | Path]) -> Source:
-    """One Source from the command line's INPUT arguments, checked before any model runs."""
+def collect(inputs: list[str | Path] | np.ndarray) -> Source:
+    """One Source from the command line's INPUT arguments (or an array of images), checked before any
+    model runs."""
+    if isinstance(inputs, np.ndarray):
+        as_images(inputs[:1], "input array")  # layout, dtype and range fail here, not inside an actor
+        return Source("array", ids=[str(i) for i in range(len(inputs))], array=inputs)
     if not inputs:
         raise DataError("no input given (image files, a folder, an NPZ file or a Parquet file)")
     paths = [Path(i) for i in inputs]
