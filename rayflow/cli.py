@@ -10,6 +10,7 @@ from pathlib import Path
 
 # Light imports only: `rayflow --help` (and a typo in a command) must not wait for torch or Ray
 # (tests/test_quiet.py); every command imports what it needs when it runs.
+from rayflow import __version__
 from rayflow.config import ConfigError, PipelineConfig, load_config
 from rayflow.interrupt import run_guarded
 
@@ -154,15 +155,42 @@ def cmd_grid(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    """The search, then the run's table with the chosen and hand-set settings' students, and the
+    chosen one written to <output_dir>/student/."""
+    from rayflow.distill_student import after_tune, knobs
     from rayflow.tuning.search import tune
 
-    out = tune(_cfg(args))
-    f = out.get("final")
-    if f:
-        print(f"chosen on validation data: {out['chosen']}; test {f.get('measure', 'accuracy')} over seeds: "
-              f"chosen {f['chosen']}, "
-              f"hand-set {f['hand-set']} {f['hand_set']}, NOKD {f['NOKD student']}, BLKD {f['BLKD student']}",
-              flush=True)
+    cfg = _cfg(args)
+    out = tune(cfg)
+    if out.get("final"):
+        print(f"chosen on validation data: {knobs(out['chosen'])}", flush=True)
+        print(after_tune(cfg, out).table, flush=True)
+    else:
+        print("no trial finished with a score: nothing chosen, no student written", flush=True)
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from rayflow.distill_student import distill
+
+    print(distill(_cfg(args), search=args.search).table, flush=True)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from rayflow.student.predict import check_out, predict_frame, write_predictions
+
+    check_out(args.out)  # a wrong suffix fails before any image is read
+    df = predict_frame(args.model, args.inputs, use_ray=True if args.ray else None, gpu=args.gpu,
+                       actors=args.actors)
+    print(f"{len(df)} predictions -> {write_predictions(df, args.out)}", flush=True)
+    return 0
+
+
+def cmd_config(args) -> int:
+    from rayflow.config_load import to_yaml
+
+    print(to_yaml(_cfg(args)), end="", flush=True)
     return 0
 
 
@@ -172,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster, or --executor local to run without Ray."))
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="debug logging, and Ray's own logs and Ray Data's progress bars")
+    ap.add_argument("--version", action="version", version=f"rayflow {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -197,6 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("name", help="stage name (rayflow graph lists them)")
     st.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                     help="a node parameter, e.g. --param seed=1 (repeatable)")
+    di = sub.add_parser("distill", help="train the student you ask for (+ NOKD, BLKD) and write <output_dir>/student/",
+                        description="teacher, NOKD, BLKD and the cGAN-KD student with the config's settings (no "
+                                    "ablation), then <output_dir>/student/: weights, model.pt2 (torch.export), "
+                                    "student.json, MODEL_CARD.md")
+    common(di)
+    di.add_argument("--search", action="store_true", help="use the setting `rayflow tune` picks on validation data")
+    pr = sub.add_parser("predict", help="predict with a student folder: images, folders, NPZ or Parquet -> CSV/Parquet",
+                        description="one row per image: input, predicted class, per-class probabilities "
+                                    "(regression: the value in the label's unit)")
+    pr.add_argument("--model", required=True, help="student folder (<output_dir>/student)")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, an NPZ (x) or a Parquet (image)")
+    pr.add_argument("--out", "-o", required=True, help="output file: .csv or .parquet")
+    pr.add_argument("--ray", action="store_true", help="Ray Data batch inference even for a small input "
+                                                        "(by default above 20,000 images)")
+    pr.add_argument("--gpu", action="store_true", help="a GPU per inference actor")
+    pr.add_argument("--actors", type=int, default=2, help="Ray Data inference actors at most (default 2)")
+    cf = sub.add_parser("config", help="show the resolved config", description="show the resolved config")
+    cf_sub = cf.add_subparsers(dest="action", required=True)
+    common(cf_sub.add_parser("show", help="print the resolved YAML (file + --set overrides + defaults)"))
     ev = sub.add_parser("evaluate", help="evaluate a model artifact on the test split",
                         description="evaluate a model artifact on the test split")
     common(ev)
@@ -216,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train-teacher": lambda a: cmd_train(a, "teacher"),
                 "train-student": lambda a: cmd_train(a, "student"),
                 "evaluate": cmd_evaluate, "run": cmd_run, "demo": cmd_demo, "diagnose": cmd_diagnose,
-                "graph": cmd_graph, "stage": cmd_stage, "bound": cmd_bound, "tune": cmd_tune, "grid": cmd_grid}
+                "graph": cmd_graph, "stage": cmd_stage, "bound": cmd_bound, "tune": cmd_tune, "grid": cmd_grid,
+                "distill": cmd_distill, "predict": cmd_predict, "config": cmd_config}
     try:
         return run_guarded(handlers[args.command], args)
     except _user_errors() as e:

@@ -234,4 +234,6 @@ def test_tune_cli_picks_the_lowest_validation_mae(reg_out):
     assert all(t["val_mae_deg"] == pytest.approx(90 * t["val_mae"]) for t in trials)
     f = done["final"]
     assert f["metric"] == "test_mae_deg" and len(f["chosen"]) == 1 and 0 < f["chosen"][0] < 45  # degrees
-    assert "test MAE (deg) over seeds" in stdout and "chosen on validation data" in stdout
+    assert "chosen on validation data" in stdout and "test_mae_deg" in stdout  # the run's table, in degrees
+    row = next(line for line in stdout.splitlines() if line.startswith("cGAN-KD, chosen ("))
+    assert float(row[40:].split()[-3]) == pytest.approx(f["chosen"][0], abs=0.006)

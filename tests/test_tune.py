@@ -51,6 +51,14 @@ def test_killed_local_search_resumes_and_completes(tmp_path):
     pick = next(t for t in done["trials"] if {k: t[k] for k in ("rho", "m")} == done["chosen"])
     assert pick["val_acc"] == max(t["val_acc"] for t in done["trials"])
     assert len(done["final"]["chosen"]) == 1 and 50 < done["final"]["chosen"][0] <= 100  # retrained, tested once
+    # the run's table (the oracle row too), and the chosen setting's student written as `distill` writes it
+    assert "perfect generator (oracle)" in stdout and "{'rho'" not in stdout, stdout
+    chosen_row = next(line for line in stdout.splitlines() if line.startswith("cGAN-KD, chosen ("))
+    assert float(chosen_row[40:].split()[-3]) == pytest.approx(done["final"]["chosen"][0], abs=0.006)
+    assert "cGAN-KD, hand-set (" in stdout and f"student: {tmp_path / 'student'}" in stdout
+    contract = json.loads((tmp_path / "student" / "student.json").read_text())
+    s = contract["settings"]
+    assert (s["filter.rho"], s["synth.m_per_class"]) == (done["chosen"]["rho"], done["chosen"]["m"])
     from test_tracking import read_scalars, summary_writer_class
 
     if summary_writer_class() is not None:  # one TensorBoard point per trial, in trial order

@@ -150,7 +150,9 @@ def with_cleaner_visible(cfg: PipelineConfig) -> PipelineConfig:
     return cfg.model_copy(update={"runtime": rt.model_copy(update={"dashboard": True})})
 
 
-def tune(cfg: PipelineConfig) -> dict:
+def tune(cfg: PipelineConfig, final: bool = True) -> dict:
+    """The search; `final`: retrain the chosen and hand-set settings and test them (`distill --search`
+    trains only the chosen one, itself)."""
     from rayflow.search import make_searcher
     from rayflow.stages.graph import Node
     from rayflow.stages.runner import Runner
@@ -213,7 +215,8 @@ def tune(cfg: PipelineConfig) -> dict:
     if done:
         best = obj.best(done)
         out["chosen"] = {k: best[k] for k in space.dims}
-        out["final"] = final_test(cfg, out["chosen"], obj)
+        if final:
+            out["final"] = final_test(cfg, out["chosen"], obj)
     out["wall_s"] = time.perf_counter() - t0
     runner.store.write_text(f"tune-{t.searcher}.json", json.dumps(out, indent=2, default=float))
     from rayflow.tuning.record import write_search_report
