@@ -11,7 +11,7 @@ import inspect
 from torch import nn
 
 from .base import _REGISTRY, FeatureNet, channels_last, register
-from . import mlp, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (registers)
+from . import external, mlp, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: F401  (registers)
 
 __all__ = ["FeatureNet", "build_model", "list_models", "register"]
 
@@ -36,6 +36,11 @@ def _check_kwargs(name: str, builder, kwargs: dict) -> None:
 def build_model(
     name: str, *, in_channels: int = 1, image_size: int = 28, num_outputs: int = 10, **kwargs
 ) -> nn.Module:
+    """A registered network, or (name 'package.module:factory') the user's own in the adapter."""
+    from rayflow.user_code import is_import_path
+
+    if is_import_path(name):
+        name, kwargs = external.NAME, external.student_kwargs(name, kwargs)
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     for arg, val in (("in_channels", in_channels), ("image_size", image_size), ("num_outputs", num_outputs)):
