@@ -109,8 +109,8 @@ def test_dre_features_and_synth_labelling_with_the_external_teacher(user_teacher
     from rayflow.stages.runner import Runner
     from rayflow.stages.synth import view_files
 
-    cfg = cfg_with(tmp_path, user_teacher, "dre.feature_net.name=teacher", "gan.steps=20",
-                   "gan.checkpoint_every=10", "dre.steps=10", "synth.m_per_class=10", "synth.pool_draws=60")
+    cfg = cfg_with(tmp_path, user_teacher, "dre.feature_net.name=teacher", "gan.steps=40",
+                   "gan.checkpoint_every=20", "synth.m_per_class=10", "synth.pool_draws=60")
     runner = Runner(cfg)
     dre = runner.artifact(Node.of("dre"))
     assert json.loads((Path(dre.path) / "dre.json").read_text())["feature_dim"] == 32  # the hooked embedding

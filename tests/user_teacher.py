@@ -78,7 +78,7 @@ def write_package(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def user_teacher(tmp_path_factory, digits):
-    """Trained for ~2 s on the digits train split (plain Adam), saved both ways."""
+    """Trained for a few seconds (150 Adam steps) on the digits train split (plain Adam), saved both ways."""
     import importlib
     import sys
 
@@ -95,7 +95,7 @@ def user_teacher(tmp_path_factory, digits):
     x = preprocess(torch.tensor(digits.train.images).float() / 127.5 - 1)
     y = torch.tensor(digits.train.labels).long()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for step in range(300):
+    for step in range(150):
         idx = torch.randint(0, len(x), (64,))
         loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
         opt.zero_grad()
