@@ -29,16 +29,15 @@ class ModelConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from rayflow.models import list_models
+        from rayflow.models import is_known, list_models
         from rayflow.user_code import is_import_path, resolve
 
         if is_import_path(v):
             resolve(v)  # imports now, in the driver: a typo fails before any compute
             return v
         known = list_models()
-        if v != "teacher" and v not in known:
-            raise ValueError(f"unknown model {v!r}; known: {', '.join(known)} (or an import path "
-                             "'package.module:factory')")
+        if v != "teacher" and not is_known(v):
+            raise ValueError(f"unknown model {v!r}; known: {', '.join(known)}")
         return v
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rayflow.config_base import _Strict
 
@@ -33,14 +33,14 @@ class TeacherCheckpoint(_Strict):
     """An existing teacher: `artifact` (a rayflow model dir), or `factory` + `weights`."""
 
     artifact: str | None = Field(None, description="a rayflow model artifact dir (model.json + model.safetensors)")
+    modules: list[str] = Field(default_factory=list, description="paths of the user's package dirs (or .py "
+                               "files): put on sys.path in the driver and shipped to Ray workers (py_modules)")
     factory: str | None = Field(None, description="import path 'package.module:function' (or a class) that "
                                 "builds the network; called with `kwargs` (plus in_channels / image_size / "
                                 "num_outputs where its signature names them and kwargs do not)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
     weights: str | None = Field(None, description="the network's state_dict: a .safetensors file, or a torch "
                                 "file read with torch.load(weights_only=True) (a {'state_dict': ...} wrapper too)")
-    modules: list[str] = Field(default_factory=list, description="paths of the user's package dirs (or .py "
-                               "files): put on sys.path in the driver and shipped to Ray workers (py_modules)")
     input_size: int | None = Field(None, gt=0, description="side of the square images the network takes; "
                                    "rayflow's images are resized to it (bilinear, antialiased); None: data.image_size")
     input_channels: int | None = Field(None, gt=0, description="channels the network takes (must match the "
@@ -54,23 +54,37 @@ class TeacherCheckpoint(_Strict):
     feature_layers: list[str] = Field(default_factory=list, description="module names whose outputs KD methods "
                                       "that need intermediate feature maps (fitnet, at, ...) may use, in order")
 
+    @field_validator("artifact", "weights")
+    @classmethod
+    def _exists(cls, v: str | None) -> str | None:
+        if v is not None and not Path(v).expanduser().exists():
+            raise ValueError(f"{v} does not exist")
+        return v
+
+    @field_validator("modules")
+    @classmethod
+    def _dirs_exist(cls, v: list[str]) -> list[str]:
+        missing = [m for m in v if not Path(m).expanduser().exists()]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} does not exist")
+        return v
+
+    @field_validator("factory")
+    @classmethod
+    def _imports(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Imported now, in the driver (`modules` on sys.path first): a typo fails before any compute."""
+        if v is not None:
+            from rayflow.user_code import resolve
+
+            resolve(v, info.data.get("modules") or ())
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> "TeacherCheckpoint":
         if (self.artifact is None) == (self.factory is None):
             raise ValueError("teacher.checkpoint: give either artifact (a rayflow model dir) or factory + weights")
-        if self.factory is not None:
-            if self.weights is None:
-                raise ValueError("teacher.checkpoint.weights: the factory's network needs its weights file")
-            from rayflow.user_code import resolve
-
-            missing = [m for m in self.modules if not Path(m).expanduser().exists()]
-            if missing:
-                raise ValueError(f"teacher.checkpoint.modules: {', '.join(missing)} does not exist")
-            resolve(self.factory, self.modules, field="teacher.checkpoint.factory")
-        for name in ("artifact", "weights"):
-            p = getattr(self, name)
-            if p is not None and not Path(p).expanduser().exists():
-                raise ValueError(f"teacher.checkpoint.{name}: {p} does not exist")
+        if self.factory is not None and self.weights is None:
+            raise ValueError("teacher.checkpoint.weights: the factory's network needs its weights file")
         if self.normalize is not None and self.input_channels is not None and \
                 len(self.normalize.mean) not in (1, self.input_channels):
             raise ValueError(f"teacher.checkpoint.normalize: {len(self.normalize.mean)} values for "

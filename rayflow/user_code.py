@@ -58,13 +58,12 @@ def shipped() -> list[str]:
     return list(_SHIPPED)
 
 
-def resolve(spec: str, modules: list[str] | tuple[str, ...] = (), field: str = "model") -> Callable[..., Any]:
+def resolve(spec: str, modules: list[str] | tuple[str, ...] = ()) -> Callable[..., Any]:
     """The callable `spec` names, importing its module; registers what the workers need shipped.
-    Any failure is one ValueError naming `field` and the path (the config's validators turn it into
-    a ConfigError)."""
+    Any failure is one ValueError naming the path (the config's validators prefix the field)."""
     mod_name, _, attr = spec.partition(":")
     if not mod_name or not attr:
-        raise ValueError(f"{field} {spec!r}: an import path is 'package.module:factory'")
+        raise ValueError(f"{spec!r}: an import path is 'package.module:factory'")
     paths = [Path(m).expanduser().resolve() for m in modules]
     for p in paths:  # a path missing here (a worker on another node) came as shipped code
         if p.exists():
@@ -78,14 +77,14 @@ def resolve(spec: str, modules: list[str] | tuple[str, ...] = (), field: str = "
             _add_to_sys_path(paths)
             module = importlib.import_module(mod_name)
     except Exception as e:  # noqa: BLE001 - the user's module may raise anything on import
-        raise ValueError(f"{field} {spec!r}: cannot import module {mod_name} ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{spec!r}: cannot import module {mod_name} ({type(e).__name__}: {e})") from None
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"{field} {spec!r}: module {mod_name} has no attribute {attr!r}")
+            raise ValueError(f"{spec!r}: module {mod_name} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"{field} {spec!r}: {attr} is not callable")
+        raise ValueError(f"{spec!r}: {attr} is not callable")
     top = _top_level_path(mod_name)
     if top is not None:
         ship(top)

@@ -139,9 +139,10 @@ def test_student_from_an_import_path_trains(user_teacher, tmp_path):
     from rayflow.stages.runner import Runner
 
     cfg = cfg_with(tmp_path, user_teacher, f"student.model={{name: '{FACTORY}', kwargs: {{width: 8}}}}",
-                   "student.train.steps=30")
-    art = Runner(cfg).artifact(Node.of("blkd", seed=0))  # online KD from the imported teacher, too
-    assert read_arch(art.path)["name"] == FACTORY and art.metrics["test_acc"] > 10
+                   "student.train.steps=100", "student.train.optim={name: adam, lr: 0.003}")
+    art = Runner(cfg).artifact(Node.of("nokd", seed=0))
+    assert read_arch(art.path)["name"] == FACTORY
+    assert art.metrics["test_acc"] > 20, art.metrics  # it learnt (chance: 10 %)
     net = load_model(art.path)
     assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
 

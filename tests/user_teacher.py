@@ -38,6 +38,11 @@ class TinyNet(nn.Module):
 
 def build(num_classes=10, width=16, in_ch=1):
     return TinyNet(num_classes, width, in_ch)
+
+
+def build_fixed(num_classes=10):
+    """A head sized for 12 px inputs exactly."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(144, 16), nn.ReLU(), nn.Linear(16, num_classes))
 '''
 
 
@@ -55,10 +60,10 @@ class UserTeacher:
                 "normalize": {"mean": [MEAN], "std": [STD]}, **extra}
 
     def sets(self, **extra) -> list[str]:
-        """--set items giving the checkpoint (flow YAML: one override)."""
+        """--set items giving the checkpoint, one field each (an error names the short one at fault)."""
         import json
 
-        return [f"teacher.checkpoint={json.dumps(self.checkpoint(**extra))}"]
+        return [f"teacher.checkpoint.{k}={json.dumps(v)}" for k, v in self.checkpoint(**extra).items()]
 
 
 def preprocess(x: torch.Tensor) -> torch.Tensor:
@@ -76,21 +81,39 @@ def write_package(root: Path) -> Path:
     return pkg
 
 
-@pytest.fixture(scope="session")
-def user_teacher(tmp_path_factory, digits):
-    """Trained for a few seconds (150 Adam steps) on the digits train split (plain Adam), saved both ways."""
+def _import_net(root: Path):
     import importlib
     import sys
 
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("user_code")
-    pkg = write_package(root)
     sys.path.insert(0, str(root))
     try:
-        net = importlib.import_module(f"{PKG}.net").build(width=16)
+        return importlib.import_module(f"{PKG}.net")
     finally:
         sys.path.remove(str(root))
+
+
+def _save(ut_root: Path, pkg: Path, net: torch.nn.Module) -> UserTeacher:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    torch.save(state, ut_root / "teacher.pt")
+    save_file(state, str(ut_root / "teacher.safetensors"))
+    return UserTeacher(ut_root, pkg, ut_root / "teacher.pt", ut_root / "teacher.safetensors", net.eval())
+
+
+def untrained(root: Path) -> UserTeacher:
+    """The package and an untrained network's weights (for checks that never get to use them)."""
+    pkg = write_package(root)
+    torch.manual_seed(0)
+    return _save(root, pkg, _import_net(root).build(width=16))
+
+
+@pytest.fixture(scope="session")
+def user_teacher(tmp_path_factory, digits):
+    """Trained for a few seconds (150 Adam steps) on the digits train split, saved both ways."""
+    root = tmp_path_factory.mktemp("user_code")
+    pkg = write_package(root)
+    net = _import_net(root).build(width=16)
     torch.manual_seed(0)
     x = preprocess(torch.tensor(digits.train.images).float() / 127.5 - 1)
     y = torch.tensor(digits.train.labels).long()
@@ -101,8 +124,4 @@ def user_teacher(tmp_path_factory, digits):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    net.eval()
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    torch.save(state, root / "teacher.pt")
-    save_file(state, str(root / "teacher.safetensors"))
-    return UserTeacher(root, pkg, root / "teacher.pt", root / "teacher.safetensors", net)
+    return _save(root, pkg, net)

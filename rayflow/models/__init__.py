@@ -17,7 +17,15 @@ __all__ = ["FeatureNet", "build_model", "list_models", "register"]
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    """The networks a config may name (the adapter `external` is built from teacher.checkpoint)."""
+    return sorted(n for n in _REGISTRY if n != external.NAME)
+
+
+def is_known(name: str) -> bool:
+    """A name model.json may hold: a registered network (the adapter too) or an import path."""
+    from rayflow.user_code import is_import_path
+
+    return name in _REGISTRY or is_import_path(name)
 
 
 def _check_kwargs(name: str, builder, kwargs: dict) -> None:

@@ -149,7 +149,7 @@ def external(in_channels: int, image_size: int, num_outputs: int, factory: str, 
     value_range [-1, 1] at the data's own size passes rayflow's images through unchanged."""
     from rayflow.user_code import resolve
 
-    fn = resolve(factory, tuple(modules), field="factory")
+    fn = resolve(factory, tuple(modules))
     size, chans = input_size or image_size, input_channels or in_channels
     net = _call_factory(fn, dict(kwargs or {}), {"in_channels": chans, "image_size": size,
                                                  "num_outputs": num_outputs})

@@ -52,6 +52,8 @@ class Runner:
             from rayflow.data import load_splits
 
             self._splits = load_splits(self.cfg.data, executor=self.executor)
+            if self.cfg.teacher.checkpoint is not None:  # the user's teacher against the data, before any compute
+                teacher_import.check(self.cfg.teacher.checkpoint, self._splits.shape, self._splits.num_classes)
             log.info("data: %s (%s)", self.cfg.data.name, self._splits.summary())
         return self._splits
 

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import pickle
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -86,10 +87,10 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{FIELD}.weights {p}: refused: reading it needs arbitrary code to run "
-                              f"(torch.load weights_only=True: {first[:160]}); save model.state_dict() "
-                              "or a .safetensors file instead") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it holds {found.group(1)}, not only tensors" if found else "torch.load(weights_only=True) refused it"
+        raise CheckpointError(f"{FIELD}.weights {p}: refused: unpickling it would run arbitrary code ({what}); "
+                              "save model.state_dict() or a .safetensors file instead") from None
     except Exception as e:  # noqa: BLE001 - a corrupt file: one line naming it
         raise CheckpointError(f"{FIELD}.weights {p} is corrupt or not a torch file: {type(e).__name__}: "
                               f"{str(e).strip()[:160]}") from None
@@ -145,7 +146,8 @@ def check(ck: TeacherCheckpoint, shape: tuple[int, int, int], num_classes: int |
     except Exception as e:  # noqa: BLE001 - the user's forward: one line, not its traceback
         raise CheckpointError(f"{FIELD}: one forward of a zero batch failed ({ck.factory}, input "
                               f"{model._in_channels}x{model.input_size}x{model.input_size}): "
-                              f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}") from None
+                              f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160]}; check input_size and "
+                              "input_channels") from None
     if out.dim() != 2 or out.shape[1] != outputs:
         kind = "regression (1 output)" if num_classes is None else f"{num_classes} classes"
         raise CheckpointError(f"{FIELD}: the teacher gives outputs of shape {list(out.shape[1:])} per image; the "
