@@ -163,3 +163,22 @@ def test_ray_workers_import_the_users_module_through_py_modules(user_teacher, tm
                if f"{PKG} imported from" in line]
     shipped = [o for o in origins if not o.startswith(str(user_teacher.root))]
     assert shipped, origins  # a worker imported the package from Ray's py_modules copy
+
+
+def test_the_users_package_goes_into_the_workers_py_modules(user_teacher, tmp_path, monkeypatch, caplog):
+    """Resolving the config registers the package; init_ray's runtime_env ships it, unless a submitted
+    job's runtime_env sets py_modules itself (Ray refuses the merge): then it says what must be there."""
+    from rayflow import runtime, user_code
+
+    monkeypatch.setattr(user_code, "_SHIPPED", [])
+    cfg_with(tmp_path, user_teacher)
+    assert user_code.shipped() == [str(user_teacher.pkg.resolve())]
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    env: dict = {}
+    runtime._add_py_modules(env, ["/src/rayflow"])
+    assert env["py_modules"] == ["/src/rayflow", str(user_teacher.pkg.resolve())]
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"py_modules": ["/job/x"]}}))
+    env = {"env_vars": {"A": "1"}}
+    runtime._add_py_modules(env, [])
+    assert env == {"env_vars": {"A": "1"}}
+    assert "the job's runtime_env sets py_modules" in caplog.text and PKG in caplog.text
