@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any, Literal
 
-from pydantic import (BeforeValidator, Field, ValidationError, field_validator, model_serializer,
+from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_serializer,
                       model_validator)
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
@@ -20,25 +20,45 @@ from rayflow.kd.errors import KDConfigError, check_method_name
 
 
 class ModelConfig(_Strict):
+    modules: list[str] = Field(default_factory=list, description="with an import-path name: paths of your "
+                               "package dirs (or .py files), put on sys.path here and shipped to Ray workers")
     name: str = Field("resnet20", description="a registered network (rayflow.models.list_models()), or the "
                                                "import path 'package.module:factory' of your own (importable "
                                                "here; shipped to Ray workers); 'teacher' reuses the teacher "
                                                "where allowed (dre.feature_net)")
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("modules")
+    @classmethod
+    def _dirs_exist(cls, v: list[str]) -> list[str]:
+        from pathlib import Path
+
+        missing = [m for m in v if not Path(m).expanduser().exists()]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} does not exist")
+        return v
+
     @field_validator("name")
     @classmethod
-    def _known(cls, v: str) -> str:
+    def _known(cls, v: str, info: ValidationInfo) -> str:
         from rayflow.models import is_known, list_models
         from rayflow.user_code import is_import_path, resolve
 
         if is_import_path(v):
-            resolve(v)  # imports now, in the driver: a typo fails before any compute
+            resolve(v, info.data.get("modules") or ())  # imported now, in the driver: a typo fails here
             return v
         known = list_models()
         if v != "teacher" and not is_known(v):
             raise ValueError(f"unknown model {v!r}; known: {', '.join(known)}")
         return v
+
+    @model_serializer(mode="wrap")
+    def _keys_without_modules(self, handler):
+        """`modules` is dumped only when set: every key hashed before it existed stays valid."""
+        out = handler(self)
+        if not out.get("modules"):
+            out.pop("modules", None)
+        return out
 
 
 class OptimConfig(_Strict):

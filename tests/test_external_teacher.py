@@ -97,6 +97,11 @@ def test_imported_teacher_is_scored_not_trained_and_keyed_by_content(user_teache
     torch.save(torch.load(user_teacher.pt, weights_only=True), changed)  # same path, the original bytes
     k2 = node_key(cfg_with(tmp_path, user_teacher, weights=changed), Node.of("teacher"))
     assert k1 != k2  # one path, other bytes: another teacher
+    # a rayflow model artifact as the checkpoint: the same teacher again
+    from_dir = load_config(TINY, [f"output_dir={tmp_path / 'out2'}", "runtime.executor=local",
+                                  f"teacher.checkpoint.artifact={art.path}"])
+    again = Runner(from_dir).artifact(Node.of("teacher"))
+    assert again.metrics["test_acc"] == art.metrics["test_acc"] and again.key != art.key
 
 
 def test_default_teacher_dump_has_no_checkpoint(tmp_path):
@@ -138,7 +143,8 @@ def test_student_from_an_import_path_trains(user_teacher, tmp_path):
     from rayflow.models.io import load_model, read_arch
     from rayflow.stages.runner import Runner
 
-    cfg = cfg_with(tmp_path, user_teacher, f"student.model={{name: '{FACTORY}', kwargs: {{width: 8}}}}",
+    cfg = cfg_with(tmp_path, user_teacher, f"student.model={{name: '{FACTORY}', kwargs: {{width: 8}}, "
+                                           f"modules: ['{user_teacher.pkg}']}}",
                    "student.train.steps=100", "student.train.optim={name: adam, lr: 0.003}")
     art = Runner(cfg).artifact(Node.of("nokd", seed=0))
     assert read_arch(art.path)["name"] == FACTORY
