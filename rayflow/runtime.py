@@ -50,6 +50,11 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
     import ray
 
     if ray.is_initialized():
+        from rayflow.user_code import shipped
+
+        if shipped():  # the runtime_env is fixed by whoever started Ray: workers must find the code themselves
+            log.debug("Ray was already running: %s reach its workers only where they are importable",
+                      ", ".join(shipped()))
         return
     from rayflow.interrupt import install_handlers
 
