@@ -56,6 +56,8 @@ class ExternalNet(nn.Module):
         super().__init__()
         if input_channels != in_channels:
             raise ValueError(f"the network takes {input_channels}-channel images; the data has {in_channels}")
+        if normalize and len(normalize["mean"]) not in (1, input_channels):
+            raise ValueError(f"normalize has {len(normalize['mean'])} values for {input_channels}-channel images")
         self.net = net
         self.input_size = int(input_size)
         lo, hi = (float(v) for v in value_range)
