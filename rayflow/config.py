@@ -13,30 +13,20 @@ from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, f
                       model_validator)
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
-from rayflow.config_teacher import TeacherCheckpoint
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
+from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
 from rayflow.kd.config import KDConfig, KDMethodConfig, KDTableEntry  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
 
 
 class ModelConfig(_Strict):
-    modules: list[str] = Field(default_factory=list, description="with an import-path name: paths of your "
+    modules: ModulePaths = Field(default_factory=list, description="with an import-path name: paths of your "
                                "package dirs (or .py files), put on sys.path here and shipped to Ray workers")
     name: str = Field("resnet20", description="a registered network (rayflow.models.list_models()), or the "
                                                "import path 'package.module:factory' of your own (importable "
                                                "here; shipped to Ray workers); 'teacher' reuses the teacher "
                                                "where allowed (dre.feature_net)")
     kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("modules")
-    @classmethod
-    def _dirs_exist(cls, v: list[str]) -> list[str]:
-        from pathlib import Path
-
-        missing = [m for m in v if not Path(m).expanduser().exists()]
-        if missing:
-            raise ValueError(f"{', '.join(missing)} does not exist")
-        return v
 
     @field_validator("name")
     @classmethod

@@ -9,11 +9,23 @@ weights file exists); against the data in `rayflow.stages.teacher_import.check` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from rayflow.config_base import _Strict
+
+
+def _existing(paths: list[str]) -> list[str]:
+    missing = [p for p in paths if not Path(p).expanduser().exists()]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} does not exist")
+    return paths
+
+
+# paths of the user's package dirs (or .py files): on sys.path in the driver, py_modules for Ray workers
+ModulePaths = Annotated[list[str], AfterValidator(_existing)]
+ExistingPath = Annotated[str, AfterValidator(lambda p: _existing([p])[0])]
 
 
 class Normalize(_Strict):
@@ -32,14 +44,14 @@ class Normalize(_Strict):
 class TeacherCheckpoint(_Strict):
     """An existing teacher: `artifact` (a rayflow model dir), or `factory` + `weights`."""
 
-    artifact: str | None = Field(None, description="a rayflow model artifact dir (model.json + model.safetensors)")
-    modules: list[str] = Field(default_factory=list, description="paths of the user's package dirs (or .py "
+    artifact: ExistingPath | None = Field(None, description="a rayflow model artifact dir (model.json + model.safetensors)")
+    modules: ModulePaths = Field(default_factory=list, description="paths of the user's package dirs (or .py "
                                "files): put on sys.path in the driver and shipped to Ray workers (py_modules)")
     factory: str | None = Field(None, description="import path 'package.module:function' (or a class) that "
                                 "builds the network; called with `kwargs` (plus in_channels / image_size / "
                                 "num_outputs where its signature names them and kwargs do not)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the factory")
-    weights: str | None = Field(None, description="the network's state_dict: a .safetensors file, or a torch "
+    weights: ExistingPath | None = Field(None, description="the network's state_dict: a .safetensors file, or a torch "
                                 "file read with torch.load(weights_only=True) (a {'state_dict': ...} wrapper too)")
     input_size: int | None = Field(None, gt=0, description="side of the square images the network takes; "
                                    "rayflow's images are resized to it (bilinear, antialiased); None: data.image_size")
@@ -53,21 +65,6 @@ class TeacherCheckpoint(_Strict):
                                       "penultimate embedding; None: the input of the last nn.Linear")
     feature_layers: list[str] = Field(default_factory=list, description="module names whose outputs KD methods "
                                       "that need intermediate feature maps (fitnet, at, ...) may use, in order")
-
-    @field_validator("artifact", "weights")
-    @classmethod
-    def _exists(cls, v: str | None) -> str | None:
-        if v is not None and not Path(v).expanduser().exists():
-            raise ValueError(f"{v} does not exist")
-        return v
-
-    @field_validator("modules")
-    @classmethod
-    def _dirs_exist(cls, v: list[str]) -> list[str]:
-        missing = [m for m in v if not Path(m).expanduser().exists()]
-        if missing:
-            raise ValueError(f"{', '.join(missing)} does not exist")
-        return v
 
     @field_validator("factory")
     @classmethod
