@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from user_teacher import FACTORY, PKG, preprocess, user_teacher  # noqa: F401  (fixture)
+from user_teacher import FACTORY, PKG, preprocess, untrained, user_teacher  # noqa: F401  (fixture)
 
 from rayflow.config import ConfigError, load_config
 from rayflow.stages.graph import Node, node_key
@@ -188,3 +188,25 @@ def test_the_users_package_goes_into_the_workers_py_modules(user_teacher, tmp_pa
     runtime._add_py_modules(env, [])
     assert env == {"env_vars": {"A": "1"}}
     assert "the job's runtime_env sets py_modules" in caplog.text and PKG in caplog.text
+
+
+def test_rgb_teacher_per_channel_normalisation(tmp_path):
+    """3 channels, 32 px data into a 24 px teacher with ImageNet-style mean/std per channel."""
+    import importlib
+
+    from rayflow.config_teacher import TeacherCheckpoint
+    from rayflow.models.external import external
+
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    TeacherCheckpoint(**untrained(tmp_path / "u").checkpoint(kwargs={"in_ch": 3}, input_size=24, normalize={"mean": mean,
+                                                                                               "std": std}))
+    model = external(3, 32, 10, FACTORY, kwargs={"in_ch": 3}, input_size=24, value_range=(0, 1),
+                     normalize={"mean": mean, "std": std}).eval()
+    plain = importlib.import_module(f"{PKG}.net").build(in_ch=3)
+    plain.load_state_dict({k.removeprefix("net."): v for k, v in model.state_dict().items()})
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    small = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", antialias=True)
+    want_in = ((small + 1) / 2 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.preprocess(x), want_in)
+        torch.testing.assert_close(model(x), plain.eval()(want_in), rtol=1e-5, atol=1e-5)
