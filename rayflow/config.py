@@ -9,29 +9,46 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any, Literal
 
-from pydantic import (BeforeValidator, Field, ValidationError, field_validator, model_serializer,
+from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_serializer,
                       model_validator)
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
+from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
 from rayflow.kd.config import KDConfig, KDMethodConfig, KDTableEntry  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
 
 
 class ModelConfig(_Strict):
-    name: str = Field("resnet20", description="a registered network (rayflow.models.list_models()); "
-                                               "'teacher' reuses the teacher where allowed (dre.feature_net)")
+    modules: ModulePaths = Field(default_factory=list, description="with an import-path name: paths of your "
+                               "package dirs (or .py files), put on sys.path here and shipped to Ray workers")
+    name: str = Field("resnet20", description="a registered network (rayflow.models.list_models()), or the "
+                                               "import path 'package.module:factory' of your own (importable "
+                                               "here; shipped to Ray workers); 'teacher' reuses the teacher "
+                                               "where allowed (dre.feature_net)")
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
-    def _known(cls, v: str) -> str:
-        from rayflow.models import list_models
+    def _known(cls, v: str, info: ValidationInfo) -> str:
+        from rayflow.models import is_known, list_models
+        from rayflow.user_code import is_import_path, resolve
 
+        if is_import_path(v):
+            resolve(v, info.data.get("modules") or ())  # imported now, in the driver: a typo fails here
+            return v
         known = list_models()
-        if v != "teacher" and v not in known:
+        if v != "teacher" and not is_known(v):
             raise ValueError(f"unknown model {v!r}; known: {', '.join(known)}")
         return v
+
+    @model_serializer(mode="wrap")
+    def _keys_without_modules(self, handler):
+        """`modules` is dumped only when set: every key hashed before it existed stays valid."""
+        out = handler(self)
+        if not out.get("modules"):
+            out.pop("modules", None)
+        return out
 
 
 class OptimConfig(_Strict):
@@ -206,6 +223,23 @@ class StageSpec(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
+class TeacherSpec(StageSpec):
+    """The teacher: trained by the pipeline (model, train), or imported from `checkpoint`."""
+
+    checkpoint: TeacherCheckpoint | None = Field(None, description=(
+        "a teacher you already have, imported instead of trained (model and train are then unused): "
+        "{artifact: DIR} or {factory: 'pkg.mod:fn', kwargs, weights, modules, input_size, input_channels, "
+        "value_range, normalize, feature_layer}; see rayflow/config_teacher.py"))
+
+    @model_serializer(mode="wrap")
+    def _keys_without_checkpoint(self, handler):
+        """`checkpoint` is dumped only when set: every teacher key hashed before it existed stays valid."""
+        out = handler(self)
+        if out.get("checkpoint") is None:
+            out.pop("checkpoint", None)
+        return out
+
+
 def kd_method_list(v: Any, table: bool = False) -> Any:
     """`{method: crd, weight: 0.8}`, `crd`, or a list of those -> a list of method mappings; an
     unknown (or not implemented: sskd; takd outside a `table`) method name fails here with the zoo's
@@ -292,7 +326,7 @@ class PipelineConfig(_Strict):
     output_dir: str = Field("outputs", description="where artifacts, results and reports go: a local path or a "
                             "pyarrow.fs URI (s3://bucket/prefix); shared storage on a multi-node cluster")
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: StageSpec = Field(default_factory=lambda: StageSpec(model=ModelConfig(name="resnet20")))
+    teacher: TeacherSpec = Field(default_factory=lambda: TeacherSpec(model=ModelConfig(name="resnet20")))
     student: StudentSpec = Field(default_factory=lambda: StudentSpec(model=ModelConfig(name="resnet8")))
     gan: GANConfig = Field(default_factory=GANConfig)
     dre: DREConfig = Field(default_factory=DREConfig)

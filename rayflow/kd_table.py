@@ -92,13 +92,25 @@ def preflight(cfg: PipelineConfig, shape: tuple[int, int, int], num_classes: int
                               f"{c}x{h}x{h}: {e}") from None
     if not checks:
         return
-    student, teacher = net(cfg.student.model), net(cfg.teacher.model)
+    from rayflow.stages.teacher_import import teacher_net
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        teacher = teacher_net(cfg, shape, num_classes)
+    external = cfg.teacher.checkpoint is not None
+    t_name = "teacher.checkpoint" if external else cfg.teacher.model.name
+    student = net(cfg.student.model)
     for where, methods in checks:
         try:
             build_criterion(KDConfig(alpha=0.0, temperature=cfg.fake.temperature, methods=methods), task,
                             student=student, teacher=teacher, input_shape=shape, num_samples=2,
-                            student_name=cfg.student.model.name, teacher_name=cfg.teacher.model.name)
+                            student_name=cfg.student.model.name, teacher_name=t_name)
         except KDConfigError as e:
+            if external:
+                names = ", ".join(repr(m.method) for m in methods)
+                raise ConfigError(f"{where}: KD method {names} cannot use the external teacher: it exposes only "
+                                  "logits and penultimate features (name layers in teacher.checkpoint.feature_layers "
+                                  f"for intermediate maps): {e}") from None
             kind = "regression" if num_classes is None else f"{num_classes}-class classification"
             raise ConfigError(f"{where}: {e} (student {cfg.student.model.name}, teacher {cfg.teacher.model.name}, "
                               f"{kind}, images {c}x{h}x{h})") from None

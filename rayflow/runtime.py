@@ -50,6 +50,11 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
     import ray
 
     if ray.is_initialized():
+        from rayflow.user_code import shipped
+
+        if shipped():  # the runtime_env is fixed by whoever started Ray: workers must find the code themselves
+            log.debug("Ray was already running: %s reach its workers only where they are importable",
+                      ", ".join(shipped()))
         return
     from rayflow.interrupt import install_handlers
 
@@ -64,8 +69,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
     # Only variables rayflow itself chose: a job's runtime_env may already set others, and Ray
     # refuses a driver runtime_env that names the same keys as the job's.
     env: dict = {"env_vars": added} if added else {}
-    if not _installed():
-        env["py_modules"] = [os.path.join(pkg_root, "rayflow")]
+    _add_py_modules(env, ([] if _installed() else [os.path.join(pkg_root, "rayflow")]))
     _quiet_workers(env, rt.quiet)
     if address == "local":
         log.info("starting embedded Ray (num_cpus=%s)", rt.num_cpus or os.cpu_count())
@@ -96,6 +100,24 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
 
 
 _WATCHDOG: dict = {}
+
+
+def _add_py_modules(env: dict, paths: list[str]) -> None:
+    """rayflow's source (when not installed) and the user's code the config names (a teacher's or a
+    student's factory, rayflow.user_code) as the workers' py_modules. A job submitted with its own
+    py_modules keeps them (Ray refuses a driver runtime_env that sets the same key): the user's code
+    must then be among them, or in the job's working_dir."""
+    from rayflow.user_code import shipped
+
+    paths = [*paths, *shipped()]
+    if not paths:
+        return
+    job_env = _job_runtime_env()
+    if "py_modules" in job_env:
+        log.warning("the job's runtime_env sets py_modules: %s must be importable through it or the job's "
+                    "working_dir", ", ".join(paths))
+        return
+    env["py_modules"] = paths
 
 
 def embedded_init_kwargs(rt: RuntimeConfig) -> dict:
@@ -184,15 +206,19 @@ def _gcs_address(address: str) -> str | None:
         return None
 
 
-def _job_env_vars() -> dict:
-    """env_vars of the runtime_env a `ray job submit` gave this driver (Ray refuses to see them twice)."""
+def _job_runtime_env() -> dict:
+    """The runtime_env a `ray job submit` gave this driver ({} outside a job)."""
     import json
 
     try:
-        return json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env", {}).get(
-            "env_vars", {}) or {}
+        return json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env", {}) or {}
     except (ValueError, AttributeError):
         return {}
+
+
+def _job_env_vars() -> dict:
+    """env_vars of the runtime_env a `ray job submit` gave this driver (Ray refuses to see them twice)."""
+    return _job_runtime_env().get("env_vars", {}) or {}
 
 
 def _free_port() -> int:

@@ -242,7 +242,77 @@ KD = [
      ["kd_table (crd): crd: negatives='other_class' needs classes, but the task is regression", "regression"], []),
 ]
 
-TABLE = CONFIG + NPZ + OTHER_DATA + MODELS + KD
+
+
+def own_teacher(tmp: Path, cmd: str = "train-teacher", *sets: str, weights=None, **ck) -> list[str]:
+    """`cmd` with teacher.checkpoint naming the user's package (tests/user_teacher.py) in tmp;
+    `weights(ut)` writes another weights file."""
+    from user_teacher import untrained
+
+    ut = untrained(tmp / "user")
+    return base(cmd, tmp, *ut.sets(**({"weights": weights(ut)} if weights else {}), **ck), *sets)
+
+
+def _renamed_key(ut) -> Path:
+    import torch
+
+    state = torch.load(ut.pt, weights_only=True)
+    state["head.weight"] = state.pop("fc.weight")
+    torch.save(state, ut.root / "renamed.pt")
+    return ut.root / "renamed.pt"
+
+
+def _pickled_module(ut) -> Path:
+    import torch
+
+    torch.save(ut.net, ut.root / "whole_module.pt")  # the module object: unpickling runs the user's code
+    return ut.root / "whole_module.pt"
+
+
+TEACHER = [
+    ("teacher_factory_does_not_import", lambda t, m: own_teacher(t, factory="nope_pkg.net:build"),
+     ["teacher.checkpoint.factory: 'nope_pkg.net:build': cannot import module nope_pkg.net",
+      "No module named 'nope_pkg'"], []),
+    ("teacher_factory_missing_attr", lambda t, m: own_teacher(t, factory="byot_teacher.net:bulid"),
+     ["teacher.checkpoint.factory: 'byot_teacher.net:bulid': module byot_teacher.net has no attribute 'bulid'"],
+     []),
+    ("teacher_weights_missing", lambda t, m: own_teacher(t, weights=lambda ut: ut.root / "nope.pt"),
+     ["teacher.checkpoint.weights:", "nope.pt does not exist"], []),
+    ("teacher_weights_need_unpickling", lambda t, m: own_teacher(t, weights=_pickled_module),
+     ["whole_module.pt: refused: unpickling it would run arbitrary code (it holds byot_teacher.net.TinyNet, not "
+      "only tensors)", "save model.state_dict()"], []),
+    ("teacher_state_dict_keys", lambda t, m: own_teacher(t, weights=_renamed_key),
+     ["renamed.pt does not fit model", "1 missing key (fc.weight)", "1 unexpected key (head.weight)"],
+     []),
+    ("teacher_channels", lambda t, m: own_teacher(t, input_channels=3),
+     ["teacher.checkpoint: the teacher does not fit the data (1x16x16 images)",
+      "the network takes 3-channel images; the data has 1"], []),
+    ("teacher_input_size", lambda t, m: own_teacher(t, factory="byot_teacher.net:build_fixed", kwargs={},
+                                                    input_size=16, weights=_fixed_weights),
+     ["teacher.checkpoint: one forward of a zero batch failed (byot_teacher.net:build_fixed, input 1x16x16)"], []),
+    ("teacher_outputs", lambda t, m: own_teacher(t, factory="byot_teacher.net:build_fixed", kwargs={"num_classes": 3},
+                                                 weights=lambda ut: _fixed_weights(ut, 3)),
+     ["teacher.checkpoint: the teacher gives outputs of shape [3] per image; the data has 10 classes"], []),
+    ("teacher_kd_needs_maps", lambda t, m: own_teacher(t, "run", "student.model.name=resnet8", "fake.kd_weight=0",
+                                                       "student.kd=at"),
+     ["student.kd: KD method 'at' cannot use the external teacher: it exposes only logits and penultimate "
+      "features"], []),
+    ("student_factory_does_not_import", lambda t, m: base("graph", t, "student.model.name=nope_pkg.net:build"),
+     ["student.model.name: 'nope_pkg.net:build': cannot import module nope_pkg.net"], []),
+]
+
+
+def _fixed_weights(ut, num_classes: int = 10) -> Path:
+    import importlib
+
+    import torch
+
+    net = importlib.import_module("byot_teacher.net").build_fixed(num_classes)
+    torch.save(net.state_dict(), ut.root / "fixed.pt")
+    return ut.root / "fixed.pt"
+
+
+TABLE = CONFIG + NPZ + OTHER_DATA + MODELS + KD + TEACHER
 
 
 def _write(p: Path, data: bytes) -> Path:

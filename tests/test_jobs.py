@@ -131,3 +131,18 @@ def test_a_tune_search_as_a_job_reuses_the_pipelines_artifacts(module_head, pipe
     trained = re.findall(r"\[teacher\] training .* on (train \d+, val \d+),", job.logs)
     assert len(trained) == 1 and job.logs.count("[teacher] training") == 1, job.logs[-3000:]
     assert job.logs.count("[gan] training") == 1, job.logs[-3000:]
+
+
+def test_a_users_own_teacher_as_a_job(module_head, tmp_path):
+    """teacher.checkpoint naming a package outside the job's working_dir and PYTHONPATH: the driver
+    imports it from `modules`, the BLKD student's Train worker from the py_modules rayflow adds to the
+    job's runtime_env (no clash with the job's working_dir)."""
+    from user_teacher import PKG, untrained
+
+    ut = untrained(tmp_path / "user")
+    out = tmp_path / "out"
+    job = submit(module_head, "stage", "blkd", "--param", "seed=0", "--config", "tiny", "--set", f"output_dir={out}",
+                 "--set", "student.train.steps=20", *sum((["--set", s] for s in ut.sets()), []), timeout=300)
+    assert committed(out, "blkd") and "[teacher] importing" in job.logs, job.logs[-3000:]
+    origins = [line.split(" imported from ")[1] for line in job.logs.splitlines() if f"{PKG} imported from" in line]
+    assert any(not o.startswith(str(ut.root)) for o in origins), origins  # a worker's copy from py_modules

@@ -9,7 +9,7 @@ import torch
 
 from rayflow.checkpoint import CheckpointError, load_into, load_weights, save_weights
 from rayflow.config import ModelConfig
-from rayflow.models import build_model, list_models
+from rayflow.models import build_model, is_known, list_models
 
 WEIGHTS = "model.safetensors"
 ARCH = "model.json"
@@ -41,7 +41,7 @@ def read_arch(dir_: str | Path) -> dict:
     if missing:
         raise CheckpointError(f"{f} has no key {', '.join(map(repr, missing))} (it has: "
                               f"{', '.join(map(repr, sorted(arch))) or 'nothing'})")
-    if arch["name"] not in list_models():
+    if not is_known(str(arch["name"])):
         raise CheckpointError(f"{f}: unknown model {arch['name']!r}; known models: {', '.join(list_models())}")
     for k in _SIZES:
         if not isinstance(arch[k], int) or isinstance(arch[k], bool) or arch[k] < 1:

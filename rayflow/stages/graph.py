@@ -52,6 +52,8 @@ class StageDef:
     kind: str = "task"
     build: Callable[..., dict] | None = None
     doc: str = ""
+    # what the key covers beyond config values (file bytes: an imported teacher's weights); {} for most
+    content: Callable[[PipelineConfig, dict], dict] = lambda cfg, p: {}
 
 
 REGISTRY: dict[str, StageDef] = {}
@@ -116,8 +118,12 @@ def _student_reads(reads: dict[str, Any]) -> dict[str, Any]:
 def key_doc(cfg: PipelineConfig, node: Node, input_keys: dict[str, str]) -> dict:
     """What a node's key hashes: its stage, the values it reads, its parameters, its inputs' keys."""
     reads = _student_reads({p: _json(v) for p, v in view(cfg, node).values.items()})
-    return {"stage": node.stage, "reads": reads,
-            "params": {k: _json(v) for k, v in node.params}, "inputs": dict(sorted(input_keys.items()))}
+    doc = {"stage": node.stage, "reads": reads,
+           "params": {k: _json(v) for k, v in node.params}, "inputs": dict(sorted(input_keys.items()))}
+    extra = REGISTRY[node.stage].content(cfg, node.p)
+    if extra:  # only when there is any: every other key stays what it was
+        doc["content"] = extra
+    return doc
 
 
 def digest(doc: dict) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rayflow.config import PipelineConfig
-from rayflow.stages import supervised
+from rayflow.stages import supervised, teacher_import
 from rayflow.stages.graph import (
     REGISTRY,
     Node,
@@ -52,6 +52,8 @@ class Runner:
             from rayflow.data import load_splits
 
             self._splits = load_splits(self.cfg.data, executor=self.executor)
+            if self.cfg.teacher.checkpoint is not None:  # the user's teacher against the data, before any compute
+                teacher_import.check(self.cfg.teacher.checkpoint, self._splits.shape, self._splits.num_classes)
             log.info("data: %s (%s)", self.cfg.data.name, self._splits.summary())
         return self._splits
 
@@ -107,7 +109,7 @@ class Runner:
             if found is not None:
                 reused.setdefault(node.stage, []).append(found)
                 r._built[node] = found
-            elif REGISTRY[node.stage].kind == "train":
+            elif REGISTRY[node.stage].kind == "train" and not teacher_import.applies(r.cfg, node):
                 todo.append((i, r, node, view(r.cfg, node), inputs, key, doc))
             else:
                 r._built[node] = r._build_task(node, inputs, key, doc)
@@ -157,9 +159,10 @@ class Runner:
 
     def _build_task(self, node: Node, inputs: dict, key: str, doc: dict) -> Artifact:
         self._check_gpus()
-        stage = REGISTRY[node.stage]
+        # a training stage built as a task: the teacher imported from teacher.checkpoint
+        build = teacher_import.build if teacher_import.applies(self.cfg, node) else REGISTRY[node.stage].build
         v = view(self.cfg, node)
-        return self.store.build(node.stage, key, lambda out: stage.build(self, node, v, inputs, Path(out), key),
+        return self.store.build(node.stage, key, lambda out: build(self, node, v, inputs, Path(out), key),
                                 config_doc=doc, on_wait=log.info)
 
     def _train(self, todo: list[tuple[Runner, Node, View, dict, str, dict]]) -> list[Artifact]:

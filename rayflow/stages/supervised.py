@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from rayflow.config import ConfigError, PipelineConfig, StageSpec
-from rayflow.stages import takd
+from rayflow.stages import takd, teacher_import
 from rayflow.stages.graph import Node, StageDef, View, register
 
 # the student's model and schedule, not student.kd: only the cGAN-KD student reads that
@@ -32,11 +32,7 @@ def _teacher(cfg: PipelineConfig, p: dict) -> dict[str, Node]:
 
 def _kd_fields(runner: Any, v: View, teacher: Any) -> dict:
     """Online-teacher Hinton KD (BLKD, perfect generator)."""
-    from rayflow.checkpoint import load_weights
-    from rayflow.models.io import WEIGHTS
-
-    return {"teacher": v["teacher.model"], "teacher_state": load_weights(teacher.file(WEIGHTS)),
-            "kd_alpha": v["fake.kd_weight"], "temperature": v["fake.temperature"]}
+    return {**online_teacher(teacher), "kd_alpha": v["fake.kd_weight"], "temperature": v["fake.temperature"]}
 
 
 def table_path(method: str) -> str:
@@ -70,7 +66,8 @@ def spec_of(node: Node, v: View) -> StageSpec:
 
 
 def online_teacher(art: Any) -> dict:
-    """Job fields that run model artifact `art` online as the KD teacher (its own architecture)."""
+    """Job fields that run model artifact `art` online as the KD teacher (its own architecture, as its
+    model.json says: a trained teacher's teacher.model, an imported one's adapter)."""
     from rayflow.checkpoint import load_weights
     from rayflow.config import ModelConfig
     from rayflow.models.io import WEIGHTS, read_arch
@@ -108,11 +105,7 @@ def _job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, A
     if node.stage == "assistant" or takd.is_takd(node):
         return takd.job_fields(runner, node, v, inputs)
     if node.stage == "blkd" and p.get("method"):  # a kd_table row "m": task + weight_m * L_m, no Hinton term
-        from rayflow.checkpoint import load_weights
-        from rayflow.models.io import WEIGHTS
-
-        return {"teacher": v["teacher.model"], "teacher_state": load_weights(inputs["teacher"].file(WEIGHTS)),
-                "kd_alpha": 0.0, "kd_methods": kd_methods_of(node, v)}, None
+        return {**online_teacher(inputs["teacher"]), "kd_alpha": 0.0, "kd_methods": kd_methods_of(node, v)}, None
     if node.stage == "blkd":
         return _kd_fields(runner, v, inputs["teacher"]), None
     if node.stage == "oracle":
@@ -147,8 +140,8 @@ def check_heldout(runner: Any) -> None:
                           "(e.g. 1000)")
 
 
-register(StageDef("teacher", reads=lambda p: ("data", "teacher"), kind="train",
-                  doc="the teacher on the real (limited-label) train split"))
+register(StageDef("teacher", reads=lambda p: ("data", "teacher"), kind="train", content=teacher_import.content,
+                  doc="the teacher on the real (limited-label) train split, or imported from teacher.checkpoint"))
 register(StageDef("nokd", reads=lambda p: (*SPEC_READS, "baseline_steps"), kind="train",
                   doc="the student on real images alone"))
 def _blkd_reads(p: dict) -> tuple[str, ...]:
