@@ -163,7 +163,8 @@ NPZ = [
      ["d.npz: images have 4 channels (RGBA), shape (12, 16, 16, 4)", "drop the alpha channel"],
      ["16 channels"]),
     ("test_split_shape_mismatch", lambda t, m: train_on(t, npz(
-        t, images=images(), labels=labels(), test_images=images(4, size=9), test_labels=labels(4))),
+        t, images=images(), labels=labels(), test_images=images(4, size=9), test_labels=labels(4)),
+        "data.image_size=null"),  # with an image_size both splits are resized to it
      ["d.npz: image shape mismatch", "(1, 8, 8)", "(1, 9, 9)"], []),
     ("test_label_out_of_range", lambda t, m: train_on(t, npz(
         t, images=images(), labels=labels(), test_images=images(4), test_labels=np.array([0, 1, 2, 7]))),
@@ -179,8 +180,12 @@ OTHER_DATA = [
      ["class folder", "dog holds no images"], []),
     ("folder_one_class", lambda t, m: train_on(t, folder(t, {"cat": 3}), source="folder"),
      ["needs at least 2 classes, found 1 class folder (cat)"], []),
-    ("folder_rgba", lambda t, m: train_on(t, folder(t, {"cat": 3, "dog": 3}, mode="RGBA"), source="folder"),
-     ["imgs: images have 4 channels (RGBA)"], ["8 channels"]),
+    ("folder_corrupt_image", lambda t, m: train_on(t, _corrupt(folder(t, {"cat": 3, "dog": 3}), "dog/1.png",
+                                                               b"\x89PNG\r\n\x1a\n junk"), source="folder"),
+     ["cannot read image", "dog/1.png"], []),
+    ("folder_mixed_sizes_without_image_size", lambda t, m: train_on(t, _odd(folder(t, {"cat": 3, "dog": 3})),
+                                                                    "data.image_size=null", source="folder"),
+     ["imgs: images differ in size", "odd.png is 9x7", "set data.image_size"], []),
     ("folder_num_classes", lambda t, m: train_on(t, folder(t, {"cat": 3, "dog": 3}), "data.num_classes=3",
                                                  source="folder"),
      ["data.num_classes=3 but image folder", "has 2 class folders (cat, dog)"], []),
@@ -253,6 +258,13 @@ def _write(p: Path, data: bytes) -> Path:
 def _npy_as_npz(tmp: Path) -> Path:
     np.save(tmp / "d.npy", images())
     return (tmp / "d.npy").rename(tmp / "d.npz")
+
+
+def _odd(root: Path) -> Path:
+    from PIL import Image
+
+    Image.new("L", (9, 7)).save(root / "dog" / "odd.png")
+    return root
 
 
 def _corrupt(d: Path, name: str, data: bytes) -> Path:
