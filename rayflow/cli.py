@@ -18,7 +18,8 @@ PACKAGED = Path(__file__).parent / "configs"
 # Errors whose message is the whole story (one line, exit code 2, no traceback), by defining module.
 USER_ERRORS = {"rayflow.config": "ConfigError", "rayflow.data.imageset": "DataError",
                "rayflow.checkpoint": "CheckpointError", "rayflow.synth.manifest": "SynthError",
-               "rayflow.executors.base": "PoolError", "rayflow.store_fs": "StoreError"}
+               "rayflow.executors.base": "PoolError", "rayflow.store_fs": "StoreError",
+               "rayflow.train.diverged": "LossNotFinite"}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -219,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                 "graph": cmd_graph, "stage": cmd_stage, "bound": cmd_bound, "tune": cmd_tune, "grid": cmd_grid}
     try:
         return run_guarded(handlers[args.command], args)
-    except _user_errors() as e:
-        print(f"rayflow: error: {e}", file=sys.stderr)
+    except Exception as e:  # a user error, raised here or inside a Ray worker (which wraps it)
+        from rayflow.train.diverged import user_error_in
+
+        inner = user_error_in(e, _user_errors())
+        if inner is None:
+            raise
+        print(f"rayflow: error: {inner}", file=sys.stderr)
         return 2
 
 
