@@ -53,6 +53,7 @@ def _cfg(args) -> PipelineConfig:
 
 def _print_metrics(title: str, metrics: dict) -> None:
     keys = [k for k in ("test_acc", "test_mae", "val_acc", "test_loss", "step", "wall_s") if k in metrics]
+    keys[1:1] = [k for k in metrics if k.startswith("test_mae_")]  # the MAE in the labels' unit (degrees)
     print(f"{title}: " + "  ".join(f"{k}={metrics[k]:.4g}" for k in keys), flush=True)
 
 
@@ -61,7 +62,7 @@ def cmd_train(args, which: str) -> int:
 
     p = Pipeline(_cfg(args))
     art = p.teacher() if which == "teacher" else p.nokd(seed=p.cfg.seeds[0])
-    _print_metrics(f"{which} ({art.uri}{', cached' if art.reused else ''})", art.metrics)
+    _print_metrics(f"{which} ({art.uri}{', cached' if art.reused else ''})", p.in_unit([dict(art.metrics)])[0])
     return 0
 
 
