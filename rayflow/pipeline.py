@@ -82,6 +82,21 @@ class Pipeline:
             kd_table.preflight(self.cfg, splits.shape, splits.num_classes)
             log.info("data: %s (%s)", self.cfg.data.name, splits.summary())
 
+    def check_gan_fits(self) -> None:
+        """The cGAN's generator doubles a base side of >= 4 px at least once: images it cannot make
+        (2x2, 7x7, non-square) are one DataError before the teacher trains, not a crash at the GAN."""
+        from rayflow.data import DataError
+        from rayflow.gan.generator import spatial_plan
+
+        c, h, w = self.splits.shape
+        try:
+            if h != w:
+                raise ValueError("the images are not square")
+            spatial_plan(h)
+        except ValueError as e:
+            raise DataError(f"data ({self.cfg.data.path or self.cfg.data.name}): images of {c}x{h}x{w} do not fit "
+                            f"the cGAN ({e}); set data.image_size, e.g. data.image_size=32") from None
+
     def nokd(self, seed: int):
         return self.runner.artifact(Node.of("nokd", seed=seed))
 
@@ -135,6 +150,7 @@ class Pipeline:
 
         t0 = time.perf_counter()
         self.check_kd()
+        self.check_gan_fits()
         cfg, metric, runner = self.cfg, self.metric, self.runner
         teacher = self.teacher()
         rows = [row("teacher", teacher)] + self.baselines()

@@ -367,3 +367,22 @@ def test_declared_label_range_refuses_a_label_outside_it(tmp_path, capsys):
     rc = main(train_on(tmp_path, _angles_npz(tmp_path), "data.task=regression", "data.label_range=[0, 45]"))
     line = _last_line_is_the_error(rc, capsys.readouterr().err)
     assert "angles.npz" in line and "outside the label range [0, 45]" in line, line
+
+
+def test_images_too_small_for_the_gan_are_refused_before_any_training(tmp_path, capsys):
+    """2x2 pictures used to train every model and then crash at the cGAN (and in the summary)."""
+    p = npz(tmp_path, images=np.random.default_rng(0).integers(0, 255, (600, 2, 2), dtype=np.uint8),
+            labels=np.arange(600) % 3)
+    argv = base("run", tmp_path, "data.name=npz", f"data.path={p}", "data.image_size=null")
+    line = _last_line_is_the_error(main(argv), capsys.readouterr().err)
+    assert "images of 1x2x2 do not fit the cGAN" in line and "data.image_size" in line, line
+    assert not list((tmp_path / "out").rglob("model.safetensors")), "a model trained before the refusal"
+
+
+def test_headroom_without_a_perfect_generator_row_still_formats():
+    from rayflow.report import format_results, headroom
+
+    rows = [{"model": "teacher", "test_acc": 90.0}, {"model": "NOKD student", "test_acc": 80.0}]
+    d = headroom(rows, "test_acc")
+    assert "not measured" in d["verdict"] and "oracle" in d["verdict"]
+    assert "not measured" in format_results({"rows": rows, "metric": "test_acc", "diagnostic": d})
