@@ -34,13 +34,14 @@ def _header(src, where: str) -> tuple[str, tuple[int, int], bool]:
 
 def _decoded(src, where: str, mode: str, size: int | None) -> np.ndarray:
     """One picture in `mode`, fitted to `size`: `load()` decodes it all, so a truncated or corrupt
-    file ends in one DataError naming it, before any compute."""
-    from PIL import Image
+    file ends in one DataError naming it, before any compute. A camera's EXIF orientation is applied
+    (a phone photo taken upright stays upright)."""
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(src) as im:
             im.load()
-            im = im.convert(mode)
+            im = ImageOps.exif_transpose(im).convert(mode)
     except Exception as e:
         raise DataError(f"cannot read image {where}: {e}") from None
     return np.asarray(fit(im, size) if size else im)
