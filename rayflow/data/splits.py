@@ -41,7 +41,8 @@ def _split_off(pool: ImageSet, per_class: int, rng: np.random.Generator, what: s
 
 
 def resize(s: ImageSet, size: int) -> ImageSet:
-    """Centre pad or crop to size x size (28 -> 32 for CIFAR-style nets); no interpolation."""
+    """Centre pad or crop to size x size (28 -> 32 for CIFAR-style nets); no interpolation. Built-in
+    sets only (their cache keys and figures depend on it); user images are resized (data/images.py)."""
     h, w = s.images.shape[2:]
     if (h, w) == (size, size):
         return s
