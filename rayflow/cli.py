@@ -19,7 +19,8 @@ PACKAGED = Path(__file__).parent / "configs"
 # Errors whose message is the whole story (one line, exit code 2, no traceback), by defining module.
 USER_ERRORS = {"rayflow.config": "ConfigError", "rayflow.data.imageset": "DataError",
                "rayflow.checkpoint": "CheckpointError", "rayflow.synth.manifest": "SynthError",
-               "rayflow.executors.base": "PoolError", "rayflow.store_fs": "StoreError"}
+               "rayflow.executors.base": "PoolError", "rayflow.store_fs": "StoreError",
+               "rayflow.train.diverged": "LossNotFinite"}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -53,6 +54,7 @@ def _cfg(args) -> PipelineConfig:
 
 def _print_metrics(title: str, metrics: dict) -> None:
     keys = [k for k in ("test_acc", "test_mae", "val_acc", "test_loss", "step", "wall_s") if k in metrics]
+    keys[1:1] = [k for k in metrics if k.startswith("test_mae_")]  # the MAE in the labels' unit (degrees)
     print(f"{title}: " + "  ".join(f"{k}={metrics[k]:.4g}" for k in keys), flush=True)
 
 
@@ -61,7 +63,7 @@ def cmd_train(args, which: str) -> int:
 
     p = Pipeline(_cfg(args))
     art = p.teacher() if which == "teacher" else p.nokd(seed=p.cfg.seeds[0])
-    _print_metrics(f"{which} ({art.uri}{', cached' if art.reused else ''})", art.metrics)
+    _print_metrics(f"{which} ({art.uri}{', cached' if art.reused else ''})", p.in_unit([dict(art.metrics)])[0])
     return 0
 
 
@@ -268,8 +270,13 @@ def main(argv: list[str] | None = None) -> int:
                 "distill": cmd_distill, "predict": cmd_predict, "config": cmd_config}
     try:
         return run_guarded(handlers[args.command], args)
-    except _user_errors() as e:
-        print(f"rayflow: error: {e}", file=sys.stderr)
+    except Exception as e:  # a user error, raised here or inside a Ray worker (which wraps it)
+        from rayflow.train.diverged import user_error_in
+
+        inner = user_error_in(e, _user_errors())
+        if inner is None:
+            raise
+        print(f"rayflow: error: {inner}", file=sys.stderr)
         return 2
 
 

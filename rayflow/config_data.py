@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from rayflow.config_base import _Strict
 
@@ -61,6 +61,10 @@ class ChairsConfig(_Strict):
         return _range(v, 360.0)
 
 
+USER_SOURCES = ("folder", "npz", "parquet")
+USER_PREP = "resize-v2"  # bump when the preparation of user images or labels changes
+
+
 class DataConfig(_Strict):
     """Where the real images come from and which subset of them the run sees.
 
@@ -77,7 +81,14 @@ class DataConfig(_Strict):
                                 "validation (after n_per_class; the paper's 20 % for choosing rho and M)")
     heldout_per_class: int = Field(0, ge=0, description="unlabelled real pool for the headroom diagnostic")
     test_limit: int | None = Field(None, gt=0, description="cap on test images (fast runs)")
-    image_size: int | None = Field(None, gt=0, description="resize (pad/crop) to this size; default: native")
+    image_size: int | None = Field(None, gt=0, description="side in px: built-in sets are padded/cropped to it; "
+                                   "folder/npz/parquet images are resized (shorter side, bilinear) and centre-"
+                                   "cropped to it; needed when a folder's images differ in size; default: native")
+    label_range: tuple[float, float] | None = Field(None, description="regression npz/parquet: [lo, hi] of the labels "
+                                                    "in their own unit (default: the training labels' min and max "
+                                                    "when any lies outside [0, 1]); labels are normalised inside")
+    label_unit: str | None = Field(None, description="regression npz/parquet: the labels' unit for reports "
+                                   "(e.g. deg); default 'units'")
     seed: int = 0
     rotation: RotationConfig | None = Field(None, description="data.name=rotation settings (default: RotationConfig())")
     chairs: ChairsConfig | None = Field(None, description="data.name=chairs settings (default: ChairsConfig())")
@@ -92,8 +103,34 @@ class DataConfig(_Strict):
             raw = {**raw, "task": "regression"}
         return raw
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_prep(cls, raw: Any) -> Any:
+        """A dumped config (results.json, a Tune trial's) carries the `prep` marker: read it back."""
+        if isinstance(raw, dict) and raw.get("prep") == USER_PREP:
+            raw = {k: v for k, v in raw.items() if k != "prep"}
+        return raw
+
+    @model_serializer(mode="wrap")
+    def _keys(self, handler):
+        """New fields are dumped only when set, so every cache key hashed before them stays valid. User
+        sources whose images are now resized or whose labels normalised dump `prep`: their artifacts
+        cached before that change (centre crops, raw labels) are not reused."""
+        out = handler(self)
+        for k in ("label_range", "label_unit"):
+            if out.get(k) is None:
+                out.pop(k, None)
+        if self.name in USER_SOURCES and (self.image_size or self.task == "regression"):
+            out["prep"] = USER_PREP
+        return out
+
     @model_validator(mode="after")
     def _sub_config_matches(self) -> "DataConfig":
+        if (self.label_range is not None or self.label_unit is not None) and \
+                (self.task != "regression" or self.name not in ("npz", "parquet")):
+            raise ValueError("data.label_range / data.label_unit apply to regression npz or parquet data only")
+        if self.label_range is not None and not self.label_range[0] < self.label_range[1]:
+            raise ValueError(f"data.label_range must be [lo, hi] with lo < hi, got {list(self.label_range)}")
         for k in ("rotation", "chairs"):
             if getattr(self, k) is not None and self.name != k:
                 raise ValueError(f"data.{k} is set but data.name is {self.name!r} (it would be ignored)")

@@ -49,7 +49,15 @@ class Pipeline:
         r = self.space.range
         return "test_mae" if r is None or not r.unit else f"test_mae_{r.unit}"
 
-    def _in_unit(self, rows: list[dict]) -> list[dict]:
+    def labels(self) -> dict:
+        """What the labels mean, for results.json: class names, or the regression labels' range and unit."""
+        s = self.splits
+        if s.num_classes is not None:
+            return {"class_names": s.class_names}
+        r = s.label_range
+        return {} if r is None else {"label_range": [r.lo, r.hi], "label_unit": r.unit}
+
+    def in_unit(self, rows: list[dict]) -> list[dict]:
         """Rows with the metric in the labels' unit added (`test_mae` stays, normalised)."""
         m = self.metric
         if m.startswith("test_mae_"):
@@ -74,6 +82,21 @@ class Pipeline:
             kd_table.preflight(self.cfg, splits.shape, splits.num_classes)
             log.info("data: %s (%s)", self.cfg.data.name, splits.summary())
 
+    def check_gan_fits(self) -> None:
+        """The cGAN's generator doubles a base side of >= 4 px at least once: images it cannot make
+        (2x2, 7x7, non-square) are one DataError before the teacher trains, not a crash at the GAN."""
+        from rayflow.data import DataError
+        from rayflow.gan.generator import spatial_plan
+
+        c, h, w = self.splits.shape
+        try:
+            if h != w:
+                raise ValueError("the images are not square")
+            spatial_plan(h)
+        except ValueError as e:
+            raise DataError(f"data ({self.cfg.data.path or self.cfg.data.name}): images of {c}x{h}x{w} do not fit "
+                            f"the cGAN ({e}); set data.image_size, e.g. data.image_size=32") from None
+
     def nokd(self, seed: int):
         return self.runner.artifact(Node.of("nokd", seed=seed))
 
@@ -93,8 +116,8 @@ class Pipeline:
         t0 = time.perf_counter()
         teacher = self.teacher()
         check_heldout(self.runner)
-        rows = self._in_unit([row("teacher", teacher)] + self.baselines())
-        results = {"rows": rows, "metric": self.metric, "wall_s": time.perf_counter() - t0,
+        rows = self.in_unit([row("teacher", teacher)] + self.baselines())
+        results = {"rows": rows, "metric": self.metric, "wall_s": time.perf_counter() - t0, **self.labels(),
                    "diagnostic": headroom(rows, self.metric)}
         self._write(results, name="diagnose.json")
         return results
@@ -127,6 +150,7 @@ class Pipeline:
 
         t0 = time.perf_counter()
         self.check_kd()
+        self.check_gan_fits()
         cfg, metric, runner = self.cfg, self.metric, self.runner
         teacher = self.teacher()
         rows = [row("teacher", teacher)] + self.baselines()
@@ -139,8 +163,8 @@ class Pipeline:
         cgan_kd = next(v for v in variants if v.kd)
         plan += kd_table.nodes(cfg, cgan_kd)  # the KD-method table's students, trained in the same batch
         arts = runner.artifacts([n for _, _, n in plan])
-        rows = self._in_unit(rows + [row(label, a, seed) for (seed, label, _), a in zip(plan, arts)])
-        results = {"name": cfg.name, "metric": metric, "rows": rows, "notes": notes,
+        rows = self.in_unit(rows + [row(label, a, seed) for (seed, label, _), a in zip(plan, arts)])
+        results = {"name": cfg.name, "metric": metric, "rows": rows, "notes": notes, **self.labels(),
                    "config": cfg.model_dump(mode="json"), "output_dir": runner.store.location,
                    "gan": gan.metrics, "synth": {k: a.metrics for k, (_, a) in sets.items()}}
         results.update(summarize(rows, metric))

@@ -163,7 +163,8 @@ NPZ = [
      ["d.npz: images have 4 channels (RGBA), shape (12, 16, 16, 4)", "drop the alpha channel"],
      ["16 channels"]),
     ("test_split_shape_mismatch", lambda t, m: train_on(t, npz(
-        t, images=images(), labels=labels(), test_images=images(4, size=9), test_labels=labels(4))),
+        t, images=images(), labels=labels(), test_images=images(4, size=9), test_labels=labels(4)),
+        "data.image_size=null"),  # with an image_size both splits are resized to it
      ["d.npz: image shape mismatch", "(1, 8, 8)", "(1, 9, 9)"], []),
     ("test_label_out_of_range", lambda t, m: train_on(t, npz(
         t, images=images(), labels=labels(), test_images=images(4), test_labels=np.array([0, 1, 2, 7]))),
@@ -179,8 +180,12 @@ OTHER_DATA = [
      ["class folder", "dog holds no images"], []),
     ("folder_one_class", lambda t, m: train_on(t, folder(t, {"cat": 3}), source="folder"),
      ["needs at least 2 classes, found 1 class folder (cat)"], []),
-    ("folder_rgba", lambda t, m: train_on(t, folder(t, {"cat": 3, "dog": 3}, mode="RGBA"), source="folder"),
-     ["imgs: images have 4 channels (RGBA)"], ["8 channels"]),
+    ("folder_corrupt_image", lambda t, m: train_on(t, _corrupt(folder(t, {"cat": 3, "dog": 3}), "dog/1.png",
+                                                               b"\x89PNG\r\n\x1a\n junk"), source="folder"),
+     ["cannot read image", "dog/1.png"], []),
+    ("folder_mixed_sizes_without_image_size", lambda t, m: train_on(t, _odd(folder(t, {"cat": 3, "dog": 3})),
+                                                                    "data.image_size=null", source="folder"),
+     ["imgs: images differ in size", "odd.png is 9x7", "set data.image_size"], []),
     ("folder_num_classes", lambda t, m: train_on(t, folder(t, {"cat": 3, "dog": 3}), "data.num_classes=3",
                                                  source="folder"),
      ["data.num_classes=3 but image folder", "has 2 class folders (cat, dog)"], []),
@@ -325,6 +330,13 @@ def _npy_as_npz(tmp: Path) -> Path:
     return (tmp / "d.npy").rename(tmp / "d.npz")
 
 
+def _odd(root: Path) -> Path:
+    from PIL import Image
+
+    Image.new("L", (9, 7)).save(root / "dog" / "odd.png")
+    return root
+
+
 def _corrupt(d: Path, name: str, data: bytes) -> Path:
     (d / name).write_bytes(data)
     return d
@@ -364,3 +376,83 @@ def test_float_images_in_unit_range_become_uint8(tmp_path):
     s = load_splits(DataConfig(name="npz", path=str(npz(tmp_path, images=x, labels=labels(30)))))
     assert s.train.images.dtype == np.uint8 and {0, 255} <= set(np.unique(np.r_[
         s.train.images.ravel(), s.test.images.ravel()]).tolist())
+
+
+# -- during training: a loss that goes non-finite, labels in natural units -----------------------
+
+
+def _last_line_is_the_error(rc: int, err: str) -> str:
+    lines = err.strip().splitlines()
+    assert rc == 2, err
+    assert "Traceback" not in err and lines[-1].startswith("rayflow: error: "), err
+    assert sum(line.startswith("rayflow: error") for line in lines) == 1, err
+    return lines[-1]
+
+
+def test_non_finite_loss_stops_the_stage_at_once(tmp_path, capsys):
+    """A huge learning rate: the teacher's loss goes NaN within a few steps; the stage stops there
+    (not after its 150 steps) with one line naming it, the step and the likely cause."""
+    rc = main(base("train-teacher", tmp_path, "teacher.train.optim.lr=1e6", "teacher.train.steps=150"))
+    line = _last_line_is_the_error(rc, capsys.readouterr().err)
+    assert "teacher" in line and "learning rate too high, or labels not normalised?" in line, line
+    step = int(line.split(" at step ")[1].split()[0])
+    assert 1 <= step < 150, line
+    assert " loss is nan " in line or " loss is inf " in line, line
+    assert not list((tmp_path / "out").rglob("model.safetensors")), "a diverged teacher was stored"
+
+
+@pytest.mark.slow
+def test_non_finite_loss_is_one_line_through_ray_train(tmp_path, capsys, ray_session):
+    """The same through Ray Train: the worker's error reaches the CLI as the same one line."""
+    argv = base("train-teacher", tmp_path, "teacher.train.optim.lr=1e6", "teacher.train.steps=150",
+                "runtime.executor=ray")
+    argv.remove("--executor"), argv.remove("local")
+    line = _last_line_is_the_error(main(argv), capsys.readouterr().err)
+    assert "teacher" in line and "at step" in line and "learning rate too high" in line, line
+
+
+def _angles_npz(tmp: Path, n: int = 240) -> Path:
+    """Labels are angles in 0..90 degrees; the image's brightness follows the angle (learnable)."""
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 90, n)
+    x = (np.clip(y[:, None, None] / 90 * 200 + rng.normal(0, 10, (n, 8, 8)), 0, 255)).astype(np.uint8)
+    return npz(tmp, "angles.npz", images=x, labels=y)
+
+
+def test_regression_labels_in_degrees_are_normalised_and_mae_is_in_degrees(tmp_path, capsys):
+    rc = main(train_on(tmp_path, _angles_npz(tmp_path), "data.task=regression", "data.label_unit=deg",
+                       "data.heldout_per_class=0", "data.n_per_class=null", "teacher.train.steps=60"))
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "labels in [" in err and "deg normalised to [0, 1]" in err, err
+    m = dict(kv.split("=") for kv in out.split(": ", 1)[1].split())
+    mae, mae_deg = float(m["test_mae"]), float(m["test_mae_deg"])
+    assert np.isfinite(mae) and 0 < mae < 1, out  # the networks saw [0, 1] labels
+    lo, hi = 0, 90  # the span of the training labels, about 90 degrees
+    assert mae_deg == pytest.approx(mae * (hi - lo), rel=0.05), out  # reported in the user's unit
+    assert mae_deg < 30, out  # learned something (predicting the mean would be ~22.5; noise-free ~0)
+
+
+def test_declared_label_range_refuses_a_label_outside_it(tmp_path, capsys):
+    rc = main(train_on(tmp_path, _angles_npz(tmp_path), "data.task=regression", "data.label_range=[0, 45]"))
+    line = _last_line_is_the_error(rc, capsys.readouterr().err)
+    assert "angles.npz" in line and "outside the label range [0, 45]" in line, line
+
+
+def test_images_too_small_for_the_gan_are_refused_before_any_training(tmp_path, capsys):
+    """2x2 pictures used to train every model and then crash at the cGAN (and in the summary)."""
+    p = npz(tmp_path, images=np.random.default_rng(0).integers(0, 255, (600, 2, 2), dtype=np.uint8),
+            labels=np.arange(600) % 3)
+    argv = base("run", tmp_path, "data.name=npz", f"data.path={p}", "data.image_size=null")
+    line = _last_line_is_the_error(main(argv), capsys.readouterr().err)
+    assert "images of 1x2x2 do not fit the cGAN" in line and "data.image_size" in line, line
+    assert not list((tmp_path / "out").rglob("model.safetensors")), "a model trained before the refusal"
+
+
+def test_headroom_without_a_perfect_generator_row_still_formats():
+    from rayflow.report import format_results, headroom
+
+    rows = [{"model": "teacher", "test_acc": 90.0}, {"model": "NOKD student", "test_acc": 80.0}]
+    d = headroom(rows, "test_acc")
+    assert "not measured" in d["verdict"] and "oracle" in d["verdict"]
+    assert "not measured" in format_results({"rows": rows, "metric": "test_acc", "diagnostic": d})

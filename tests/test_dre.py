@@ -323,3 +323,19 @@ def test_continuous_labels_keyed_per_value():
     s.accept(np.array([1.0, 3.0, 2.0]), y)
     assert s.max_ratio == {0.25: 3.0, 0.5: 2.0}
     assert RejectionSampler.from_state(s.state_dict()).max_ratio == s.max_ratio
+
+
+def test_non_finite_ratio_loss_stops_at_a_check():
+    """NaN features: the SP loss is NaN; without a reporter the check runs every steps/10 steps (one
+    host sync each), so training stops at the first of them, not after all 300 steps."""
+    from rayflow.train.diverged import LossNotFinite
+
+    net = build_ratio_net(TOY_CFG, feature_dim=2, num_classes=2, dropout=0.0)
+    real, fake, _ = make_samplers(0)
+
+    def nan_real(n):
+        x, y = real(n)
+        return x * float("nan"), y
+
+    with pytest.raises(LossNotFinite, match=r"^dre: loss is nan at step 30 "):
+        train_ratio_net(net, nan_real, fake, TOY_CFG)

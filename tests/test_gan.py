@@ -346,3 +346,23 @@ def test_save_grid_png(tmp_path):
     assert Image.open(gray).mode == "L"
     with pytest.raises(ValueError):
         save_grid_png(imgs.float(), tmp_path / "bad.png", nrow=3)
+
+
+def test_non_finite_gan_loss_stops_at_once():
+    """Real images turn NaN from step 3 on: the GAN stops at that step with one message, instead of
+    training on (and checkpointing) NaN weights to the end."""
+    from rayflow.train.diverged import LossNotFinite
+
+    cfg = GANConfig(**{**SMALL, "steps": 50})
+    state = build_gan(cfg, 2, 1, 16)
+    sample, calls = toy_sampler(0), []
+
+    def poisoned(n: int):
+        calls.append(n)
+        x, y = sample(n)
+        return (x * float("nan") if len(calls) >= 3 else x), y
+
+    saved = []
+    with pytest.raises(LossNotFinite, match=r"^gan: d loss is nan at step 3 \(learning rates too high"):
+        train_gan(state, poisoned, cfg, log_every=1000, on_checkpoint=lambda s: saved.append(s.step))
+    assert state.step == 3 and saved == []

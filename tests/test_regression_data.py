@@ -231,3 +231,59 @@ def test_config_guards_regression_sets():
         load_config(overrides=["data.name=digits", "data.rotation.base=digits"])
     with pytest.raises(ConfigError, match="chairs.yaw_range: must be a range"):
         load_config(overrides=["data.name=chairs", "data.chairs.yaw_range=[90, 0]"])
+
+
+# -- user regression files: labels in their own unit ------------------------------------------
+
+
+def _reg_npz(path, y, test_y=None):
+    arrays = {"images": np.zeros((len(y), 8, 8), np.uint8), "labels": np.asarray(y, np.float64)}
+    if test_y is not None:
+        arrays.update(test_images=np.zeros((len(test_y), 8, 8), np.uint8), test_labels=np.asarray(test_y))
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_user_labels_in_unit_interval_are_used_as_given(tmp_path):
+    y = np.linspace(0, 1, 50)
+    s = load_splits(DataConfig(name="npz", path=_reg_npz(tmp_path / "a.npz", y), task="regression"))
+    assert s.label_range is None and label_range(DataConfig(name="npz", path=str(tmp_path / "a.npz"),
+                                                            task="regression")) is None
+    assert set(np.round(np.r_[s.train.labels, s.test.labels], 6)) == set(np.round(y.astype(np.float32), 6))
+
+
+def test_user_labels_in_any_unit_are_normalised_with_the_training_range(tmp_path):
+    p = _reg_npz(tmp_path / "b.npz", np.linspace(-10, 30, 40), test_y=[-20.0, 10.0])
+    cfg = DataConfig(name="npz", path=p, task="regression", label_unit="C")
+    s = load_splits(cfg)
+    assert (s.label_range.lo, s.label_range.hi, s.label_range.unit) == (-10, 30, "C")
+    assert s.train.labels.min() == 0 and s.train.labels.max() == 1
+    assert np.allclose(s.test.labels, [-0.25, 0.5])  # outside the training range: kept, not refused
+    assert label_range(cfg) == s.label_range  # the report's range is the data's
+
+
+def test_declared_label_range_normalises_and_checks(tmp_path):
+    p = _reg_npz(tmp_path / "c.npz", np.linspace(10, 20, 40))
+    s = load_splits(DataConfig(name="npz", path=p, task="regression", label_range=(0, 40)))
+    assert s.train.labels.min() >= 0.25 - 1e-6 and s.train.labels.max() <= 0.5 + 1e-6
+    with pytest.raises(DataError, match="c.npz .*label 15.1282 at index 20 is outside the label range \\[0, 15\\]"):
+        load_splits(DataConfig(name="npz", path=p, task="regression", label_range=(0, 15)))
+    with pytest.raises(ConfigError, match="regression npz or parquet"):
+        load_config(None, ["data.name=digits", "data.label_range=[0, 1]"])
+
+
+def test_parquet_regression_labels_of_mixed_size_pictures(tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    imgs = []
+    for i in range(30):
+        b = io.BytesIO()
+        Image.new("RGB", (20 + i, 30), (i * 8, 0, 0)).save(b, format="PNG")
+        imgs.append(b.getvalue())
+    pq.write_table(pa.table({"image": imgs, "label": np.linspace(0, 90, 30)}), tmp_path / "p.parquet")
+    s = load_splits(DataConfig(name="parquet", path=str(tmp_path / "p.parquet"), task="regression", image_size=16))
+    assert s.shape == (3, 16, 16) and s.label_range.span == 90 and s.train.labels.max() <= 1

@@ -7,6 +7,7 @@ source and the problem (dtype, range, channels, label gaps), before any compute.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -85,12 +86,18 @@ class ImageSet:
 
 @dataclass
 class Splits:
-    """train (possibly limited-label), val, test and an optional held-out real pool."""
+    """train (possibly limited-label), val, test and an optional held-out real pool.
+
+    `class_names`: one name per class id (folder names, Fashion-MNIST's names, "0".."9" for digits,
+    str(id) for arrays); None for regression. `label_range`: the LabelRange the regression labels
+    were normalised with (None: labels used as given, in [0, 1])."""
 
     train: ImageSet
     test: ImageSet
     val: ImageSet | None = None
     heldout: ImageSet | None = None
+    class_names: list[str] | None = None
+    label_range: Any = None  # rayflow.data.labels.LabelRange (that module imports this one)
 
     @property
     def num_classes(self) -> int | None:

@@ -7,6 +7,8 @@ raises one DataError naming the source and the offending value.
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +62,9 @@ class LabelRange:
 
 
 def label_range(cfg) -> LabelRange | None:
-    """The original label unit of a built-in regression set (`DataConfig`), for reporting MAE in
-    degrees instead of in [0, 1]; None for classification and for user files (already in their unit)."""
+    """The original label unit of a regression set (`DataConfig`), for normalising labels and
+    reporting MAE in that unit instead of in [0, 1]; None for classification and for user labels
+    already in [0, 1] (used as they are, as before `data.label_range` existed)."""
     if cfg.name == "rotation":
         from rayflow.data.rotation import rotation_range
 
@@ -70,4 +73,42 @@ def label_range(cfg) -> LabelRange | None:
         from rayflow.data.chairs import yaw_range
 
         return yaw_range(cfg)
+    if cfg.task == "regression" and cfg.name in ("npz", "parquet"):
+        return user_range(cfg)
     return None
+
+
+def user_range(cfg) -> LabelRange | None:
+    """`data.label_range` when declared, else [min, max] of the file's training labels when any of
+    them lies outside [0, 1]. The file's labels, not a split's: the driver, a Tune trial and the
+    report all derive the same range from the same file."""
+    unit = cfg.label_unit or "units"
+    if cfg.label_range is not None:
+        return LabelRange(*cfg.label_range, unit, source=f"{cfg.path} (data.label_range)")
+    lo, hi = _file_label_extent(cfg.name, cfg.path)
+    if 0.0 <= lo and hi <= 1.0:
+        return None
+    if not lo < hi:
+        raise DataError(f"{cfg.path}: every regression label is {lo:g}; there is nothing to learn")
+    return LabelRange(lo, hi, unit, source=f"{cfg.path} (training labels)")
+
+
+@functools.lru_cache(maxsize=8)
+def _extent(name: str, path: str, stamp: tuple[int, int]) -> tuple[float, float]:
+    from rayflow.data import sources
+
+    y = sources.read_labels(name, path)  # the extent of the float32 labels ImageSet keeps
+    if not np.issubdtype(y.dtype, np.number) or not np.isfinite(y).all() or not y.size:
+        raise DataError(f"{path}: regression labels must be finite numbers")
+    y = y.astype(np.float32)
+    return float(y.min()), float(y.max())
+
+
+def _file_label_extent(name: str, path: str | None) -> tuple[float, float]:
+    if path is None:
+        raise DataError(f"data.path is required for data.name={name!r}")
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise DataError(f"{name} path not found: {path}") from None
+    return _extent(name, path, (st.st_mtime_ns, st.st_size))

@@ -7,6 +7,7 @@ while the data loads, before any compute.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -14,10 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from rayflow.data.imageset import DataError, ImageSet, as_images, labelled
+from rayflow.data.images import stack
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DIGITS_CLASSES = [str(d) for d in range(10)]
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -141,8 +144,25 @@ def load_npz(path: str, task: str, num_classes: int | None) -> tuple[ImageSet, I
     return train, test
 
 
-def load_parquet(path: str, task: str, num_classes: int | None) -> tuple[ImageSet, ImageSet | None]:
-    """Parquet file/folder with an `image` column (encoded PNG/JPEG bytes or nested arrays) and `label`."""
+def read_labels(name: str, path: str) -> np.ndarray:
+    """Only the training labels of an npz or parquet file (the label range of a regression set)."""
+    p = Path(path)
+    if name == "npz":
+        with _open_npz(p) as z:
+            _npz_keys(z.files, p)
+            return np.asarray(_npz_array(z, "labels", p))
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(p, columns=["label"]).column("label").to_numpy()
+    except Exception as e:  # pyarrow raises several types for corrupt files or a missing column
+        raise DataError(f"cannot read the label column of Parquet {p}: {e}") from None
+
+
+def load_parquet(path: str, task: str, num_classes: int | None,
+                 image_size: int | None = None) -> tuple[ImageSet, ImageSet | None]:
+    """Parquet file/folder with an `image` column (encoded PNG/JPEG bytes or nested arrays) and `label`;
+    encoded pictures may differ in size and mode (see rayflow/data/images.py)."""
     import pyarrow.parquet as pq
 
     p = Path(path)
@@ -158,21 +178,11 @@ def load_parquet(path: str, task: str, num_classes: int | None) -> tuple[ImageSe
     col = table.column("image")
     first = col[0].as_py() if len(col) else None
     if isinstance(first, (bytes, bytearray)):
-        x = np.stack([_decode_image(b, f"{p} row {i}") for i, b in enumerate(col.to_pylist())])
+        rows = [f"{p} row {i}" for i in range(len(col))]
+        x = stack([io.BytesIO(b) for b in col.to_pylist()], rows, image_size, str(p))
     else:
         x = np.asarray(col.to_pylist())
     return labelled(as_images(x, str(p)), table.column("label").to_numpy(), task, num_classes, str(p)), None
-
-
-def _decode_image(data: bytes, where: str) -> np.ndarray:
-    import io
-
-    from PIL import Image
-
-    try:
-        return np.asarray(Image.open(io.BytesIO(data)))
-    except Exception as e:
-        raise DataError(f"cannot decode image at {where}: {e}") from None
 
 
 def _class_folders(root: Path, num_classes: int | None) -> list[str]:
@@ -190,27 +200,17 @@ def _class_folders(root: Path, num_classes: int | None) -> list[str]:
     return classes
 
 
-def load_folder(path: str, num_classes: int | None) -> tuple[ImageSet, list[str]]:
-    """`path/<class name>/*.png`: class ids follow the sorted folder names."""
-    from PIL import Image
-
+def load_folder(path: str, num_classes: int | None, image_size: int | None = None) -> tuple[ImageSet, list[str]]:
+    """`path/<class name>/*.png`: class ids follow the sorted folder names, which are returned as the
+    class names. Pictures may differ in size and mode (see rayflow/data/images.py)."""
     root = Path(path)
     classes = _class_folders(root, num_classes)
-    xs, ys, shape, first = [], [], None, None
+    files_, ys = [], []
     for c, name in enumerate(classes):
         files = [f for f in sorted((root / name).iterdir()) if f.suffix.lower() in _IMAGE_EXT]
         if not files:
             raise DataError(f"class folder {root / name} holds no images ({', '.join(sorted(_IMAGE_EXT))})")
-        for f in files:
-            try:
-                a = np.asarray(Image.open(f))
-            except Exception as e:
-                raise DataError(f"cannot read image {f}: {e}") from None
-            if shape is None:
-                shape, first = a.shape, f
-            elif a.shape != shape:
-                raise DataError(f"image shape mismatch: {f} is {a.shape} but {first} is {shape}")
-            xs.append(a)
-            ys.append(c)
-    return labelled(as_images(np.stack(xs), str(root)), np.array(ys), "classification", len(classes),
-                     str(root)), classes
+        files_ += files
+        ys += [c] * len(files)
+    x = stack(files_, [str(f) for f in files_], image_size, str(root))
+    return labelled(as_images(x, str(root)), np.array(ys), "classification", len(classes), str(root)), classes

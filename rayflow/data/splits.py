@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from rayflow.config import DataConfig
+from rayflow.config_data import USER_SOURCES
 from rayflow.data import sources
 from rayflow.data.imageset import DataError, ImageSet, Splits
+from rayflow.data.images import resize_array
+from rayflow.data.labels import label_range
+
+log = logging.getLogger("rayflow")
 
 
 def _stratified(labels: np.ndarray, num_classes: int, per_class: int, rng: np.random.Generator,
@@ -34,7 +41,8 @@ def _split_off(pool: ImageSet, per_class: int, rng: np.random.Generator, what: s
 
 
 def resize(s: ImageSet, size: int) -> ImageSet:
-    """Centre pad or crop to size x size (28 -> 32 for CIFAR-style nets); no interpolation."""
+    """Centre pad or crop to size x size (28 -> 32 for CIFAR-style nets); no interpolation. Built-in
+    sets only (their cache keys and figures depend on it); user images are resized (data/images.py)."""
     h, w = s.images.shape[2:]
     if (h, w) == (size, size):
         return s
@@ -55,27 +63,53 @@ def upscale(s: ImageSet, size: int) -> ImageSet:
     return ImageSet(np.ascontiguousarray(x), s.labels, s.num_classes)
 
 
-def _read_source(cfg: DataConfig, executor=None) -> tuple[ImageSet, ImageSet | None]:
+def _read_source(cfg: DataConfig, executor=None) -> tuple[ImageSet, ImageSet | None, list[str] | None]:
+    """(train, test or None, class names or None)."""
     if cfg.name == "rotation":
         from rayflow.data.rotation import load_rotation
 
-        return load_rotation(cfg)
+        return (*load_rotation(cfg), None)
     if cfg.name == "chairs":  # renders through `executor` (default: in process), cached
         from rayflow.data.chairs import load_chairs
 
-        return load_chairs(cfg, executor)
+        return (*load_chairs(cfg, executor), None)
     if cfg.name == "fashion_mnist":
-        return sources.load_fashion_mnist()
+        return (*sources.load_fashion_mnist(), sources.FASHION_MNIST_CLASSES)
     if cfg.name == "digits":
-        return sources.load_digits(seed=cfg.seed)
+        return (*sources.load_digits(seed=cfg.seed), sources.DIGITS_CLASSES)
     if cfg.path is None:
         raise DataError(f"data.path is required for data.name={cfg.name!r}")
     if cfg.name == "npz":
-        return sources.load_npz(cfg.path, cfg.task, cfg.num_classes)
+        return (*sources.load_npz(cfg.path, cfg.task, cfg.num_classes), None)
     if cfg.name == "parquet":
-        return sources.load_parquet(cfg.path, cfg.task, cfg.num_classes)
-    train, _ = sources.load_folder(cfg.path, cfg.num_classes)
-    return train, None
+        return (*sources.load_parquet(cfg.path, cfg.task, cfg.num_classes, cfg.image_size), None)
+    train, names = sources.load_folder(cfg.path, cfg.num_classes, cfg.image_size)
+    return train, None, names
+
+
+def _user_images(cfg: DataConfig, s: ImageSet | None) -> ImageSet | None:
+    """A user array resized to data.image_size (rayflow/data/images.py `fit`), before any split
+    compares train and test shapes."""
+    if s is None or cfg.name not in USER_SOURCES or not cfg.image_size or \
+            s.shape[1:] == (cfg.image_size, cfg.image_size):
+        return s
+    return ImageSet(resize_array(s.images, cfg.image_size), s.labels, s.num_classes)
+
+
+def _normalised(cfg: DataConfig, train: ImageSet, test: ImageSet | None):
+    """User regression labels in any unit -> [0, 1] with the set's LabelRange (rayflow/data/labels.py);
+    test labels outside a range derived from the training labels are kept (beyond [0, 1]), not refused."""
+    lr = label_range(cfg) if cfg.name in USER_SOURCES and train.num_classes is None else None
+    if lr is None:
+        return train, test, None
+    train = ImageSet(train.images, lr.normalise(train.labels), None)
+    if test is not None:
+        y = lr.normalise(test.labels, f"{cfg.path} (test split)") if cfg.label_range is not None else \
+            lr.from_unit(test.labels.astype(np.float64)).astype(np.float32)
+        test = ImageSet(test.images, y, None)
+    log.info("data: regression labels in %s normalised to [0, 1]; MAE is reported in %s", lr.describe(),
+             lr.unit)
+    return train, test, lr
 
 
 def _check_num_classes(cfg: DataConfig, train: ImageSet) -> None:
@@ -112,8 +146,10 @@ def _check_budget(cfg: DataConfig, train: ImageSet, auto_test: bool) -> None:
 
 def load_splits(cfg: DataConfig, executor=None) -> Splits:
     """`executor` (rayflow.executors) runs work a source needs (chairs renders); None: in process."""
-    train, test = _read_source(cfg, executor)
+    train, test, names = _read_source(cfg, executor)
     _check_num_classes(cfg, train)
+    train, test = _user_images(cfg, train), _user_images(cfg, test)
+    train, test, lr = _normalised(cfg, train, test)
     rng = np.random.default_rng(1000 + cfg.seed)
     auto_test = test is None
     if auto_test:  # user data without a test split: hold out a stratified 20 %
@@ -138,8 +174,12 @@ def load_splits(cfg: DataConfig, executor=None) -> Splits:
         val, train = _split_off(train, per, rng, "data.val_fraction", fraction_if_regression=cfg.val_fraction)
     if cfg.test_limit and len(test) > cfg.test_limit:
         test = test.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(test), cfg.test_limit, replace=False)))
-    splits = Splits(train=train, test=test, val=val, heldout=heldout)
-    if cfg.image_size:
+    if names is None and train.num_classes is not None:
+        names = [str(c) for c in range(train.num_classes)]
+    if lr is None and train.num_classes is None:
+        lr = label_range(cfg)  # rotation, chairs: normalised by their own loaders
+    splits = Splits(train=train, test=test, val=val, heldout=heldout, class_names=names, label_range=lr)
+    if cfg.image_size and cfg.name not in USER_SOURCES:  # built-in sets: pad/crop or upscale, as always
         fn = upscale if cfg.image_size % train.shape[1] == 0 and cfg.image_size > train.shape[1] else resize
         for k in ("train", "test", "val", "heldout"):
             s = getattr(splits, k)

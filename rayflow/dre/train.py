@@ -18,6 +18,7 @@ from torch import nn
 
 from rayflow.config import DREConfig
 from rayflow.dre.sp_loss import sp_loss
+from rayflow.train.diverged import check_loss
 
 __all__ = ["train_ratio_net", "ratio_scores", "RealSampler", "FakeSampler"]
 
@@ -73,8 +74,11 @@ def train_ratio_net(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if reporter is not None or step % every == 0 or step == cfg.steps:  # a sync every `every` steps
+                value = float(loss.detach())
+                check_loss(value, "dre", step, hint="dre.lr too high for these features?")
             if reporter is not None:
-                acc["loss"] += float(loss.detach())
+                acc["loss"] += value
                 acc["mean_r_real"] += float(r_real.detach().mean())
                 acc["mean_r_fake"] += float(r_fake.detach().mean())
                 n_acc += 1

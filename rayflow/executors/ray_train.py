@@ -14,6 +14,9 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from rayflow.executors.base import Checkpoint, FakeSpec, FitResult, worker_threads
+from rayflow.train.diverged import LossNotFinite
+
+STOPPED = "__rayflow_loss_not_finite__"
 
 
 class RayTrainContext:
@@ -47,7 +50,13 @@ def _worker(config: dict) -> Any:
 
     torch.set_num_threads(config["threads"])
     quiet_ray_worker()
-    return config["fn"](RayTrainContext(), config["config"])
+    ctx = RayTrainContext()
+    try:
+        return config["fn"](ctx, config["config"])
+    except LossNotFinite as e:
+        if ctx.world > 1:  # the other ranks wait in a collective: Train must tear the group down
+            raise
+        return {STOPPED: str(e)}  # one worker: no traceback from Train, no retry of a run that diverges again
 
 
 def _checkpoint(ckpt: Any, metrics: dict) -> Checkpoint:
@@ -102,5 +111,7 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
     result = trainer.fit()
     if result.error:
         raise result.error
+    if isinstance(result.return_value, dict) and STOPPED in result.return_value:
+        raise LossNotFinite(result.return_value[STOPPED])
     ckpts = sorted(result.best_checkpoints or [], key=lambda cm: str(cm[0].path))
     return FitResult(result.return_value, [_checkpoint(c, m) for c, m in ckpts], str(result.path))

@@ -22,6 +22,7 @@ from torch import Tensor
 from ..config import GANConfig
 from ..data.transforms import to_float, to_uint8
 from ..seeding import reseed_torch
+from ..train.diverged import check_loss
 from .diffaugment import diff_augment
 from .discriminator import ProjectionDiscriminator
 from .ema import EMA, unwrap
@@ -187,6 +188,9 @@ def gan_step(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
     return {"d_loss": d_tot / k, "g_loss": loss_g.item(), "d_real": real_tot / k, "d_fake": fake_tot / k}
 
 
+GAN_HINT = "learning rates too high for this data, or images too small for the networks?"
+
+
 def train_gan(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
               reporter: Callable[[dict, dict | None], None] | None = None,
               on_checkpoint: Callable[[GANState], None] | None = None,
@@ -207,6 +211,8 @@ def train_gan(state: GANState, sample_real: SampleReal, cfg: GANConfig, *,
     while state.step < cfg.steps:
         reseed_torch(cfg.seed, rank, state.step)
         m = gan_step(state, sample_real, cfg, batch_size=batch_size)
+        for k in ("d_loss", "g_loss"):  # host floats already (.item() in gan_step): no extra sync
+            check_loss(m[k], "gan", state.step, k.replace("_", " "), GAN_HINT)
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1

@@ -59,7 +59,13 @@ def _curve_plot(curve: list[dict]) -> str:
     return _img_tag(_png(fig), "GAN training curves")
 
 
-def _acceptance_plot(synth: dict) -> str:
+def _class_name(results: dict, c: int) -> str:
+    """`c` with its name when the data has names ('3 (Dress)'), so a table row says which class it is."""
+    names = results.get("class_names") or []
+    return f"{c} ({names[c]})" if c < len(names) and names[c] != str(c) else str(c)
+
+
+def _acceptance_plot(synth: dict, class_names: list[str] | None = None) -> str:
     series = {name: m.get("filter_keep_per_class") or m.get("subsample_accept_per_class")
               for name, m in synth.items()}
     series = {k: v for k, v in series.items() if v}
@@ -69,6 +75,9 @@ def _acceptance_plot(synth: dict) -> str:
     fig, ax = plt.subplots(figsize=(7, 3))
     for name, v in (acc or series).items():
         ax.plot(range(len(v)), [100 * float(x) for x in v], marker="o", label=name)
+    n = max(len(v) for v in (acc or series).values())
+    if class_names and len(class_names) == n <= 20:
+        ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=7)
     ax.set_xlabel("class"), ax.set_ylabel("% accepted"), ax.legend(fontsize=7)
     ax.set_title("cDR-RS acceptance rate per class")
     return _img_tag(_png(fig), "acceptance per class")
@@ -132,15 +141,15 @@ def render_report(results: dict) -> str:
         per_class = gan.get("label_consistency_per_class") or []
         routes = gan.get("route_steps") or []
         if per_class:
-            rows = [{"class": c, "label consistency %": v, **({"checkpoint": routes[c]} if c < len(routes) else {})}
-                    for c, v in enumerate(per_class)]
+            rows = [{"class": _class_name(results, c), "label consistency %": v,
+                     **({"checkpoint": routes[c]} if c < len(routes) else {})} for c, v in enumerate(per_class)]
             cols = [("class", "class"), ("label consistency %", "label consistency %")]
             if routes:
                 cols.append(("checkpoint", "checkpoint (gan.select: per_class)"))
             parts.append("<h3>Per class</h3>" + _table(rows, cols))
         parts.append(_curve_plot(gan.get("curve", [])))
     if results.get("synth"):
-        parts.append("<h2>Synthetic data</h2>" + _acceptance_plot(results["synth"]))
+        parts.append("<h2>Synthetic data</h2>" + _acceptance_plot(results["synth"], results.get("class_names")))
     for title, p in (results.get("grids") or {}).items():
         parts.append(f"<h3>{html.escape(title)}</h3>{_file_img(p, title)}")
     search = results.get("search") or {}

@@ -53,7 +53,9 @@ def headroom(rows: list[dict], metric: str) -> dict:
     t, n, b, o = (_mean(rows, m, metric) for m in ("teacher", "NOKD student", "BLKD student",
                                                      "perfect generator (oracle)"))
     out = {"teacher": t, "nokd": n, "blkd": b, "oracle": o}
-    if None in (t, n, b, o):
+    if None in (t, n, b, o):  # e.g. no held-out images (no perfect generator), or a model without the metric
+        missing = [k for k, v in out.items() if v is None]
+        out["verdict"] = f"headroom ({metric}): not measured ({', '.join(missing)}: no {metric})"
         return out
     out.update(teacher_minus_nokd=t - n, oracle_minus_nokd=o - n, oracle_minus_blkd=o - b)
     if lower_is_better(metric):  # an error: the headroom is the share of NOKD's error a perfect generator removes
@@ -94,7 +96,7 @@ def format_results(results: dict) -> str:
 
         lines.append(format_table(results["kd_table"], metric))
     d = results.get("diagnostic")
-    if d:
+    if d and d.get("verdict"):
         lines.append(d["verdict"])
     lines.append(f"total wall time {results.get('wall_s', 0):.1f} s; results in {results.get('output_dir', '')}")
     return "\n".join(lines)

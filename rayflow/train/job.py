@@ -145,4 +145,5 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
     return train_steps(model, source, job.train_cfg, task, criterion=criterion, teacher=teacher, device=device,
                        evaluate_fn=evaluate_fn, validate_fn=validate_fn if has_val else None,
                        reporter=reporter, start_state=start_state, log_every=job.log_every,
-                       is_main=rank == 0, rank=rank, checkpoint_every=job.checkpoint_every, progress=progress)
+                       is_main=rank == 0, rank=rank, checkpoint_every=job.checkpoint_every, progress=progress,
+                       name=progress.name if progress is not None else "")

@@ -24,6 +24,7 @@ from rayflow.data.imageset import ImageSet
 from rayflow.data.transforms import to_float
 from rayflow.progress import Progress
 from rayflow.seeding import reseed_torch
+from rayflow.train.diverged import check_loss
 from rayflow.train.sources import Batch, BatchSource
 from rayflow.train.select import BestOnVal
 from rayflow.train.tasks import Task
@@ -153,8 +154,9 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
                 validate_fn: Callable[[nn.Module], dict] | None = None,
                 reporter: Reporter | None = None, start_state: dict | None = None,
                 log_every: int = 100, is_main: bool = True, rank: int = 0, checkpoint_every: int = 0,
-                progress: Progress | None = None) -> dict:
+                progress: Progress | None = None, name: str = "") -> dict:
     """Runs cfg.steps optimizer steps; returns the final metrics (train loss, speed, eval metrics).
+    A NaN/inf loss raises LossNotFinite naming `name` (the stage) and the step, at once.
 
     `reporter(metrics, state)` gets metrics every `log_every` steps and a resumable state at every
     evaluation, every `checkpoint_every` steps and at the end. `start_state` (a state written by
@@ -211,7 +213,9 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
                 terms[k] = terms.get(k, 0.0) + float(v)
         step += 1
         seen += len(b["y"])
-        running += loss.item()
+        value = loss.item()  # the host copy the running mean needs anyway: the check costs no sync
+        check_loss(value, name, step)
+        running += value
         n_run += 1
         last = step == cfg.steps
         want_eval = last or bool(cfg.eval_every and step % cfg.eval_every == 0)
