@@ -58,6 +58,24 @@ def shipped() -> list[str]:
     return list(_SHIPPED)
 
 
+def _forget_if_elsewhere(top: str, paths: list[Path]) -> None:
+    """A package of the same name imported earlier in this process from another place (a notebook
+    that distils with one config, then another) would be reused silently: drop it, so `modules` wins."""
+    origin = getattr(sys.modules.get(top), "__file__", None)
+    if not origin or not paths:
+        return
+    here = Path(origin).resolve()
+    if any(here == p or here.is_relative_to(p) for p in paths):
+        return
+    for name in [m for m in sys.modules if m == top or m.startswith(top + ".")]:
+        del sys.modules[name]
+    for p in paths:  # and the new place first on the path
+        parent = str(p.parent)
+        if parent in sys.path:
+            sys.path.remove(parent)
+    _add_to_sys_path(paths)
+
+
 def resolve(spec: str, modules: list[str] | tuple[str, ...] = ()) -> Callable[..., Any]:
     """The callable `spec` names, importing its module; registers what the workers need shipped.
     Any failure is one ValueError naming the path (the config's validators prefix the field)."""
@@ -68,6 +86,7 @@ def resolve(spec: str, modules: list[str] | tuple[str, ...] = ()) -> Callable[..
     for p in paths:  # a path missing here (a worker on another node) came as shipped code
         if p.exists():
             ship(p)
+    _forget_if_elsewhere(mod_name.split(".")[0], [p for p in paths if p.exists()])
     try:
         try:  # first as this process finds it (a Ray worker: its py_modules), then from `modules`
             module = importlib.import_module(mod_name)

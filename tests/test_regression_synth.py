@@ -171,7 +171,9 @@ def test_perfect_generator_labels_are_the_teachers_predictions(tmp_path):
     from rayflow.stages.supervised import job_fields
 
     save_weights({"w": torch.zeros(1)}, tmp_path / WEIGHTS)
-    teacher = SimpleNamespace(file=lambda name: tmp_path / name)
+    (tmp_path / "model.json").write_text('{"name": "mlp", "kwargs": {}, "in_channels": 1, "image_size": 8, '
+                                         '"num_outputs": 1}')  # the online teacher's architecture
+    teacher = SimpleNamespace(path=tmp_path, file=lambda name: tmp_path / name)
     v = {"teacher.model": None, "fake.kd_weight": 0.5, "fake.temperature": 4.0, "fake.real_fraction": 0.5}
     imgs = np.zeros((4, 1, 8, 8), np.uint8)
     for labels, out, want in ((np.array([0.1, 0.2, 0.3, 0.4], np.float32), np.array([[0.25], [0.5], [1.3], [-0.2]]),
