@@ -226,6 +226,8 @@ class StageSpec(_Strict):
 class TeacherSpec(StageSpec):
     """The teacher: trained by the pipeline (model, train), or imported from `checkpoint`."""
 
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="resnet20"), description=(
+        "the network the pipeline trains as the teacher (unused with a checkpoint)"))
     checkpoint: TeacherCheckpoint | None = Field(None, description=(
         "a teacher you already have, imported instead of trained (model and train are then unused): "
         "{artifact: DIR} or {factory: 'pkg.mod:fn', kwargs, weights, modules, input_size, input_channels, "

@@ -59,7 +59,7 @@ def distill(cfg: PipelineConfig, search: bool = False) -> DistillResult:
     plan = [(s, label, Node.of(stage, seed=s)) for s in cfg.seeds for label, stage in BASELINES if stage != "oracle"]
     plan += [(s, v.label, v.student(s)) for s in cfg.seeds]
     arts = p.runner.artifacts([n for _, _, n in plan])
-    rows = p._in_unit(rows + [row(label, a, seed) for (seed, label, _), a in zip(plan, arts)])
+    rows = p.in_unit(rows + [row(label, a, seed) for (seed, label, _), a in zip(plan, arts)])
     i = next(k for k, (_, label, _) in enumerate(plan) if label == v.label)
     return finish(p, p.runner, plan[i][2], arts[i], rows, v.label, chosen_by, t0, notes)
 
@@ -80,7 +80,7 @@ def after_tune(cfg: PipelineConfig, out: dict) -> DistillResult:
         arts = runner.artifacts(nodes)
         rows += [row(label, a, s) for s, a in zip(cfg.seeds, arts)]
         picked = picked or (runner, nodes[0], arts[0], label)
-    rows = p._in_unit(rows)
+    rows = p.in_unit(rows)
     runner, node, art, label = picked
     chosen_by = f"rayflow tune ({cfg.tune.searcher} searcher, on validation data): {knobs(out['chosen'])}"
     return finish(p, runner, node, art, rows, label, chosen_by, t0, [])

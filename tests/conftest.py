@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -74,3 +76,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory) -> Path:
+    """examples/make_example.py's output: a user's own teacher package, its weights, an image folder
+    and a config naming them (tests/test_your_teacher.py, tests/test_jobs.py)."""
+    out = tmp_path_factory.mktemp("user") / "example"
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "make_example.py"), str(out), "--steps", "600"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path_factory.getbasetemp())
+    assert p.returncode == 0, p.stderr[-3000:]
+    sizes = {__import__("PIL.Image").Image.open(f).size for f in (out / "images" / "seven").glob("*.png")}
+    assert len(sizes) > 3  # mixed sizes, as a user's folder has them
+    return out

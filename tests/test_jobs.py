@@ -133,16 +133,16 @@ def test_a_tune_search_as_a_job_reuses_the_pipelines_artifacts(module_head, pipe
     assert job.logs.count("[gan] training") == 1, job.logs[-3000:]
 
 
-def test_a_users_own_teacher_as_a_job(module_head, tmp_path):
-    """teacher.checkpoint naming a package outside the job's working_dir and PYTHONPATH: the driver
-    imports it from `modules`, the BLKD student's Train worker from the py_modules rayflow adds to the
-    job's runtime_env (no clash with the job's working_dir)."""
-    from user_teacher import PKG, untrained
+def test_your_teacher_distilled_as_a_job(module_head, example, tmp_path):
+    """The quickstart's config (tests/test_your_teacher.py runs it embedded and locally) through `ray job
+    submit`: teacher.checkpoint names a package outside the job's working_dir and PYTHONPATH; the driver
+    imports it from `modules`, the BLKD and cGAN-KD students' Train workers (the online teacher) from the
+    py_modules rayflow adds to the job's runtime_env, without clashing with the job's working_dir."""
+    from test_your_teacher import example_sets
 
-    ut = untrained(tmp_path / "user")
     out = tmp_path / "out"
-    job = submit(module_head, "stage", "blkd", "--param", "seed=0", "--config", "tiny", "--set", f"output_dir={out}",
-                 "--set", "student.train.steps=20", *sum((["--set", s] for s in ut.sets()), []), timeout=300)
-    assert committed(out, "blkd") and "[teacher] importing" in job.logs, job.logs[-3000:]
-    origins = [line.split(" imported from ")[1] for line in job.logs.splitlines() if f"{PKG} imported from" in line]
-    assert any(not o.startswith(str(ut.root)) for o in origins), origins  # a worker's copy from py_modules
+    job = submit(module_head, "distill", "--config", str(example / "config.yaml"), *example_sets(out), timeout=420)
+    assert "[teacher] importing my_teacher.net:build" in job.logs and f"student: {out / 'student'}" in job.logs, \
+        job.logs[-3000:]
+    assert committed(out, "blkd") and committed(out, "cgankd")
+    assert json.loads((out / "student" / "student.json").read_text())["input"]["channels"] == 3
