@@ -166,6 +166,7 @@ def _own_ports_and_address():
 
 
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+_TOKEN: dict[str, str] = {}
 
 
 @contextlib.contextmanager
@@ -185,8 +186,11 @@ def _own_auth_token():
         return
     import secrets
 
+    # one token per process: Ray's loader caches the first it reads, and a second embedded instance
+    # (after `rayflow tune` shuts Tune's down) with another token refused the driver's connection
+    token = _TOKEN.setdefault("token", secrets.token_hex(32))
     # the mode stays unset: ray.init's own default turns token mode on (and refreshes its config)
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ["RAY_AUTH_TOKEN"] = token
     try:
         yield
     finally:

@@ -22,6 +22,9 @@ from rayflow.config import RuntimeConfig
 from rayflow.runtime import init_ray
 init_ray(RuntimeConfig(num_cpus=1, object_store_memory_mb=128))
 mode = ray.get(ray.remote(lambda: os.environ.get("RAY_AUTH_MODE")).remote())
+ray.shutdown()
+init_ray(RuntimeConfig(num_cpus=1, object_store_memory_mb=128))  # a second instance (rayflow tune does this)
+assert ray.get(ray.remote(lambda: 1).remote()) == 1
 print("workers:", mode, "driver:", sorted(k for k in os.environ if k.startswith("RAY_AUTH_")))
 ray.shutdown()
 """

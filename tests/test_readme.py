@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from test_your_teacher import check_student
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +56,10 @@ def test_readme_commands_run(tmp_path):
         p = subprocess.run(["bash", "-c", cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, f"README command failed: {cmd}\n{(p.stdout + p.stderr)[-3000:]}"
         ran += 1
+        if "rayflow distill" in cmd:
+            distilled = p.stdout
     assert ran >= 3
-    assert (tmp_path / "example" / "outputs" / "student" / "model.pt2").is_file()
-    assert (tmp_path / "example" / "predictions.csv").read_text().count("\n") > 10
+    example = tmp_path / "example"
+    assert (example / "predictions.csv").read_text().count("\n") > 10
+    # the quickstart's student, distilled with the local executor (tests/test_your_teacher.py: embedded Ray)
+    check_student(example / "outputs" / "student", example, distilled, tmp_path, ray=False)

@@ -47,9 +47,9 @@ def distill(example: Path, out: Path, *extra: str) -> tuple[Path, str]:
     return out / "student", p.stdout
 
 
-@pytest.mark.parametrize("executor", ["ray", "local"])
-def test_your_teacher_in_your_student_out(example, tmp_path, executor):
-    student, stdout = distill(example, tmp_path / "out", "--executor", executor)
+def check_student(student: Path, example: Path, stdout: str, tmp_path: Path, ray: bool) -> None:
+    """The student folder against the run's table, and the exported program (loaded where rayflow cannot
+    be imported) against `rayflow.predict` and `rayflow predict` (in-process and, with `ray`, Ray Data)."""
     rows = {line[:40].strip(): float(line[40:].split()[-3]) for line in stdout.splitlines()
             if line[:40].strip() in ("teacher", "NOKD student", "BLKD student", "cGAN-KD: + KD term on soft labels")}
     assert len(rows) == 4 and rows["teacher"] > 60, stdout  # the user's teacher, imported, not trained
@@ -61,9 +61,15 @@ def test_your_teacher_in_your_student_out(example, tmp_path, executor):
     import rayflow
 
     assert_matches_program(rayflow.predict(student, files), outputs, names)
-    for how in ([], ["--ray"]) if executor == "ray" else ([],):
+    for how in ([], ["--ray"]) if ray else ([],):
         csv = tmp_path / f"pred{len(how)}.csv"
         p = rayflow_cli("predict", "--model", str(student), *files, "--out", str(csv), *how, cwd=tmp_path)
         assert p.returncode == 0, p.stderr[-3000:]
         df = pd.read_csv(csv)
         assert_matches_program(df.assign(predicted=df["predicted"].astype(str)), outputs, names)
+
+
+def test_your_teacher_in_your_student_out_on_embedded_ray(example, tmp_path):
+    """With the local executor the same path runs in tests/test_readme.py (README's quickstart as written)."""
+    student, stdout = distill(example, tmp_path / "out", "--executor", "ray")
+    check_student(student, example, stdout, tmp_path, ray=True)
