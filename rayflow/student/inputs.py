@@ -3,8 +3,8 @@ Parquet file with an `image` column; every image becomes uint8 (C, H, W) at the 
 
 A `Source` is a small picklable description (paths, counts): each Ray Data actor reads its own
 chunks from it, and the in-process path reads the very same chunks, so both see identical pixels.
-Image files are opened with PIL, converted to the student's mode (L or RGB) and resized with
-bilinear interpolation; arrays go through the data loader's own checks (`as_images`) and its
+Image files are opened with PIL, converted to the student's mode (L or RGB) and sized as a `folder`
+source sizes its pictures (`data.images.fit`); arrays go through the data loader's own checks (`as_images`) and its
 size rule (`splits.upscale` / `splits.resize`), the rule the student's training images followed.
 """
 
@@ -23,14 +23,16 @@ IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def image_to_array(img, channels: int, size: int, where: str) -> np.ndarray:
-    """A PIL image -> uint8 (C, size, size) in the student's mode (alpha dropped)."""
-    from PIL import Image
+    """A PIL image -> uint8 (C, size, size) in the student's mode (alpha dropped), sized exactly as a
+    `folder` source sizes its training pictures (rayflow/data/images.py `fit`: EXIF orientation, the
+    shorter side resized, the longer centre-cropped), so a picture predicts as it would have trained."""
+    from PIL import ImageOps
+
+    from rayflow.data.images import fit
 
     try:
-        img = img.convert("L" if channels == 1 else "RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        a = np.asarray(img, dtype=np.uint8)
+        img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+        a = np.asarray(fit(img, size), dtype=np.uint8)
     except Exception as e:  # PIL raises many types for truncated or odd files
         raise DataError(f"cannot read image {where}: {e}") from None
     return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
