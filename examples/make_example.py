@@ -59,7 +59,9 @@ def pictures(per_class: int, seed: int):
     x, y = load_digits(return_X_y=True)
     for digit, name in enumerate(DIGITS):
         c = NAMES.index(name)
-        for i, idx in enumerate(np.flatnonzero(y == digit)):
+        # shuffled: sklearn orders the digits by writer, and a teacher trained on other writers than the
+        # folder's would face a shift no distillation is about
+        for i, idx in enumerate(rng.permutation(np.flatnonzero(y == digit))):
             ink, paper = rng.uniform(0.5, 1.0, 3), rng.uniform(0.0, 0.35, 3)
             a = (x[idx].reshape(8, 8) / 16.0)[..., None]
             rgb = (255 * (a * ink + (1 - a) * paper)).astype(np.uint8)
