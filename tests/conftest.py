@@ -18,38 +18,40 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def hermetic(tmp_path_factory):
+HERMETIC: dict[str, str] = {}
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has made its factory
+def pytest_configure(config):
     """Everything the suite writes lands under pytest's own temp dir: Ray's temp dir (sessions,
     sockets, `ray_current_cluster`; Ray's socket paths allow ~107 characters, which pytest's base
     temp dir leaves room for, a test's tmp_path not always), rayflow's download cache and scratch
-    dirs (TMPDIR), matplotlib's font cache; nothing is read from or written to the user's home (.ci/run runs the
-    suite with an empty HOME to prove it; tests/test_hermetic.py checks what is left)."""
-    base = tmp_path_factory.getbasetemp()
+    dirs (TMPDIR), matplotlib's config and font cache; nothing is read from or written to the user's
+    home (.ci/run runs the suite with an empty HOME and checks it is still empty afterwards). Set
+    here, before collection: a test module that imports matplotlib would otherwise write its font
+    cache to ~/.cache before any fixture runs."""
+    base = config._tmp_path_factory.getbasetemp()
     ray_tmp = base / "ray"
     if len(str(ray_tmp)) > 40:  # a long --basetemp: a short dir of our own, removed at the end
         ray_tmp = Path(tempfile.mkdtemp(prefix="rft-", dir="/tmp"))
-    ray_tmp.mkdir(exist_ok=True)
+        config.add_cleanup(lambda: shutil.rmtree(ray_tmp, ignore_errors=True))
     scratch = base / "tmp"  # rayflow's scratch dirs, multiprocessing's, torch's: tempfile.gettempdir()
-    scratch.mkdir(exist_ok=True)
-    env = {"RAY_TMPDIR": str(ray_tmp), "RAYFLOW_CACHE": str(base / "rayflow-cache"),
-           "MPLCONFIGDIR": str(base / "matplotlib"), "TMPDIR": str(scratch)}
-    saved = {k: os.environ.get(k) for k in env}
-    saved_tempdir, tempfile.tempdir = tempfile.tempdir, str(scratch)  # gettempdir() caches its first answer
-    os.environ.update(env)
-    yield env
-    tempfile.tempdir = saved_tempdir
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    if not str(ray_tmp).startswith(str(base)):
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    for d in (ray_tmp, scratch):
+        d.mkdir(exist_ok=True)
+    HERMETIC.update(RAY_TMPDIR=str(ray_tmp), RAYFLOW_CACHE=str(base / "rayflow-cache"),
+                    MPLCONFIGDIR=str(base / "matplotlib"), TMPDIR=str(scratch))
+    os.environ.update(HERMETIC)
+    tempfile.tempdir = str(scratch)  # gettempdir() caches its first answer
 
 
 @pytest.fixture(scope="session")
-def ray_session(hermetic):
+def hermetic():
+    """The environment pytest_configure set for the whole session."""
+    return dict(HERMETIC)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
     import ray
 
     from rayflow.config import RuntimeConfig
