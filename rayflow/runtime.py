@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -166,7 +167,15 @@ def _own_ports_and_address():
 
 
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-_TOKEN: dict[str, str] = {}
+
+
+@functools.cache
+def _process_token() -> str:
+    """One token per process: Ray's loader caches the first it reads, and a second embedded instance
+    (after `rayflow tune` shuts Tune's down) with another token refused the driver's connection."""
+    import secrets
+
+    return secrets.token_hex(32)
 
 
 @contextlib.contextmanager
@@ -184,13 +193,8 @@ def _own_auth_token():
     if any(v in os.environ for v in _AUTH_VARS):
         yield
         return
-    import secrets
-
-    # one token per process: Ray's loader caches the first it reads, and a second embedded instance
-    # (after `rayflow tune` shuts Tune's down) with another token refused the driver's connection
-    token = _TOKEN.setdefault("token", secrets.token_hex(32))
     # the mode stays unset: ray.init's own default turns token mode on (and refreshes its config)
-    os.environ["RAY_AUTH_TOKEN"] = token
+    os.environ["RAY_AUTH_TOKEN"] = _process_token()
     try:
         yield
     finally:

@@ -18,9 +18,6 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
-HERMETIC: dict[str, str] = {}
-
-
 @pytest.hookimpl(trylast=True)  # after pytest's tmpdir plugin has made its factory
 def pytest_configure(config):
     """Everything the suite writes lands under pytest's own temp dir: Ray's temp dir (sessions,
@@ -38,16 +35,9 @@ def pytest_configure(config):
     scratch = base / "tmp"  # rayflow's scratch dirs, multiprocessing's, torch's: tempfile.gettempdir()
     for d in (ray_tmp, scratch):
         d.mkdir(exist_ok=True)
-    HERMETIC.update(RAY_TMPDIR=str(ray_tmp), RAYFLOW_CACHE=str(base / "rayflow-cache"),
-                    MPLCONFIGDIR=str(base / "matplotlib"), TMPDIR=str(scratch))
-    os.environ.update(HERMETIC)
+    os.environ.update(RAY_TMPDIR=str(ray_tmp), RAYFLOW_CACHE=str(base / "rayflow-cache"),
+                      MPLCONFIGDIR=str(base / "matplotlib"), TMPDIR=str(scratch))
     tempfile.tempdir = str(scratch)  # gettempdir() caches its first answer
-
-
-@pytest.fixture(scope="session")
-def hermetic():
-    """The environment pytest_configure set for the whole session."""
-    return dict(HERMETIC)
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +78,8 @@ def example(tmp_path_factory) -> Path:
     p = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "make_example.py"), str(out), "--steps", "600"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path_factory.getbasetemp())
     assert p.returncode == 0, p.stderr[-3000:]
-    sizes = {__import__("PIL.Image").Image.open(f).size for f in (out / "images" / "seven").glob("*.png")}
+    from PIL import Image
+
+    sizes = {Image.open(f).size for f in (out / "images" / "seven").glob("*.png")}
     assert len(sizes) > 3  # mixed sizes, as a user's folder has them
     return out
