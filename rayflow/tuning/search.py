@@ -205,8 +205,13 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
             r[f"{obj.metric}_{obj.unit}"] = obj.shown(r[obj.metric])  # in the labels' unit, as test_mae_<unit>
         log_scalars(tracker, r, i, prefix="trial/")
     tracker.close()
+    note = None
+    if prior is None:  # the searcher did not need the bound; search.html still plots it against each trial
+        prior, note = _report_prior(runner, name, cfg, candidates)
     out = {"searcher": t.searcher, "trials": results, "space": space.to_dict(), "candidates": candidates,
            "bound": {json.dumps(list(k)): v for k, v in (prior or {}).items()}, "objective": obj.to_dict()}
+    if note:
+        out["bound_note"] = note
     if left_out:
         out["left_out"] = left_out
     # finished trials: those that return their committed student (ASHA-stopped ones return none); a
@@ -259,6 +264,19 @@ def _saved_prior(runner: Any, name: str, cfg: PipelineConfig, candidates: list[d
     prior = bound_prior(runner, cfg, candidates)
     runner.store.write_text(f"{name}.prior.json", json.dumps([[list(k), v] for k, v in prior.items()]))
     return prior
+
+
+def _report_prior(runner: Any, name: str, cfg: PipelineConfig, candidates: list[dict]) -> tuple[dict | None, str | None]:
+    """The bound per candidate for the report's bound-vs-measured plot, or (None, why not): a
+    search that ran must never fail on a figure (the bound needs held-out images, which a user's
+    own data may not have)."""
+    from rayflow.store_fs import one_line
+
+    try:
+        return _saved_prior(runner, name, cfg, candidates), None
+    except Exception as e:  # noqa: BLE001 -- e.g. ConfigError: no held-out images
+        log.warning("[tune] no bound for search.html's bound-vs-measured plot: %s", one_line(e))
+        return None, f"no bound: {one_line(e)}"
 
 
 def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
