@@ -186,8 +186,9 @@ class Pipeline:
         from rayflow.tuning.record import search_results
 
         grid, tunes = search_results(self.runner.store)  # `rayflow grid` / `rayflow tune` on this output
-        self.runner.store.write_text("report.html", render_report({**results, "search": {"grid": grid,
-                                                                                        "tunes": tunes}}))
+        card = self.runner.store.read_text("student/MODEL_CARD.md")  # `rayflow distill` / `tune` export
+        self.runner.store.write_text("report.html", render_report({**results, "search": {"grid": grid, "tunes": tunes}},
+                                                                  card))
         return results
 
     def _write(self, results: dict, name: str = "results.json") -> None:

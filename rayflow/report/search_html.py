@@ -1,63 +1,153 @@
-"""The search section of the report: the bound against measured validation error (with the Spearman
-correlation), best-so-far curves of each searcher, the tune runs and their chosen settings. Errors
-are shown as error % (classes) or as the MAE in the labels' unit (a continuous label): the saved
-`objective` says which."""
+"""The search section (search.html, and report.html's details): for a recorded grid (grid.json) the
+bound against measured validation error with its Spearman correlation and the searchers' replayed
+best-so-far curves; for every `rayflow tune` (tune-<searcher>.json), from its own trials, the bound
+against each trial's measured validation error, the best-so-far curve in trial order and the
+trials' table with the chosen one marked. Errors are shown as error % (classes) or as the MAE in
+the labels' unit (a continuous label): the saved `objective` says which."""
 
 from __future__ import annotations
 
 import html
+import json
+import math
 
 import numpy as np
 
-from rayflow.report.html import _img_tag, _png, _table, plt
-from rayflow.tuning.objective import error_display
+from rayflow.report.figures import best_so_far, bound_scatter, table
+from rayflow.search.space import DIMS
+from rayflow.tuning.objective import acc_error, error_display, mae_error
+
+KNOB_NAMES = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight"}
 
 
-def _scatter(grid: dict) -> str:
+def _grid(grid: dict) -> list[str]:
     rec = grid["recorded"]
     k, label, _ = error_display(grid)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    x = [r["bound"] for r in rec]
-    y = [k * float(np.mean(r["val_error"])) for r in rec]
-    sc = ax.scatter(x, y, c=[r["rho"] for r in rec], cmap="viridis", s=[8 * np.log2(r["m"]) for r in rec])
-    fig.colorbar(sc, label="rho")
-    ax.set_xlabel("bound (no fitted term)"), ax.set_ylabel(f"validation {label}")
-    ax.set_title(f"Spearman {grid['spearman_bound_vs_measured']:.2f} (marker size: log M)")
-    return _img_tag(_png(fig), "bound vs measured")
+    what = "points" if label == "error %" else label
+    curves = {}
+    for name, runs in grid["curves"].items():
+        n = max(len(c) for c in runs)
+        padded = np.array([list(c) + [c[-1]] * (n - len(c)) for c in runs], dtype=float)
+        curves[f"{name} (mean of replays)"] = list(k * padded.mean(0))
+    return [f"<p>Recorded grid: {len(rec)} points; spread {k * grid['spread']:.2f} {what} "
+            f"= {grid['spread'] / max(grid['seed_noise'], 1e-12):.1f}x the seed noise "
+            f"({k * grid['seed_noise']:.2f}).</p>",
+            bound_scatter([r["bound"] for r in rec], [k * float(np.mean(r["val_error"])) for r in rec],
+                          [r["rho"] for r in rec], [r["m"] for r in rec], label,
+                          f"recorded grid: Spearman {grid['spearman_bound_vs_measured']:.2f} (marker size: log M)"),
+            best_so_far(curves, label, best=k * min(float(np.mean(r["val_error"])) for r in rec)),
+            table(grid["replay"], [("searcher", "searcher"), ("mean_trials", "mean trials to best"),
+                                   ("median_trials", "median"), ("fraction_of_grid", "share of grid"),
+                                   ("reached", "reached")])]
 
 
-def _curves(grid: dict) -> str:
-    k, label, _ = error_display(grid)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, curves in grid["curves"].items():
-        n = max(len(c) for c in curves)
-        padded = np.array([list(c) + [c[-1]] * (n - len(c)) for c in curves], dtype=float)
-        ax.plot(range(1, n + 1), k * padded.mean(0), label=name)
-    best = k * min(float(np.mean(r["val_error"])) for r in grid["recorded"])
-    ax.axhline(best, color="k", lw=0.8, ls=":", label="grid best")
-    ax.set_xlabel("trials"), ax.set_ylabel(f"best-so-far validation {label} (mean of replays)")
-    ax.legend(fontsize=7)
-    return _img_tag(_png(fig), "best so far per searcher")
+def _dims(t: dict) -> list[str]:
+    space = t.get("space") or {}
+    return [d for d in DIMS if d in space] or [d for d in DIMS if any(d in r for r in t["trials"])]
 
 
-def render_search(grid: dict | None, tunes: list[dict]) -> str:
-    parts = ["<h2>Choosing rho and M</h2>"]
+def _bound_of(t: dict, dims: list[str]) -> list[float | None]:
+    """Each trial's bound, from the search's {json key: bound} map (keys in `dims` order)."""
+    saved = {tuple(json.loads(key)): float(v) for key, v in (t.get("bound") or {}).items()}
+    out = []
+    for r in t["trials"]:
+        try:
+            out.append(saved.get(tuple(int(r[d]) if d == "m" else float(r[d]) for d in dims)))
+        except (KeyError, TypeError, ValueError):
+            out.append(None)
+    return out
+
+
+def _errors(t: dict) -> list[float | None]:
+    """Each trial's validation error in the searchers' units (None: no score, e.g. a failed trial)."""
+    metric = ((t.get("objective") or {}).get("metric")) or "val_acc"
+    to_error = mae_error if metric == "val_mae" else acc_error
+    out = []
+    for r in t["trials"]:
+        v = r.get(metric)
+        out.append(to_error(v) if isinstance(v, (int, float)) and math.isfinite(v) else None)
+    return out
+
+
+def _chosen(t: dict, dims: list[str], errors: list[float | None]) -> int | None:
+    """Index of the chosen trial: the best-scored trial with the chosen setting."""
+    ch = t.get("chosen") or {}
+    hits = [i for i, r in enumerate(t["trials"]) if ch and errors[i] is not None
+            and all(r.get(d) == ch.get(d) for d in dims if d in ch)]
+    return min(hits, key=lambda i: errors[i]) if hits else None
+
+
+def _values(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_values(x) for x in v) or "-"
+    return f"{v:.4g}" if isinstance(v, (int, float)) else html.escape(str(v))
+
+
+def _knobs(params) -> str:
+    """{'rho': 0.8, 'm': 20} -> 'rho 0.8, M 20'."""
+    if not isinstance(params, dict) or not params:
+        return html.escape(str(params or "none"))
+    return html.escape(", ".join(f"{KNOB_NAMES.get(k, k)} {_values(v)}" for k, v in params.items()))
+
+
+def _tune(t: dict, h: int) -> list[str]:
+    k, label, shown = error_display(t)
+    f, trials = t.get("final") or {}, t["trials"]
+    dims, errors = _dims(t), _errors(t)
+    bounds, pick = _bound_of(t, dims), _chosen(t, dims, errors)
+    finished = [e is not None and ("artifact" in r or "samples_seen" not in r) for r, e in zip(trials, errors)]
+    parts = [f"<h{h}>rayflow tune, {html.escape(t['searcher'])} searcher: {len(trials)} trials</h{h}>",
+             f"<p>chosen on validation data: {_knobs(t.get('chosen'))}; test {html.escape(shown)} "
+             f"(retrained on all labelled images): chosen {_values(f.get('chosen'))}, hand-set "
+             f"({_knobs(f.get('hand_set'))}) {_values(f.get('hand-set'))}, NOKD "
+             f"{_values(f.get('NOKD student'))}, BLKD {_values(f.get('BLKD student'))}</p>"]
+    pts = [i for i in range(len(trials)) if bounds[i] is not None and finished[i]]
+    if pts:
+        parts.append(bound_scatter([bounds[i] for i in pts], [k * errors[i] for i in pts],
+                                   [trials[i]["rho"] for i in pts], [trials[i]["m"] for i in pts], label,
+                                   f"{t['searcher']} search: {len(pts)} finished trials (marker size: log M)",
+                                   chosen=[i == pick for i in pts]))
+    elif any(finished):
+        why = t.get("bound_note") or "this search saved no bound for its trials"
+        parts.append(f"<p>Bound vs measured: not drawn ({html.escape(why)}).</p>")
+    if any(finished):
+        best, curve = math.inf, []
+        for e, done in zip(errors, finished):
+            best = min(best, e) if done else best
+            curve.append(k * best if math.isfinite(best) else math.nan)
+        xs = [i + 1 for i in range(len(trials)) if finished[i]]
+        parts.append(best_so_far({f"{t['searcher']} search": curve}, label,
+                                 points=(xs, [k * errors[i - 1] for i in xs])))
+    parts.append(_trials_table(t, dims, errors, bounds, finished, pick))
+    return parts
+
+
+def _trials_table(t: dict, dims: list[str], errors: list, bounds: list, finished: list, pick: int | None) -> str:
+    """One row per trial: its knobs, bound, validation score, and whether it finished / was chosen."""
+    k, label, _ = error_display(t)
+    regression = ((t.get("objective") or {}).get("metric")) == "val_mae"
+    score = f"val {label}" if regression else "val accuracy %"
+    rows = []
+    for i, r in enumerate(t["trials"]):
+        e = errors[i]
+        row = {"trial": i + 1, **{d: _values(r.get(d, "")) for d in dims},
+               "bound": "" if bounds[i] is None else f"{bounds[i]:.3f}",
+               "score": "" if e is None else f"{k * e:.4g}" if regression else f"{r['val_acc']:.2f}",
+               "status": "chosen" if i == pick else "finished" if finished[i] else
+               "no score" if e is None else "stopped early (ASHA)"}
+        rows.append(row)
+    cols = [("trial", "trial"), *[(d, KNOB_NAMES[d]) for d in dims]]
+    cols += [("bound", "bound")] if any(b is not None for b in bounds) else []
+    return table(rows, cols + [("score", score), ("status", "status")])
+
+
+def render_search(grid: dict | None, tunes: list[dict], level: int = 2) -> str:
+    """The section; `level`: its heading level (2 in search.html, 3 inside report.html's details)."""
+    parts = [f"<h{level}>Choosing rho and M</h{level}>"]
     if grid:
-        k, label, _ = error_display(grid)
-        what = "points" if label == "error %" else label
-        parts.append(f"<p>Recorded grid: {len(grid['recorded'])} points; spread {k * grid['spread']:.2f} {what} "
-                     f"= {grid['spread'] / max(grid['seed_noise'], 1e-12):.1f}x the seed noise "
-                     f"({k * grid['seed_noise']:.2f}).</p>")
-        parts += [_scatter(grid), _curves(grid),
-                  _table(grid["replay"], [("searcher", "searcher"), ("mean_trials", "mean trials to best"),
-                                          ("median_trials", "median"), ("fraction_of_grid", "share of grid"),
-                                          ("reached", "reached")])]
+        parts += _grid(grid)
     for t in tunes:
-        f = t.get("final") or {}
-        shown = html.escape(error_display(t)[2])
-        parts.append(f"<h3>rayflow tune, {html.escape(t['searcher'])} searcher: {len(t['trials'])} trials</h3>"
-                     f"<p>chosen on validation data: {html.escape(str(t.get('chosen')))}; test {shown} "
-                     f"(retrained on all labelled images): chosen {f.get('chosen')}, hand-set {f.get('hand-set')} "
-                     f"{html.escape(str(f.get('hand_set')))}, NOKD {f.get('NOKD student')}, "
-                     f"BLKD {f.get('BLKD student')}</p>")
+        parts += _tune(t, level + 1)
     return "\n".join(parts)

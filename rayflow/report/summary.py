@@ -12,6 +12,19 @@ def lower_is_better(metric: str) -> bool:
     return "mae" in metric
 
 
+def digits(metric: str) -> int:
+    """Decimals a metric is shown with: normalised [0, 1] errors need more than % or degrees."""
+    return 4 if metric == "test_mae" else 2
+
+
+def measure_name(metric: str) -> str:
+    """'Accuracy (%)', 'MAE (deg)', or the MAE of labels normalised to [0, 1] (no unit)."""
+    if metric == "test_acc":
+        return "Accuracy (%)"
+    unit = metric.removeprefix("test_mae").lstrip("_")
+    return f"MAE ({unit})" if unit else "MAE (labels normalised to [0, 1])"
+
+
 def _mean(rows: list[dict], model: str, metric: str) -> float | None:
     vals = [r[metric] for r in rows if r["model"] == model and metric in r]
     return sum(vals) / len(vals) if vals else None
@@ -84,12 +97,12 @@ def row(name: str, art, seed: int | None = None) -> dict:
 def format_results(results: dict) -> str:
     """The console table of a run's rows."""
     metric = results.get("metric", "test_acc")
-    digits = 4 if metric == "test_mae" else 2  # normalised [0, 1] errors need more digits than % or degrees
+    n = digits(metric)
     chosen = any("selected_step" in r for r in results["rows"])  # train.select=best_val: the step kept
     lines = [f"{'model':<40} {'seed':>4} {metric:>9} " + ("step(val) " if chosen else "") + f"{'wall s':>7} cached"]
     for r in results["rows"]:
         step = f"{r.get('selected_step', r.get('step', '')):>9} " if chosen else ""
-        lines.append(f"{r['model']:<40} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.{digits}f} {step}"
+        lines.append(f"{r['model']:<40} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.{n}f} {step}"
                      f"{r.get('wall_s', 0):>7.1f} {'yes' if r.get('reused') else 'no'}")
     if results.get("kd_table"):
         from rayflow.kd_table import format_table

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rayflow.report import summarize
+from rayflow.report.summary import digits, measure_name, summarize
 from rayflow.student.module import PROGRAM
 
 LATENCY_BATCHES = (1, 256)
@@ -46,16 +46,7 @@ def latency_ms(module: torch.nn.Module, c: int, size: int, reps: int = 3) -> dic
 
 
 def _fmt(v: float | None, metric: str) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4f}" if metric == "test_mae" else f"{v:.2f}"  # normalised [0, 1] errors need more digits
-
-
-def _measure(metric: str) -> str:
-    if metric == "test_acc":
-        return "Accuracy (%)"
-    unit = metric.removeprefix("test_mae").lstrip("_")
-    return f"MAE ({unit})" if unit else "MAE (labels normalised to [0, 1])"
+    return "-" if v is None else f"{v:.{digits(metric)}f}"
 
 
 def _header(name: str, contract: dict) -> list[str]:
@@ -72,7 +63,7 @@ def _header(name: str, contract: dict) -> list[str]:
 
 
 def _comparison(rows: list[dict], metric: str, student_label: str) -> list[str]:
-    lines = ["", f"## {_measure(metric)} on the test split (mean over seeds)", "", f"| model | {metric} | seeds |",
+    lines = ["", f"## {measure_name(metric)} on the test split (mean over seeds)", "", f"| model | {metric} | seeds |",
              "|---|---|---|"]
     for s in summarize(rows, metric)["summary"]:
         mark = " **(this student)**" if s["model"] == student_label else ""

@@ -111,9 +111,7 @@ def search_results(store: Any) -> tuple[dict | None, list[dict]]:
 
 def write_search_report(store: Any) -> str:
     """search.html from the grid.json and tune-<searcher>.json found in the store."""
+    from rayflow.report.figures import page
     from rayflow.report.search_html import render_search
 
-    page = ("<!doctype html><meta charset='utf-8'><title>rayflow search</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 8px}</style>"
-            + render_search(*search_results(store)))
-    return store.write_text("search.html", page)
+    return store.write_text("search.html", page("rayflow search", render_search(*search_results(store))))
