@@ -103,13 +103,14 @@ def test_manifold_quality_on_classes_pairs_equal_numbers_per_class():
 
     real = _images(600, 0)
     r_lab = np.repeat([0, 1, 2], 200)
-    fakes = torch.cat([real[:200], real[200:201].repeat(300, 1, 1, 1)])  # class 0 = the reals, class 1 one image
-    f_lab = torch.tensor([0] * 200 + [1] * 300)
-    out = manifold_quality(_Pixels(), fakes, f_lab, real.numpy(), r_lab, Classes(3))
-    assert out["manifold_n_per_class"] == [200, 200, 0]  # class 1: as many fakes as it has reals
+    # class 0 = its reals, class 1 one image again and again, class 2 fewer fakes than reals, class 3 no reals
+    fakes = torch.cat([real[:200], real[200:201].repeat(300, 1, 1, 1), _images(50, 1), _images(40, 2)])
+    f_lab = torch.tensor([0] * 200 + [1] * 300 + [2] * 50 + [3] * 40)
+    out = manifold_quality(_Pixels(), fakes, f_lab, real.numpy(), r_lab, Classes(4))
+    assert out["manifold_n_per_class"] == [200, 200, 50, 0]  # per class, the smaller side's count
     assert out["precision_per_class"][0] == out["recall_per_class"][0] == out["coverage_per_class"][0] == 1.0
     assert out["recall_per_class"][1] <= 0.1 and out["coverage_per_class"][1] <= 0.1
-    assert out["precision_per_class"][2] is None
+    assert out["precision_per_class"][2] is not None and out["precision_per_class"][3] is None
     json.dumps(out)  # results.json material
 
 
