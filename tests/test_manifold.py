@@ -204,3 +204,13 @@ def test_report_shows_the_manifold_metrics_and_the_nearest_grid(tmp_path):
     save_grid_png(np.zeros((4, 1, 4, 4), np.uint8), tmp_path / "nearest_real.png", nrow=2)
     shown = grids(types.SimpleNamespace(path=tmp_path, metrics=gan), {}, tmp_path, Classes(2))
     assert any("nearest real training image" in t and "among 7" in t for t in shown)
+
+
+def test_paired_strata_takes_as_many_reals_as_fakes_per_stratum():
+    from rayflow.gan.quality import paired_strata
+
+    f_strata, r_strata = np.repeat([0, 1, 2], [30, 10, 5]), np.repeat([0, 1, 3], [12, 40, 9])
+    fi, ri = paired_strata(f_strata, r_strata)
+    assert np.bincount(f_strata[fi], minlength=4).tolist() == [12, 10, 0, 0]
+    assert np.bincount(r_strata[ri], minlength=4).tolist() == [12, 10, 0, 0]
+    assert (paired_strata(f_strata, r_strata)[1] == ri).all()  # seeded
