@@ -160,30 +160,48 @@ def test_nearest_real_grid_shows_a_memorised_fake_over_itself(tmp_path):
             assert (top == below).all()
 
 
-def test_gan_stage_final_metrics_carry_the_manifold_metrics(tmp_path, digits):
+def _as_regression(splits):
+    """digits with a continuous label (class / 10 + jitter in [0, 1)) and no held-out split."""
+    from rayflow.data.imageset import ImageSet
+
+    def cont(s):
+        y = (s.labels + np.random.default_rng(0).uniform(0, 1, len(s))) / 10
+        return ImageSet(s.images, y.astype(np.float32), None)
+
+    return types.SimpleNamespace(train=cont(splits.train), test=cont(splits.test), heldout=None, num_classes=None)
+
+
+@pytest.mark.parametrize("task", ["classes", "continuous"])
+def test_gan_stage_final_metrics_carry_the_manifold_metrics(tmp_path, digits, task):
     """The GAN stage's `_final_quality` on an (untrained) tiny artifact and teacher, as build_gan
-    calls it: the metrics gain the four means and per-class lists, and nearest_real.png."""
+    calls it, for class and continuous labels alike: the metrics gain the four means and their
+    per-stratum lists, and nearest_real.png."""
     from rayflow.config import ModelConfig, load_config
     from rayflow.gan.artifact import save_generator
     from rayflow.gan.sampling import generator_spec, grid_labels
+    from rayflow.labels import space_of
     from rayflow.models import build_model
     from rayflow.models.io import save_model
     from rayflow.stages.gan import NEAREST_GRID, _final_quality, _manifold_text
 
+    splits = digits if task == "classes" else _as_regression(digits)
+    space = space_of(splits.num_classes)
     torch.manual_seed(0)
     cfg = load_config("rayflow/configs/tiny.yaml").gan
-    save_generator(tmp_path, generator_spec(cfg, digits.train)().eval(), cfg, digits.train)
+    save_generator(tmp_path, generator_spec(cfg, splits.train)().eval(), cfg, splits.train)
     tdir = tmp_path / "teacher"
     tdir.mkdir()
-    save_model(tdir, build_model("mlp", in_channels=1, image_size=16, num_outputs=10).state_dict(),
-               ModelConfig(name="mlp"), 1, 16, 10)
-    runner = types.SimpleNamespace(splits=digits)
-    q = _final_quality(runner, tmp_path, types.SimpleNamespace(path=tdir), grid_labels)
+    outs = space.num_outputs
+    save_model(tdir, build_model("mlp", in_channels=1, image_size=16, num_outputs=outs).state_dict(),
+               ModelConfig(name="mlp"), 1, 16, outs)
+    q = _final_quality(types.SimpleNamespace(splits=splits), tmp_path, types.SimpleNamespace(path=tdir), grid_labels)
     for k in ("precision", "recall", "density", "coverage"):
         assert isinstance(q[k], float) and len(q[f"{k}_per_class"]) == 10
     assert "fid_teacher_features" in q and len(q["label_consistency_per_class"]) == 10
-    assert q["manifold_n_per_class"] == np.bincount(digits.test.labels, minlength=10).tolist()  # no held-out: test
-    assert (tmp_path / NEAREST_GRID).is_file() and q["nearest_real_searched"] == len(digits.train)
+    # no held-out split: measured against the test images, as many per stratum as it has
+    want = np.minimum(np.bincount(space.strata_of(splits.test.labels), minlength=10), 200).tolist()
+    assert q["manifold_n_per_class"] == want
+    assert (tmp_path / NEAREST_GRID).is_file() and q["nearest_real_searched"] == len(splits.train)
     assert "precision / recall / density / coverage" in _manifold_text(q)
     json.dumps(q)
 
