@@ -92,6 +92,7 @@ def test_regression_gan_stage_runs_and_its_artifact_reloads(tmp_path):
     assert teacher["test_mae"] < 0.5 * 0.25  # predicting the mean of U[0, 1) scores 0.25
     metrics = json.loads((gan_dir / "metrics.json").read_text())
     assert "label_mae" in metrics and len(metrics["label_consistency_per_class"]) == 10
+    assert len(metrics["coverage_per_class"]) == 10 and (gan_dir / "nearest_real.png").is_file()  # per stratum
 
     from rayflow.gan import generate
     from rayflow.gan.artifact import arch_of, load_generator

@@ -31,10 +31,12 @@ def test_pipeline_writes_report_with_every_row(tiny_run):
     assert all(r["test_acc"] > 50 for r in results["rows"])  # every model learned digits (chance 10 %)
     on_disk = json.loads((out / "results.json").read_text())
     assert len(on_disk["ablation"]) == 5 and "label_consistency" in on_disk["gan"]
+    assert all(0 <= on_disk["gan"][k] <= 1 for k in ("precision", "recall", "coverage"))
     assert len(on_disk["gan"]["route_steps"]) == 10  # gan.select: per_class, one checkpoint per digit
     html = (out / "report.html").read_text()
     assert "Ablation" in html and "Headroom diagnostic" in html and html.count("<img") >= 4
     assert "checkpoint (gan.select: per_class)" in html
+    assert "coverage (mean over classes)" in html and "nearest real training image" in html
     full = results["synth"]["full"]  # the view cGAN-KD trains on: M per class, filtered, relabelled
     assert full["samples"] == 30 * 10 and all(k >= 30 for k in full["eligible_per_class"])
     assert full["label_consistency_final"] > full["label_consistency_orig"]  # relabelling by the teacher

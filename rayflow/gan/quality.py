@@ -4,7 +4,9 @@ No Inception network is available offline, so both metrics use the teacher train
 real data: label consistency = the teacher sees the condition (argmax equals the class, or a
 continuous prediction within half a stratum of the label); FID = Frechet
 distance between teacher embeddings (pre-head features) of real and generated images.
-Comparable across runs of this project, not with published FIDs.
+Comparable across runs of this project, not with published FIDs. The same features carry
+per-stratum precision / recall / density / coverage (`manifold_quality`, math in gan/manifold.py)
+and the nearest real training image of each fake (`nearest_real_grid`).
 """
 
 from __future__ import annotations
@@ -64,3 +66,67 @@ def gan_quality(teacher: torch.nn.Module, fake_u8: torch.Tensor, fake_labels: to
         _, real_feats = _embed(teacher, real_u8)
         out["fid_teacher_features"] = frechet_distance(real_feats, feats)
     return out
+
+
+def paired_strata(fake_strata: np.ndarray, real_strata: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fake, real) indices: within each stratum of the fakes, as many of each as the smaller side
+    has (seeded picks). Why equal numbers: precision and recall shift with the two sets' sizes."""
+    rng = np.random.default_rng(seed)
+    fi, ri = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in np.unique(fake_strata):
+        f, r = np.flatnonzero(fake_strata == c), np.flatnonzero(real_strata == c)
+        n = min(len(f), len(r))
+        fi.append(rng.permutation(f)[:n])
+        ri.append(rng.permutation(r)[:n])
+    return np.sort(np.concatenate(fi)), np.sort(np.concatenate(ri))
+
+
+def manifold_quality(teacher: torch.nn.Module, fake_u8: torch.Tensor, fake_labels: torch.Tensor,
+                     real_u8: np.ndarray, real_labels: np.ndarray, space) -> dict:
+    """Per-stratum precision / recall / density / coverage (k = 5) of the fakes against held-out
+    reals in teacher-feature space, their means over strata, and the number of samples per side
+    in each stratum (`manifold_n_per_class`)."""
+    from rayflow.gan.manifold import prdc_per_stratum
+    from rayflow.labels import as_space
+
+    space = as_space(space)
+    f_strata, r_strata = space.strata_of(fake_labels.numpy()), space.strata_of(real_labels)
+    fi, ri = paired_strata(f_strata, r_strata)
+    if len(fi):
+        f_feats, r_feats = _embed(teacher, fake_u8[fi])[1], _embed(teacher, torch.as_tensor(real_u8[ri]))[1]
+    else:  # no held-out real shares a stratum with the fakes: every value None
+        f_feats = r_feats = np.zeros((0, 1))
+    out = prdc_per_stratum(r_feats, r_strata[ri], f_feats, f_strata[fi], space.num_strata)
+    out["manifold_n_per_class"] = np.bincount(f_strata[fi], minlength=space.num_strata).tolist()
+    return out
+
+
+def nearest_real_grid(teacher: torch.nn.Module, fake_u8: torch.Tensor, fake_labels: torch.Tensor,
+                      train_u8: np.ndarray, space, path, per_stratum: int = 10, max_train: int = 20000) -> dict:
+    """A PNG: per stratum, a row of fakes over a row of each one's nearest real training image (in
+    teacher-feature space, what the student learns from), so a copy of a training image
+    (memorisation) or the same neighbour again and again (collapse) is visible at a glance.
+    Searches a seeded subset of `max_train` training images when there are more."""
+    from rayflow.gan.grid import save_grid_png
+    from rayflow.gan.manifold import nearest
+    from rayflow.labels import as_space
+
+    strata = as_space(space).strata_of(fake_labels.numpy())
+    rows = []
+    for c in np.unique(strata):  # evenly spread over the stratum (a continuous one: its label range)
+        idx = np.flatnonzero(strata == c)
+        rows.append(idx[np.unique(np.linspace(0, len(idx) - 1, min(per_stratum, len(idx))).round().astype(int))])
+    shown = np.concatenate(rows)
+    pool = np.sort(np.random.default_rng(0).permutation(len(train_u8))[:max_train])
+    _, f_feats = _embed(teacher, fake_u8[shown])
+    _, t_feats = _embed(teacher, torch.as_tensor(train_u8[pool]))
+    near = pool[nearest(f_feats, t_feats)]
+    fakes = fake_u8[shown].numpy()
+    width = max(len(r) for r in rows)
+    tiles, at = [], 0
+    for r in rows:  # fakes, then their neighbours; short rows padded black
+        pad = np.zeros((width - len(r), *fakes.shape[1:]), np.uint8)
+        tiles += [fakes[at:at + len(r)], pad, train_u8[near[at:at + len(r)]], pad]
+        at += len(r)
+    save_grid_png(np.concatenate(tiles), path, nrow=width)
+    return {"nearest_real_searched": int(len(pool))}

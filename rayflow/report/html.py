@@ -19,6 +19,15 @@ from rayflow.report.summary import digits
 MIN_CURVE_POINTS = 3  # fewer logged GAN points draw a flat segment, not a curve: a table says more
 
 
+MANIFOLD = ("precision", "recall", "density", "coverage")
+MANIFOLD_NOTE = ("<p>Precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020, "
+                 "k = 5), class by class in teacher-feature space, the same fresh samples against as many held-out "
+                 "reals: <i>precision</i> = share of fakes inside some real's 5-NN ball (fidelity), <i>density</i> "
+                 "the same counted per ball (≈ 1 when fakes are distributed like the reals), <i>recall</i> = share "
+                 "of reals inside some fake's ball, <i>coverage</i> = share of reals whose ball holds a fake "
+                 "(diversity). A collapsed class keeps precision and loses recall and coverage.</p>")
+
+
 def _curve_plot(curve: list[dict]) -> str:
     """The GAN's hinge losses and label consistency per logged step (a table when too few to plot)."""
     if not curve:
@@ -95,19 +104,25 @@ def _kd_table(results: dict, metric: str) -> str:
 
 
 def _gan(results: dict, gan: dict) -> str:
+    manifold = [k for k in MANIFOLD if gan.get(k) is not None]
     parts = ["<h3>cGAN</h3>" + table([gan], [("steps", "steps"), ("selected_step", "checkpoint used"),
              ("label_consistency", "label consistency % (the artifact's generator)"),
-             ("fid_teacher_features", "FID (teacher features, vs held-out)"), ("wall_s", "wall s")]),
+             ("fid_teacher_features", "FID (teacher features, vs held-out)"),
+             *[(k, f"{k} (mean over classes)") for k in manifold], ("wall_s", "wall s")]),
              "<p>Label consistency: how often the teacher's class is the generator's condition. This table "
              "measures the artifact's own generator (with <code>gan.select: per_class</code>, each class "
              "from its own checkpoint) on fresh samples; the training log's <i>step N: label consistency</i> "
              "lines and the curve below probe each checkpoint on other samples, so they differ by sampling "
              "noise (and by the routing). The log's <i>the artifact's generator</i> line gives both.</p>"]
+    if manifold:
+        parts.append(MANIFOLD_NOTE)
     per_class, routes = gan.get("label_consistency_per_class") or [], gan.get("route_steps") or []
     if per_class:
+        manifold = [k for k in MANIFOLD if len(gan.get(f"{k}_per_class") or []) == len(per_class)]
         rows = [{"class": _class_name(results, c), "label consistency %": v,
+                 **{k: gan[f"{k}_per_class"][c] for k in manifold if gan[f"{k}_per_class"][c] is not None},
                  **({"checkpoint": routes[c]} if c < len(routes) else {})} for c, v in enumerate(per_class)]
-        cols = [("class", "class"), ("label consistency %", "label consistency %")]
+        cols = [("class", "class"), ("label consistency %", "label consistency %"), *[(k, k) for k in manifold]]
         if routes:
             cols.append(("checkpoint", "checkpoint (gan.select: per_class)"))
         parts.append("<h4>Per class</h4>" + table(rows, cols))
