@@ -14,6 +14,7 @@ from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, f
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
+from rayflow.config_mix import FunctionMatchingConfig, MixConfig
 from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
 from rayflow.kd.config import KDConfig, KDMethodConfig, KDTableEntry  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
@@ -274,6 +275,17 @@ class StudentSpec(StageSpec):
         "(1 - fake.kd_weight) * task + fake.kd_weight * KD_T + sum_m weight_m * L_m; e.g. "
         "{method: crd, weight: 0.8} or a list of such entries. Empty: today's cGAN-KD loss. "
         "The baselines (NOKD, BLKD, oracle) and the ablation rows never read it"))
+    mix: MixConfig = Field(default_factory=MixConfig, description=(
+        "the mixing lever (default off): MixUp / CutMix within the cGAN-KD student's real + fake batches, "
+        "each mixed view labelled by the teacher online; read by the KD students (cGAN-KD, cGAN-KD + m) only"))
+
+    @model_serializer(mode="wrap")
+    def _keys_without_default_mix(self, handler):
+        """`mix` is dumped only when on: every key and config.yaml written before it existed stays valid."""
+        out = handler(self)
+        if out.get("mix", {}).get("kind", "none") == "none":
+            out.pop("mix", None)
+        return out
 
 
 class TuneConfig(_Strict):
@@ -344,6 +356,10 @@ class PipelineConfig(_Strict):
     # get their own, shorter schedule: compared at their peak, not past it.
     baseline_steps: int | None = Field(None, gt=0, description="steps of the NOKD and BLKD students "
                                        "(None: student.train.steps)")
+    function_matching: FunctionMatchingConfig = Field(default_factory=FunctionMatchingConfig, description=(
+        "the function-matching baseline (Beyer et al. 2022), a row of every table: the BLKD student on "
+        "mixed real images (MixUp / CutMix), the teacher labelling each mixed view online, with the cGAN-KD "
+        "student's steps, batch size and step selection (student.train)"))
     ablation: bool = Field(True, description="train the ablation's students (raw fakes, + cDR-RS, + filtering, "
                            "+ relabelling) beside cGAN-KD; false: cGAN-KD only, e.g. for a KD-method table run")
     kd_table: KDTableList = Field(default_factory=list, description=(

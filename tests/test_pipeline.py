@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rayflow.config import load_config
-from rayflow.pipeline import Pipeline
+from rayflow.pipeline import FM_ROW, Pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def tiny_run(tmp_path_factory):
 def test_pipeline_writes_report_with_every_row(tiny_run):
     out, _, results = tiny_run
     models = [r["model"] for r in results["rows"]]
-    for name in ("teacher", "NOKD student", "BLKD student", "perfect generator (oracle)",
+    for name in ("teacher", "NOKD student", "BLKD student", FM_ROW, "perfect generator (oracle)",
                  "fake, no processing (conditioning labels)", "+ cDR-RS subsampling", "+ filtering (rho-quantile)",
                  "+ relabelling by the teacher", "cGAN-KD: + KD term on soft labels"):
         assert name in models

@@ -265,7 +265,7 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
     """The chosen and the hand-set settings, each retrained on all labelled images and tested once
     per seed, beside NOKD and BLKD: test accuracy in %, or for a continuous label the test MAE in the
     labels' unit (`metric` names it; `measure` is how the CLI says it)."""
-    from rayflow.pipeline import Pipeline
+    from rayflow.pipeline import FM_ROW, Pipeline
     from rayflow.stages.runner import Runner
     from rayflow.tuning.objective import objective_of
 
@@ -283,6 +283,6 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
         arts = runner.artifacts([CGAN_KD.student(s) for s in cfg.seeds])
         out[label] = [obj.shown(a.metrics[obj.test_metric]) for a in arts]
     rows = Pipeline(cfg).baselines()
-    for name in ("NOKD student", "BLKD student", "perfect generator (oracle)"):
+    for name in ("NOKD student", "BLKD student", FM_ROW, "perfect generator (oracle)"):
         out[name] = [obj.shown(r[obj.test_metric]) for r in rows if r["model"] == name and obj.test_metric in r]
     return out
