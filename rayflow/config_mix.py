@@ -29,4 +29,5 @@ class MixConfig(_Strict):
 class FunctionMatchingConfig(MixConfig):
     """`function_matching`: the baseline mixes by default (MixUp or CutMix per batch)."""
 
-    kind: Literal["none", "mixup", "cutmix", "both"] = Field("both", description=MixConfig.model_fields["kind"].description)
+    kind: Literal["none", "mixup", "cutmix", "both"] = Field(
+        "both", description=MixConfig.model_fields["kind"].description)

@@ -144,3 +144,24 @@ def test_mix_off_is_the_plain_loop():
     train_steps(a, _source(), cfg, Task.of(3))
     train_steps(b, _source(), cfg, Task.of(3), mix=MixConfig())
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_regression_function_matching_trains_on_the_teachers_predictions():
+    """One code path for continuous labels: y is the teacher's predicted value on the mixed view."""
+    from rayflow.kd import KDConfig, build_criterion
+
+    task = Task.of(None)
+    rng = np.random.default_rng(0)
+    src = ArraySource(rng.integers(0, 256, (32, 1, 8, 8), dtype=np.uint8), rng.random(32).astype(np.float32), 8,
+                      label_dtype=task.label_dtype)
+    student, teacher = _Spy(), _Teacher(1)
+    student.lin[-1] = nn.Linear(64, 1)
+    seen_y = []
+    crit = build_criterion(KDConfig(alpha=0.5, temperature=4.0), task)
+    real_forward = crit.forward
+    crit.forward = lambda s, t, y, **kw: seen_y.append((t.clone(), y.clone())) or real_forward(s, t, y, **kw)
+    m = train_steps(student, src, TrainConfig(steps=2, batch_size=8, augment=[], amp=False), task,
+                    criterion=crit, teacher=teacher, mix=MixConfig(kind="mixup"))
+    assert np.isfinite(m["train_loss"]) and len(seen_y) == 2
+    for t, y in seen_y:
+        assert y.dtype == torch.float32 and torch.allclose(y, t[:, 0].clamp(0, 1))

@@ -31,6 +31,8 @@ def test_pipeline_writes_report_with_every_row(tiny_run):
     assert all(r["test_acc"] > 50 for r in results["rows"])  # every model learned digits (chance 10 %)
     on_disk = json.loads((out / "results.json").read_text())
     assert len(on_disk["ablation"]) == 5 and "label_consistency" in on_disk["gan"]
+    assert FM_ROW in {s["model"] for s in on_disk["summary"]}
+    assert FM_ROW not in {a["variant"] for a in on_disk["ablation"]}
     assert len(on_disk["gan"]["route_steps"]) == 10  # gan.select: per_class, one checkpoint per digit
     html = (out / "report.html").read_text()
     assert "Ablation" in html and "Headroom diagnostic" in html and html.count("<img") >= 4
