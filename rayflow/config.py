@@ -298,9 +298,12 @@ class TuneConfig(_Strict):
     m_per_class: tuple[int, int] = (50, 2000)
     real_fraction: tuple[float, float] | None = None
     kd_weight: tuple[float, float] | None = None
-    grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid: rho, M[, real "
-                                  "share][, KD weight] (3 each if not given); the grid searcher's points, the "
-                                  "bound's table, the other searchers' candidates")
+    mix_alpha: tuple[float, float] | None = Field(None, description=(
+        "range of the mixing lever's alpha (student.mix.alpha; needs student.mix.kind set), e.g. [0.2, 2]"))
+    grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid, by position: "
+                                  "rho, M, real share, KD weight, mix alpha (3 for a searched dimension not "
+                                  "given); the grid searcher's points, the bound's table, the other searchers' "
+                                  "candidates")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
                                                             "trials (the test set is never used to choose)")
     asha: bool = Field(True, description="stop weak trials early on samples seen (Ray executor)")
@@ -310,6 +313,14 @@ class TuneConfig(_Strict):
         "per class for (estimated from the pool before any trial) is left out of the search, and said so; "
         "None: synth.max_draws_per_class"))
     seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unset_mix_alpha(self, handler):
+        """`mix_alpha` is dumped only when set: a search's name (a digest of this section) stays what it was."""
+        out = handler(self)
+        if out.get("mix_alpha", 0) is None:
+            out.pop("mix_alpha")
+        return out
 
     @field_validator("rho")
     @classmethod
@@ -321,8 +332,9 @@ class TuneConfig(_Strict):
     @field_validator("grid")
     @classmethod
     def _grid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not 2 <= len(v) <= 4 or any(int(n) < 1 for n in v):
-            raise ValueError(f"must be 2 to 4 point counts >= 1 (rho, M[, real share][, KD weight]), got {list(v)}")
+        if not 2 <= len(v) <= 5 or any(int(n) < 1 for n in v):
+            raise ValueError(f"must be 2 to 5 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]), "
+                             f"got {list(v)}")
         return v
 
     @field_validator("m_per_class")
@@ -393,6 +405,14 @@ class PipelineConfig(_Strict):
             msg = str(e) if isinstance(e, KDConfigError) else e.errors()[0]["msg"].removeprefix("Value error, ")
             raise ValueError(f"student.kd: {msg} (the cGAN-KD student's Hinton term is fake.kd_weight="
                              f"{self.fake.kd_weight:g})") from None
+        return self
+
+    @model_validator(mode="after")
+    def _mix_knob(self) -> "PipelineConfig":
+        """tune.mix_alpha searches the mixing lever's alpha: without the lever it would change nothing."""
+        if self.tune.mix_alpha is not None and not self.student.mix.on:
+            raise ValueError("tune.mix_alpha searches student.mix.alpha, but the mixing lever is off: set "
+                             "student.mix.kind (mixup, cutmix or both)")
         return self
 
     @model_validator(mode="after")

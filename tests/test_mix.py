@@ -165,3 +165,25 @@ def test_regression_function_matching_trains_on_the_teachers_predictions():
     assert np.isfinite(m["train_loss"]) and len(seen_y) == 2
     for t, y in seen_y:
         assert y.dtype == torch.float32 and torch.allclose(y, t[:, 0].clamp(0, 1))
+
+
+def test_mix_alpha_is_a_tune_knob_of_the_mixing_lever():
+    """tune.mix_alpha: a search dimension that sets student.mix.alpha (re-keying the trial's student
+    only), refused while the lever is off, and absent from the tune section's dump when unset (a
+    search's name is a digest of that section)."""
+    from rayflow.ablation import CGAN_KD
+    from rayflow.config import ConfigError, load_config
+    from rayflow.stages.graph import node_key
+    from rayflow.tuning.search import space_of, with_params
+
+    cfg = load_config("rayflow/configs/tiny.yaml", ["student.mix.kind=both", "tune.mix_alpha=[0.2, 2]",
+                                                    "tune.grid=[1, 1, 1, 1, 3]"])
+    grid = space_of(cfg).grid(*cfg.tune.grid)
+    assert [c["mix_alpha"] for c in grid] == [0.2, 1.1, 2.0]
+    a, b = (with_params(cfg, c, validation=False) for c in grid[:2])
+    assert (a.student.mix.alpha, b.student.mix.alpha) == (0.2, 1.1) and a.student.mix.kind == "both"
+    assert node_key(a, CGAN_KD.student(0)) != node_key(b, CGAN_KD.student(0))
+    assert node_key(a, CGAN_KD.fake_set()) == node_key(b, CGAN_KD.fake_set())
+    with pytest.raises(ConfigError, match="mixing lever is off"):
+        load_config("rayflow/configs/tiny.yaml", ["tune.mix_alpha=[0.2, 2]"])
+    assert "mix_alpha" not in load_config("rayflow/configs/tiny.yaml").tune.model_dump()

@@ -26,7 +26,7 @@ log = logging.getLogger("rayflow")
 
 TRIAL_CPUS = 0.01  # a Tune trial's own resources (Ray refuses a zero-resource trial)
 KNOBS = {"rho": "filter.rho", "m": "synth.m_per_class", "real_fraction": "fake.real_fraction",
-         "kd_weight": "fake.kd_weight"}
+         "kd_weight": "fake.kd_weight", "mix_alpha": "student.mix.alpha"}
 
 
 def space_of(cfg: PipelineConfig):
@@ -34,7 +34,7 @@ def space_of(cfg: PipelineConfig):
 
     t = cfg.tune
     return SearchSpace(rho=tuple(t.rho), m=tuple(t.m_per_class), real_fraction=t.real_fraction,
-                       kd_weight=t.kd_weight)
+                       kd_weight=t.kd_weight, mix_alpha=t.mix_alpha)
 
 
 def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> PipelineConfig:
@@ -43,8 +43,11 @@ def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> Pipeline
     raw = cfg.model_dump(mode="json")
     for name, value in params.items():
         if name in KNOBS:
-            section, field = KNOBS[name].split(".")
-            raw[section][field] = value
+            *sections, field = KNOBS[name].split(".")
+            node = raw
+            for s in sections:
+                node = node.setdefault(s, {})  # student.mix: absent from the dump while off
+            node[field] = value
     raw["filter"]["enabled"] = True
     if validation:
         raw["data"]["val_fraction"] = cfg.tune.val_fraction
@@ -273,7 +276,8 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
         obj = objective_of(cfg, Runner(cfg).splits.num_classes)
 
     hand = {k: v for k, v in {"rho": cfg.filter.rho, "m": cfg.synth.m_per_class,
-                              "real_fraction": cfg.fake.real_fraction, "kd_weight": cfg.fake.kd_weight}.items()
+                              "real_fraction": cfg.fake.real_fraction, "kd_weight": cfg.fake.kd_weight,
+                              "mix_alpha": cfg.student.mix.alpha}.items()
             if k in chosen}
     out: dict[str, Any] = {"hand_set": hand, "chosen": chosen}
     if obj.regression:
