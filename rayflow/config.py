@@ -14,6 +14,7 @@ from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, f
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
+from rayflow.config_mix import FunctionMatchingConfig, MixConfig
 from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
 from rayflow.kd.config import KDConfig, KDMethodConfig, KDTableEntry  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
@@ -274,6 +275,17 @@ class StudentSpec(StageSpec):
         "(1 - fake.kd_weight) * task + fake.kd_weight * KD_T + sum_m weight_m * L_m; e.g. "
         "{method: crd, weight: 0.8} or a list of such entries. Empty: today's cGAN-KD loss. "
         "The baselines (NOKD, BLKD, oracle) and the ablation rows never read it"))
+    mix: MixConfig = Field(default_factory=MixConfig, description=(
+        "the mixing lever (default off): MixUp / CutMix within the cGAN-KD student's real + fake batches, "
+        "each mixed view labelled by the teacher online; read by the KD students (cGAN-KD, cGAN-KD + m) only"))
+
+    @model_serializer(mode="wrap")
+    def _keys_without_default_mix(self, handler):
+        """`mix` is dumped only when on: every key and config.yaml written before it existed stays valid."""
+        out = handler(self)
+        if out.get("mix", {}).get("kind", "none") == "none":
+            out.pop("mix", None)
+        return out
 
 
 class TuneConfig(_Strict):
@@ -286,9 +298,12 @@ class TuneConfig(_Strict):
     m_per_class: tuple[int, int] = (50, 2000)
     real_fraction: tuple[float, float] | None = None
     kd_weight: tuple[float, float] | None = None
-    grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid: rho, M[, real "
-                                  "share][, KD weight] (3 each if not given); the grid searcher's points, the "
-                                  "bound's table, the other searchers' candidates")
+    mix_alpha: tuple[float, float] | None = Field(None, description=(
+        "range of the mixing lever's alpha (student.mix.alpha; needs student.mix.kind set), e.g. [0.2, 2]"))
+    grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid, by position: "
+                                  "rho, M, real share, KD weight, mix alpha (3 for a searched dimension not "
+                                  "given); the grid searcher's points, the bound's table, the other searchers' "
+                                  "candidates")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
                                                             "trials (the test set is never used to choose)")
     asha: bool = Field(True, description="stop weak trials early on samples seen (Ray executor)")
@@ -298,6 +313,14 @@ class TuneConfig(_Strict):
         "per class for (estimated from the pool before any trial) is left out of the search, and said so; "
         "None: synth.max_draws_per_class"))
     seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unset_mix_alpha(self, handler):
+        """`mix_alpha` is dumped only when set: a search's name (a digest of this section) stays what it was."""
+        out = handler(self)
+        if out.get("mix_alpha", 0) is None:
+            out.pop("mix_alpha")
+        return out
 
     @field_validator("rho")
     @classmethod
@@ -309,8 +332,9 @@ class TuneConfig(_Strict):
     @field_validator("grid")
     @classmethod
     def _grid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not 2 <= len(v) <= 4 or any(int(n) < 1 for n in v):
-            raise ValueError(f"must be 2 to 4 point counts >= 1 (rho, M[, real share][, KD weight]), got {list(v)}")
+        if not 2 <= len(v) <= 5 or any(int(n) < 1 for n in v):
+            raise ValueError(f"must be 2 to 5 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]), "
+                             f"got {list(v)}")
         return v
 
     @field_validator("m_per_class")
@@ -344,6 +368,10 @@ class PipelineConfig(_Strict):
     # get their own, shorter schedule: compared at their peak, not past it.
     baseline_steps: int | None = Field(None, gt=0, description="steps of the NOKD and BLKD students "
                                        "(None: student.train.steps)")
+    function_matching: FunctionMatchingConfig = Field(default_factory=FunctionMatchingConfig, description=(
+        "the function-matching baseline (Beyer et al. 2022), a row of every table: the BLKD student on "
+        "mixed real images (MixUp / CutMix), the teacher labelling each mixed view online, with the cGAN-KD "
+        "student's steps, batch size and step selection (student.train)"))
     ablation: bool = Field(True, description="train the ablation's students (raw fakes, + cDR-RS, + filtering, "
                            "+ relabelling) beside cGAN-KD; false: cGAN-KD only, e.g. for a KD-method table run")
     kd_table: KDTableList = Field(default_factory=list, description=(
@@ -377,6 +405,14 @@ class PipelineConfig(_Strict):
             msg = str(e) if isinstance(e, KDConfigError) else e.errors()[0]["msg"].removeprefix("Value error, ")
             raise ValueError(f"student.kd: {msg} (the cGAN-KD student's Hinton term is fake.kd_weight="
                              f"{self.fake.kd_weight:g})") from None
+        return self
+
+    @model_validator(mode="after")
+    def _mix_knob(self) -> "PipelineConfig":
+        """tune.mix_alpha searches the mixing lever's alpha: without the lever it would change nothing."""
+        if self.tune.mix_alpha is not None and not self.student.mix.on:
+            raise ValueError("tune.mix_alpha searches student.mix.alpha, but the mixing lever is off: set "
+                             "student.mix.kind (mixup, cutmix or both)")
         return self
 
     @model_validator(mode="after")

@@ -87,7 +87,7 @@ def after_tune(cfg: PipelineConfig, out: dict) -> DistillResult:
 
 
 def knobs(params: dict) -> str:
-    names = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight"}
+    names = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight", "mix_alpha": "mix alpha"}
     return ", ".join(f"{names.get(k, k)} {v:g}" for k, v in params.items())
 
 
@@ -103,6 +103,8 @@ def settings_of(cfg: PipelineConfig, node: Node, chosen_by: str) -> dict:
         out["filter.rho"] = cfg.filter.rho
     out.update({"synth.m_per_class": cfg.synth.m_per_class, "fake.real_fraction": cfg.fake.real_fraction,
                 "fake.kd_weight": cfg.fake.kd_weight})
+    if s.mix.on:
+        out["student.mix"] = s.mix.model_dump()
     if s.model.kwargs:
         out["student.model.kwargs"] = dict(s.model.kwargs)
     return out

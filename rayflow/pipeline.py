@@ -20,7 +20,9 @@ from rayflow.stages.graph import Node
 
 log = logging.getLogger("rayflow")
 
-BASELINES = (("NOKD student", "nokd"), ("BLKD student", "blkd"), ("perfect generator (oracle)", "oracle"))
+FM_ROW = "function matching (FM) student"
+BASELINES = (("NOKD student", "nokd"), ("BLKD student", "blkd"), (FM_ROW, "fm"),
+             ("perfect generator (oracle)", "oracle"))
 
 
 class Pipeline:
@@ -101,8 +103,8 @@ class Pipeline:
         return self.runner.artifact(Node.of("nokd", seed=seed))
 
     def baselines(self) -> list[dict]:
-        """NOKD, BLKD and (with held-out images) the perfect generator for every seed, trained in
-        one executor run: their result rows."""
+        """NOKD, BLKD, function matching and (with held-out images) the perfect generator for every
+        seed, trained in one executor run: their result rows."""
         held = self.splits.heldout is not None
         plan = [(seed, label, Node.of(stage, seed=seed)) for seed in self.cfg.seeds for label, stage in BASELINES
                 if stage != "oracle" or held]
@@ -144,7 +146,7 @@ class Pipeline:
                 log.warning(notes[-1])
 
     def run(self) -> dict:
-        """teacher -> NOKD/BLKD/oracle -> cGAN -> DRE -> fake sets -> cGAN-KD students -> report."""
+        """teacher -> NOKD/BLKD/FM/oracle -> cGAN -> DRE -> fake sets -> cGAN-KD students -> report."""
         from rayflow.report.fakes import grids
         from rayflow.stages.synth import view_files
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from rayflow.pipeline import FM_ROW
 from test_predict import assert_matches_program, plain_torch_outputs
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ def distilled(tmp_path_factory):
 def _table(stdout: str) -> dict[str, float]:
     rows = {}
     for line in stdout.splitlines():
-        for name in ("teacher", "NOKD student", "BLKD student", STUDENT, "fake", "+ ", "perfect generator"):
+        for name in ("teacher", "NOKD student", "BLKD student", FM_ROW, STUDENT, "fake", "+ ", "perfect generator"):
             if line.startswith(name):
                 rows[line[:40].strip()] = float(line[40:].split()[-3])
     return rows
@@ -42,7 +43,7 @@ def _table(stdout: str) -> dict[str, float]:
 def test_distill_writes_one_student_beside_nokd_and_blkd(distilled):
     out, stdout = distilled
     rows = _table(stdout)
-    assert list(rows) == ["teacher", "NOKD student", "BLKD student", STUDENT], stdout  # no ablation, no oracle
+    assert list(rows) == ["teacher", "NOKD student", "BLKD student", FM_ROW, STUDENT], stdout  # no ablation, no oracle
     assert f"student: {out / 'student'}" in stdout
     student = out / "student"
     assert {p.name for p in student.iterdir()} == {"model.safetensors", "model.json", "model.pt2", "student.json",

@@ -39,7 +39,7 @@ def _candidates(path: str, v):
         return [v * 0.5 if v else 0.5, v + 0.01]
     if isinstance(v, str):
         return [v + "x", "cosine", "adam", "local", "best_fid", "last", "regression", "npz", "color", "nokd", "scratch", "random",
-                "hard", "sinusoidal"]
+                "hard", "sinusoidal", "mixup"]
     if isinstance(v, list):
         return [v + v[-1:] if v else [1], ["crop"], [0.5, 0.9], [v[0], v[-1] * 2] if v else [1]]
     if isinstance(v, dict):
@@ -86,7 +86,7 @@ def test_each_stage_key_hashes_exactly_what_it_reads(name, overrides):
     cfg = load_config("rayflow/configs/tiny.yaml", overrides)
     raw = cfg.model_dump(mode="json")
     variants = plan(cfg)
-    roots = [Node.of(s, seed=0) for s in ("nokd", "blkd", "oracle")] + [v.student(0) for v in variants] + \
+    roots = [Node.of(s, seed=0) for s in ("nokd", "blkd", "fm", "oracle")] + [v.student(0) for v in variants] + \
         [n for _, _, n in kd_table.nodes(cfg, next(v for v in variants if v.kd))]
     nodes = [n for n, _ in describe(cfg, roots)]
     assert {n.stage for n in nodes} == set(REGISTRY) - ({"dre_features"} if cfg.dre.feature_net.name == "teacher"
@@ -135,7 +135,7 @@ def test_kd_rows_add_nodes_without_rekeying_the_others():
     table = {label: n for _, label, n in kd_table.nodes(base, cgan)}
     assert set(table) == {"at", "cGAN-KD + at", "crd", "cGAN-KD + crd"}  # blkd's rows are BLKD and cGAN-KD
     assert table["at"] == Node.of("blkd", seed=0, method="at") and dict(table["cGAN-KD + at"].params)["method"] == "at"
-    others = [Node.of(s, seed=0) for s in ("nokd", "blkd", "oracle")] + [v.student(0) for v in variants]
+    others = [Node.of(s, seed=0) for s in ("nokd", "blkd", "fm", "oracle")] + [v.student(0) for v in variants]
     for n in others:
         assert node_key(base, n) == node_key(at, n), n
         assert (node_key(base, n) != node_key(kd, n)) == (n == cgan.student(0)), n
@@ -162,3 +162,27 @@ def test_unknown_stage_is_named():
     with pytest.raises(KeyError, match="unknown stage 'nope'"):
         node_key(load_config(None), Node.of("nope"))
     assert "mlp" in list_models()
+
+
+# the keys of tiny's nodes before the function-matching baseline and the mixing lever existed
+# (`rayflow graph --config tiny`): a default-valued new field must not re-key any of them
+PINNED = {Node.of("teacher"): "84db50183d11", Node.of("nokd", seed=0): "604bb4d62ce6",
+          Node.of("blkd", seed=0): "19b3ca64100f", Node.of("oracle", seed=0): "6dab20bf89c5",
+          Node.of("gan"): "61fd0b5e79e7", CGAN_KD.student(0): "38e3856a48dd", ABLATION[0].student(0): "e5f7457e4ea2"}
+
+
+def test_function_matching_and_mixing_lever_keep_existing_keys():
+    """fm is a new node (keyed by function_matching); student.mix, off by default, is hashed only
+    when on, and then re-keys the KD students alone."""
+    cfg = load_config("rayflow/configs/tiny.yaml")
+    assert {n: node_key(cfg, n) for n in PINNED} == PINNED
+    fm = Node.of("fm", seed=0)
+    assert node_inputs(cfg, fm) == {"teacher": Node.of("teacher")}
+    alpha = load_config("rayflow/configs/tiny.yaml", ["function_matching.alpha=0.4"])
+    assert node_key(alpha, fm) != node_key(cfg, fm)
+    assert all(node_key(alpha, n) == k for n, k in PINNED.items())
+    lever = load_config("rayflow/configs/tiny.yaml", ["student.mix={kind: both, alpha: 0.5}"])
+    changed = {n for n, k in PINNED.items() if node_key(lever, n) != k}
+    assert changed == {CGAN_KD.student(0)}
+    assert node_key(lever, fm) == node_key(cfg, fm)
+    assert "mix" not in cfg.student.model_dump() and lever.student.model_dump()["mix"]["kind"] == "both"

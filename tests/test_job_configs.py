@@ -40,7 +40,7 @@ def test_regression_tiny_runs_the_whole_pipeline(tmp_path):
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["metric"] == "test_mae_deg"
     rows = {r["model"]: r["test_mae_deg"] for r in res["rows"]}
-    assert {"teacher", "NOKD student", "BLKD student", "perfect generator (oracle)",
+    assert {"teacher", "NOKD student", "BLKD student", "function matching (FM) student", "perfect generator (oracle)",
             "cGAN-KD: + KD term on soft labels"} <= set(rows), rows
     assert all(math.isfinite(v) for v in rows.values()), rows
     # predicting the mean angle of [0, 90) degrees has an MAE of 22.5: the teacher learned the angle

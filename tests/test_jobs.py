@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 ROOT = Path(__file__).resolve().parents[1]
 SUBMITTED = re.compile(r"Job '([\w-]+)' submitted successfully")
 # the pipeline's artifacts the search's final retrain and comparison reuse
-REUSED = ("teacher", "gan", "dre_features", "dre", "pool", "nokd", "blkd", "oracle")
+REUSED = ("teacher", "gan", "dre_features", "dre", "pool", "nokd", "blkd", "fm", "oracle")
 # Ray's warnings that come with a traceback and are harmless: Train's controller gives its autoscaling
 # coordinator actor a fixed 5 s to answer, which an overloaded 2-core machine can miss ("safe to ignore");
 # a trial that ASHA stops takes its Train workers down with it, and Ray's worker-group teardown then logs
@@ -104,7 +104,7 @@ def test_the_tiny_pipeline_as_a_job(pipeline_job):
         assert not row["reused"] and 0 < row["test_acc"] <= 100
         assert Path(row["artifact"], "_COMMITTED").is_file() and Path(row["artifact"]).is_relative_to(out)
     assert models["teacher"]["test_acc"] > 80
-    for stage in ("teacher", "gan", "dre", "pool", "nokd", "blkd", "oracle", "cgankd"):
+    for stage in ("teacher", "gan", "dre", "pool", "nokd", "blkd", "fm", "oracle", "cgankd"):
         assert committed(out, stage), stage
     assert list((out / "artifacts" / "teacher").glob("teacher-*/model.safetensors"))
     assert list((out / "artifacts" / "gan").glob("gan-*/g_ema.safetensors"))

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rayflow.config import load_config
-from rayflow.pipeline import Pipeline
+from rayflow.pipeline import FM_ROW, Pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def tiny_run(tmp_path_factory):
 def test_pipeline_writes_report_with_every_row(tiny_run):
     out, _, results = tiny_run
     models = [r["model"] for r in results["rows"]]
-    for name in ("teacher", "NOKD student", "BLKD student", "perfect generator (oracle)",
+    for name in ("teacher", "NOKD student", "BLKD student", FM_ROW, "perfect generator (oracle)",
                  "fake, no processing (conditioning labels)", "+ cDR-RS subsampling", "+ filtering (rho-quantile)",
                  "+ relabelling by the teacher", "cGAN-KD: + KD term on soft labels"):
         assert name in models
@@ -32,6 +32,8 @@ def test_pipeline_writes_report_with_every_row(tiny_run):
     on_disk = json.loads((out / "results.json").read_text())
     assert len(on_disk["ablation"]) == 5 and "label_consistency" in on_disk["gan"]
     assert all(0 <= on_disk["gan"][k] <= 1 for k in ("precision", "recall", "coverage"))
+    assert FM_ROW in {s["model"] for s in on_disk["summary"]}
+    assert FM_ROW not in {a["variant"] for a in on_disk["ablation"]}
     assert len(on_disk["gan"]["route_steps"]) == 10  # gan.select: per_class, one checkpoint per digit
     html = (out / "report.html").read_text()
     assert "Ablation" in html and "Headroom diagnostic" in html and html.count("<img") >= 4

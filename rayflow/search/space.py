@@ -5,7 +5,8 @@ Dimensions (fixed order, which is also the order of a config *key*):
 * ``rho``           filtering quantile ρ ∈ (0, 1], linear scale;
 * ``m``             fake samples per class M ≥ 1, integer, log scale;
 * ``real_fraction`` share of real images per batch, (0, 1], linear (optional);
-* ``kd_weight``     weight of the distillation loss, [0, 1], linear (optional).
+* ``kd_weight``     weight of the distillation loss, [0, 1], linear (optional);
+* ``mix_alpha``     α of the mixing lever's λ ~ Beta(α, α), > 0, linear (optional; ``student.mix`` on).
 
 Each dimension is a range ``(lo, hi)``; :meth:`SearchSpace.from_grids` builds one from explicit
 value lists (the range is then their min/max and :meth:`SearchSpace.grid` returns exactly them).
@@ -24,15 +25,16 @@ import numpy as np
 
 __all__ = ["DIMS", "SearchSpace", "as_rng"]
 
-DIMS: tuple[str, ...] = ("rho", "m", "real_fraction", "kd_weight")
+DIMS: tuple[str, ...] = ("rho", "m", "real_fraction", "kd_weight", "mix_alpha")
 # Allowed closed/open domain of every dimension: (lo, lo_open, hi, hi_open).
 _DOMAIN = {
     "rho": (0.0, True, 1.0, False),
     "m": (1, False, math.inf, True),
     "real_fraction": (0.0, True, 1.0, False),
     "kd_weight": (0.0, False, 1.0, False),
+    "mix_alpha": (0.0, True, math.inf, True),
 }
-_DEFAULT_N = {"rho": 10, "m": 8, "real_fraction": 3, "kd_weight": 3}
+_DEFAULT_N = {"rho": 10, "m": 8, "real_fraction": 3, "kd_weight": 3, "mix_alpha": 3}
 
 
 def as_rng(rng: Any) -> np.random.Generator:
@@ -73,7 +75,7 @@ def _check_range(name: str, rng: Any) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Ranges of ρ, M and optionally ``real_fraction`` / ``kd_weight``; see the module docstring.
+    """Ranges of ρ, M and optionally ``real_fraction`` / ``kd_weight`` / ``mix_alpha``; see the module docstring.
 
     ``grids`` (optional) maps a dimension to explicit values, used by :meth:`grid` instead of an
     even (ρ, real_fraction, kd_weight) or geometric (M) spacing. Raises ValueError on a bad range.
@@ -83,6 +85,7 @@ class SearchSpace:
     m: tuple[int, int] = (1000, 100_000)
     real_fraction: tuple[float, float] | None = None
     kd_weight: tuple[float, float] | None = None
+    mix_alpha: tuple[float, float] | None = None
     grids: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -206,9 +209,11 @@ class SearchSpace:
         n_m: int | None = None,
         n_real_fraction: int | None = None,
         n_kd_weight: int | None = None,
+        n_mix_alpha: int | None = None,
     ) -> list[dict]:
         """Cartesian grid as a list of config dicts (ρ-major order); explicit grids override the counts."""
-        counts = {"rho": n_rho, "m": n_m, "real_fraction": n_real_fraction, "kd_weight": n_kd_weight}
+        counts = {"rho": n_rho, "m": n_m, "real_fraction": n_real_fraction, "kd_weight": n_kd_weight,
+                  "mix_alpha": n_mix_alpha}
         axes = [self.values(d, counts[d]) for d in self.dims]
         mesh = np.array(np.meshgrid(*[np.arange(len(a)) for a in axes], indexing="ij")).reshape(len(axes), -1).T
         return [self.from_key([axes[j][i] for j, i in enumerate(row)]) for row in mesh]

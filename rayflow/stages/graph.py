@@ -104,14 +104,18 @@ def view(cfg: PipelineConfig, node: Node) -> View:
 
 def _student_reads(reads: dict[str, Any]) -> dict[str, Any]:
     """Key compatibility: before `student.kd` existed the students read `student` whole, so their
-    `student.model` + `student.train` hash as that one value again (and `student.kd` inside it,
-    only when set): every student trained before keeps its key and its cached artifact."""
+    `student.model` + `student.train` hash as that one value again (and `student.kd` and
+    `student.mix` inside it, only when set / on): every student trained before keeps its key and
+    its cached artifact."""
     if "student.model" not in reads or "student.train" not in reads:
         return reads
-    out = {p: v for p, v in reads.items() if p not in ("student.model", "student.train", "student.kd")}
+    out = {p: v for p, v in reads.items()
+           if p not in ("student.model", "student.train", "student.kd", "student.mix")}
     out["student"] = {"model": reads["student.model"], "train": reads["student.train"]}
     if reads.get("student.kd"):
         out["student"]["kd"] = reads["student.kd"]
+    if reads.get("student.mix", {}).get("kind", "none") != "none":
+        out["student"]["mix"] = reads["student.mix"]
     return out
 
 

@@ -1,5 +1,5 @@
-"""Supervised model stages (teacher, NOKD, BLKD, perfect generator, DRE features, cGAN-KD
-students): each declares what it reads and consumes; the runner trains the missing ones of a
+"""Supervised model stages (teacher, NOKD, BLKD, function matching, perfect generator, DRE
+features, cGAN-KD students): each declares what it reads and consumes; the runner trains the missing ones of a
 pipeline step together in one executor run (`train/batched.py`).
 
 KD methods (rayflow.kd): the cGAN-KD student (cgankd, kd=True) adds `student.kd`; a node with a
@@ -108,6 +108,8 @@ def _job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, A
         return {**online_teacher(inputs["teacher"]), "kd_alpha": 0.0, "kd_methods": kd_methods_of(node, v)}, None
     if node.stage == "blkd":
         return _kd_fields(runner, v, inputs["teacher"]), None
+    if node.stage == "fm":  # BLKD's loss and teacher, on mixed views the teacher labels online
+        return {**_kd_fields(runner, v, inputs["teacher"]), "mix": v["function_matching"]}, None
     if node.stage == "oracle":
         from rayflow.train.job import FakeData
 
@@ -129,6 +131,8 @@ def _job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, A
             methods = kd_methods_of(node, v)
             if methods:  # ... unless KD methods want the teacher's features (and its weights online)
                 out.update(kd_methods=methods, **online_teacher(inputs["teacher"]))
+            if v["student.mix"].on:  # ... or the mixing lever wants each mixed view labelled online
+                out.update(mix=v["student.mix"], **online_teacher(inputs["teacher"]))
         return out, fake_spec(runner, inputs["fake"], v, orig_labels=p["orig_labels"], use_logits=p["kd"])
     return {}, None
 
@@ -155,6 +159,11 @@ def _blkd_reads(p: dict) -> tuple[str, ...]:
 register(StageDef("blkd", reads=_blkd_reads, inputs=_teacher, kind="train",
                   doc="plain KD (Hinton) with the online teacher: the bar to clear; with method=m, the "
                       "student distilled by KD method m alone (a kd_table row)"))
+register(StageDef("fm", reads=lambda p: (*SPEC_READS, "teacher.model", "fake.kd_weight", "fake.temperature",
+                                         "function_matching"),
+                  inputs=_teacher, kind="train",
+                  doc="function matching (Beyer et al. 2022), the strong KD baseline: BLKD on MixUp / CutMix of the "
+                      "real images, each mixed view labelled by the online teacher; the cGAN-KD student's schedule"))
 register(StageDef("oracle", reads=lambda p: (*SPEC_READS, "teacher.model", "fake.real_fraction", "fake.kd_weight",
                                              "fake.temperature"),
                   inputs=_teacher, kind="train",
@@ -168,6 +177,8 @@ def _cgankd_reads(p: dict) -> tuple[str, ...]:
     if p["kd"]:
         kd = ("fake.kd_weight", "fake.temperature",
               table_path(p["method"]) if p.get("method") else "student.kd")
+        if p.get("method") != takd.TAKD:  # the mixing lever (hashed only when on: graph._student_reads)
+            kd += ("student.mix",)
     return (*SPEC_READS, "fake.real_fraction", "fake.init") + kd
 
 

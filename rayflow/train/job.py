@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from rayflow.config import ModelConfig, TrainConfig
+from rayflow.config_mix import MixConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.models import build_model
 from rayflow.progress import Progress
@@ -46,6 +47,7 @@ class SupervisedJob:
     kd_methods: list[Any] = field(default_factory=list)  # rayflow.kd method configs added to the loss
     fake: FakeData | None = None
     real_logits: np.ndarray | None = None  # teacher logits on the real train images (no-aug KD)
+    mix: MixConfig | None = None  # MixUp/CutMix every batch, labelled by the online teacher (train/mix.py)
     log_every: int = 100
     checkpoint_every: int = 0  # a resume point every N steps (results do not depend on it)
 
@@ -118,14 +120,15 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
     state the reporter gets holds the criterion's state ("criterion") when the loss has any."""
     torch.manual_seed(job.train_cfg.seed * 1000 + rank)
     teacher = None
-    if (job.kd_alpha > 0 or job.kd_methods) and job.teacher is not None:
+    mixing = job.mix is not None and job.mix.on
+    if (job.kd_alpha > 0 or job.kd_methods or mixing) and job.teacher is not None:
         teacher = job.build(job.teacher)
         teacher.load_state_dict(job.teacher_state)
         teacher.to(device).eval()
     num_fake = len(job.fake.images) if job.fake is not None else int(getattr(fake_source, "num_rows", 0) or 0)
     criterion = build_job_criterion(job, model, teacher, num_fake)
     if teacher is not None and not (criterion is not None and criterion.needs_teacher_features) \
-            and not job.train_cfg.augment and job.real_logits is None:
+            and not job.train_cfg.augment and job.real_logits is None and not mixing:
         # un-augmented reals always look the same: one teacher pass instead of one per step
         job.real_logits = predict(teacher, job.train.images, device=device).numpy()
     task = job.task
@@ -146,4 +149,4 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
                        evaluate_fn=evaluate_fn, validate_fn=validate_fn if has_val else None,
                        reporter=reporter, start_state=start_state, log_every=job.log_every,
                        is_main=rank == 0, rank=rank, checkpoint_every=job.checkpoint_every, progress=progress,
-                       name=progress.name if progress is not None else "")
+                       name=progress.name if progress is not None else "", mix=job.mix)

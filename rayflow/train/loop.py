@@ -20,11 +20,14 @@ import torch
 import torch.nn as nn
 
 from rayflow.config import TrainConfig
+from rayflow.config_mix import MixConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.data.transforms import to_float
+from rayflow.labels import as_space
 from rayflow.progress import Progress
 from rayflow.seeding import reseed_torch
 from rayflow.train.diverged import check_loss
+from rayflow.train.mix import mix_batch, mix_rng
 from rayflow.train.sources import Batch, BatchSource
 from rayflow.train.select import BestOnVal
 from rayflow.train.tasks import Task
@@ -154,7 +157,7 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
                 validate_fn: Callable[[nn.Module], dict] | None = None,
                 reporter: Reporter | None = None, start_state: dict | None = None,
                 log_every: int = 100, is_main: bool = True, rank: int = 0, checkpoint_every: int = 0,
-                progress: Progress | None = None, name: str = "") -> dict:
+                progress: Progress | None = None, name: str = "", mix: MixConfig | None = None) -> dict:
     """Runs cfg.steps optimizer steps; returns the final metrics (train loss, speed, eval metrics).
     A NaN/inf loss raises LossNotFinite naming `name` (the stage) and the step, at once.
 
@@ -167,6 +170,7 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
     KD methods the metrics carry each unweighted term's mean as `loss_<term>`.
     With `cfg.select == "best_val"` every evaluation scores `validate_fn` (validation only), the run
     ends with the best-scoring weights (rayflow/train/select.py) and `evaluate_fn` runs once, on them.
+    `mix` (on): every batch is mixed and labelled by `teacher` on the mixed view (train/mix.py).
     """
     device = torch.device(device)
     world = int(torch.distributed.get_world_size()) if torch.distributed.is_available() and \
@@ -186,6 +190,11 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
             source.skip(step)
     if teacher is not None:
         teacher.to(device).eval()
+    mixing = mix is not None and mix.on
+    if mixing and teacher is None:
+        raise ValueError(f"{name or 'training'}: mixing ({mix.kind}) labels each mixed view by the teacher online, "
+                         "but the job has no teacher")
+    space = as_space(task.num_classes)
     has_state = criterion is not None and bool(criterion.state_dict())
     log_terms = criterion is not None and len(criterion.methods) > 0
     terms: dict[str, float] = {}
@@ -202,6 +211,8 @@ def train_steps(model: nn.Module, source: BatchSource, cfg: TrainConfig, task: T
         b = source.next_batch()
         b = Batch({k: v.to(device, non_blocking=True) for k, v in b.items()})
         with autocast(cfg, device):
+            if mixing:
+                b = mix_batch(b, teacher, space, mix, mix_rng(cfg.seed, rank, step))
             loss = _step_loss(model, b, task, criterion, teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -26,7 +26,7 @@ log = logging.getLogger("rayflow")
 
 TRIAL_CPUS = 0.01  # a Tune trial's own resources (Ray refuses a zero-resource trial)
 KNOBS = {"rho": "filter.rho", "m": "synth.m_per_class", "real_fraction": "fake.real_fraction",
-         "kd_weight": "fake.kd_weight"}
+         "kd_weight": "fake.kd_weight", "mix_alpha": "student.mix.alpha"}
 
 
 def space_of(cfg: PipelineConfig):
@@ -34,7 +34,7 @@ def space_of(cfg: PipelineConfig):
 
     t = cfg.tune
     return SearchSpace(rho=tuple(t.rho), m=tuple(t.m_per_class), real_fraction=t.real_fraction,
-                       kd_weight=t.kd_weight)
+                       kd_weight=t.kd_weight, mix_alpha=t.mix_alpha)
 
 
 def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> PipelineConfig:
@@ -43,8 +43,11 @@ def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> Pipeline
     raw = cfg.model_dump(mode="json")
     for name, value in params.items():
         if name in KNOBS:
-            section, field = KNOBS[name].split(".")
-            raw[section][field] = value
+            *sections, field = KNOBS[name].split(".")
+            node = raw
+            for s in sections:
+                node = node.setdefault(s, {})  # student.mix: absent from the dump while off
+            node[field] = value
     raw["filter"]["enabled"] = True
     if validation:
         raw["data"]["val_fraction"] = cfg.tune.val_fraction
@@ -283,7 +286,7 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
     """The chosen and the hand-set settings, each retrained on all labelled images and tested once
     per seed, beside NOKD and BLKD: test accuracy in %, or for a continuous label the test MAE in the
     labels' unit (`metric` names it; `measure` is how the CLI says it)."""
-    from rayflow.pipeline import Pipeline
+    from rayflow.pipeline import FM_ROW, Pipeline
     from rayflow.stages.runner import Runner
     from rayflow.tuning.objective import objective_of
 
@@ -291,7 +294,8 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
         obj = objective_of(cfg, Runner(cfg).splits.num_classes)
 
     hand = {k: v for k, v in {"rho": cfg.filter.rho, "m": cfg.synth.m_per_class,
-                              "real_fraction": cfg.fake.real_fraction, "kd_weight": cfg.fake.kd_weight}.items()
+                              "real_fraction": cfg.fake.real_fraction, "kd_weight": cfg.fake.kd_weight,
+                              "mix_alpha": cfg.student.mix.alpha}.items()
             if k in chosen}
     out: dict[str, Any] = {"hand_set": hand, "chosen": chosen}
     if obj.regression:
@@ -301,6 +305,6 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
         arts = runner.artifacts([CGAN_KD.student(s) for s in cfg.seeds])
         out[label] = [obj.shown(a.metrics[obj.test_metric]) for a in arts]
     rows = Pipeline(cfg).baselines()
-    for name in ("NOKD student", "BLKD student", "perfect generator (oracle)"):
+    for name in ("NOKD student", "BLKD student", FM_ROW, "perfect generator (oracle)"):
         out[name] = [obj.shown(r[obj.test_metric]) for r in rows if r["model"] == name and obj.test_metric in r]
     return out
