@@ -120,6 +120,7 @@ def test_s3_folder_problems_are_one_data_error(tmp_path, s3_location, case, matc
         load_folder(s3_location + ("/nope" if case == "missing" else ""), None, SIZE)
 
 
+@pytest.mark.slow
 def test_tiny_pipeline_reads_s3_folder_like_its_local_copy(tmp_path, s3_location):  # noqa: F811
     """The acceptance test of issue 28: data.path on S3 gives the metrics of the local copy."""
     from rayflow.pipeline import Pipeline
@@ -143,13 +144,18 @@ def test_tiny_pipeline_reads_s3_folder_like_its_local_copy(tmp_path, s3_location
 
 
 @pytest.mark.slow
-def test_ray_data_decodes_an_s3_folder_like_the_local_executor(tmp_path, s3_location, ray_session):  # noqa: F811
+def test_ray_data_decodes_an_s3_folder_like_the_local_executor(tmp_path, s3_location, ray_session,  # noqa: F811
+                                                                monkeypatch, decodes):
     """Ray Data actors read the objects through the listing's filesystem (pickled with the step), so
     they need no AWS settings of their own."""
     from rayflow.config import RuntimeConfig
+    from rayflow.data import folder
     from rayflow.executors import get_executor
+
+    monkeypatch.setattr(folder, "IN_PROCESS_BELOW", 0)  # a small folder would decode in process
 
     root = digit_folder(tmp_path / "pics", per_class=5)
     local, _ = load_folder(str(root), None, SIZE)
     on_ray, _ = load_folder(upload(root, s3_location), None, SIZE, get_executor(RuntimeConfig(executor="ray")))
+    assert len(decodes) == 15  # the local read's: the S3 copy was decoded by Ray actors
     assert isinstance(on_ray.images, np.memmap) and np.array_equal(local.images, on_ray.images)

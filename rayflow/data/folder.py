@@ -31,6 +31,7 @@ log = logging.getLogger("rayflow")
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 CACHE_VERSION = 1  # bump when the cache's layout changes
 MARKER = "_COMMITTED"
+IN_PROCESS_BELOW = 2048  # pictures: fewer decode in process in less time than Ray Data takes to start actors
 
 
 @dataclass
@@ -130,9 +131,9 @@ def _build(listing: Listing, size: int | None, d: Path, executor) -> None:
     `d`/images.npy; the marker last."""
     from rayflow.executors import LocalExecutor, PoolSpec, StepSpec
 
-    ex = executor or LocalExecutor()
+    ex = executor if executor is not None and len(listing) >= IN_PROCESS_BELOW else LocalExecutor()
     items = image_steps.shards(len(listing))
-    pool = PoolSpec(max_actors=min(8, len(items)), cpus_per_actor=0.5)
+    pool = PoolSpec(max_actors=min(8, len(items)), cpus_per_actor=0.5, threads_per_actor=image_steps.THREADS)
     base = {"fs": listing.fs, "paths": listing.paths, "names": listing.names}
 
     def run(cls, **kw):
