@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-IN_MEMORY_BYTES = 256 << 20  # subsets up to this size are plain arrays
-CHUNK_ROWS = 4096
+IN_MEMORY_BYTES = 64 << 20  # subsets up to this size are plain arrays
+CHUNK_BYTES = 16 << 20  # rows copied at a time: bounded in bytes, whatever the picture size
 
 
 def take(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -29,8 +29,9 @@ def take(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
     d = cache_tmp_dir("subset")
     path = d / "rows.npy"
     out = np.lib.format.open_memmap(path, mode="w+", dtype=x.dtype, shape=(len(idx), *x.shape[1:]))
-    for i in range(0, len(idx), CHUNK_ROWS):
-        out[i:i + CHUNK_ROWS] = x[idx[i:i + CHUNK_ROWS]]
+    step = max(1, CHUNK_BYTES // max(1, x[:1].nbytes))
+    for i in range(0, len(idx), step):
+        out[i:i + step] = x[idx[i:i + step]]
     out.flush()
     del out
     mapped = np.load(path, mmap_mode="r")
