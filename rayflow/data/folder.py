@@ -26,6 +26,7 @@ from rayflow.config_data import USER_PREP
 from rayflow.data import image_steps
 from rayflow.data.images import check_headers
 from rayflow.data.imageset import DataError, ImageSet, labelled
+from rayflow.data.mapped import RowWriter
 
 log = logging.getLogger("rayflow")
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
@@ -128,7 +129,7 @@ def _check(rows):
 
 def _build(listing: Listing, size: int | None, d: Path, executor) -> None:
     """Headers of every picture (the set's mode and shape), then the pictures, written row by row into
-    `d`/images.npy; the marker last."""
+    `d`/images.npy (through the file, not a mapping: see data/mapped.py); the marker last."""
     from rayflow.executors import LocalExecutor, PoolSpec, StepSpec
 
     ex = executor if executor is not None and len(listing) >= IN_PROCESS_BELOW else LocalExecutor()
@@ -149,11 +150,10 @@ def _build(listing: Listing, size: int | None, d: Path, executor) -> None:
     shape = (1 if mode == "L" else 3, h, w)
     shutil.rmtree(d, ignore_errors=True)  # a killed build's leftovers
     d.mkdir(parents=True)
-    x = np.lib.format.open_memmap(d / "images.npy", mode="w+", dtype=np.uint8, shape=(len(listing), *shape))
+    out = RowWriter(d / "images.npy", (len(listing), *shape))
     for row in run(image_steps.DecodePictures, mode=mode, shape=shape, size=size):
-        x[int(row["index"])] = row["image"]
-    x.flush()
-    del x
+        out.write(int(row["index"]), row["image"][None])
+    out.close()
     from rayflow.atomic import atomic_write_text
 
     atomic_write_text(d / MARKER, json.dumps({"location": listing.location, "n": len(listing), "shape": shape}))
