@@ -10,7 +10,7 @@ import pytest
 from s3_server import s3_location, s3_server  # noqa: F401
 
 from rayflow.config import DataConfig, load_config
-from rayflow.data import DataError, images, load_splits, mapped
+from rayflow.data import DataError, image_steps, images, load_splits, mapped
 from rayflow.data.folder import MARKER, cache_dir, cache_key, list_folder, load_folder
 
 SIZE = 16
@@ -78,6 +78,17 @@ def test_cache_is_reused_and_a_half_built_one_rebuilt(tmp_path, decodes):
     assert len(decodes) == 36 and np.array_equal(rebuilt.images, ref)
     load_folder(str(root), None, 12)  # another size: another key
     assert len(decodes) == 54
+
+
+def test_a_header_past_the_first_bytes_is_read_from_the_whole_file(tmp_path, monkeypatch):
+    root = digit_folder(tmp_path / "pics", per_class=2)
+    ref = np.array(load_folder(str(root), None, SIZE)[0].images)
+    monkeypatch.setenv("RAYFLOW_CACHE", str(tmp_path / "other-cache"))
+    monkeypatch.setattr(image_steps, "HEAD_BYTES", 16)  # no PNG or JPEG header fits
+    calls = []
+    real = images.header
+    monkeypatch.setattr(images, "header", lambda *a: calls.append(a[1]) or real(*a))
+    assert np.array_equal(load_folder(str(root), None, SIZE)[0].images, ref) and len(calls) == 2 * 6
 
 
 def test_changed_file_builds_a_new_cache(tmp_path, decodes):

@@ -32,10 +32,11 @@ class _FolderStep:
         self.fs, self.paths, self.names = fs, paths, names
         self.threads = threads or THREADS
 
-    def read(self, i: int) -> io.BytesIO:
+    def read(self, i: int, limit: int | None = None) -> tuple[io.BytesIO, bool]:
+        """(the file's first `limit` bytes or all of them, whether that is the whole file)."""
         try:
             with self.fs.open_input_file(self.paths[i]) as f:
-                return io.BytesIO(f.read())
+                return io.BytesIO(f.read(limit)), limit is None or f.size() <= limit
         except OSError as e:
             raise DataError(f"cannot read image {self.names[i]}: {e}") from None
 
@@ -63,17 +64,13 @@ class ReadHeaders(_FolderStep):
     The first HEAD_BYTES of a file usually hold its header; the whole file is read only when not."""
 
     def one(self, i: int) -> dict:
+        head, whole = self.read(i, HEAD_BYTES)
         try:
-            with self.fs.open_input_file(self.paths[i]) as f:
-                head, whole = f.read(HEAD_BYTES), f.size() <= HEAD_BYTES
-        except OSError as e:
-            raise DataError(f"cannot read image {self.names[i]}: {e}") from None
-        try:
-            mode, (w, h), alpha = images.header(io.BytesIO(head), self.names[i])
+            mode, (w, h), alpha = images.header(head, self.names[i])
         except DataError:
             if whole:
                 raise
-            mode, (w, h), alpha = images.header(self.read(i), self.names[i])
+            mode, (w, h), alpha = images.header(self.read(i)[0], self.names[i])
         return {"mode": mode, "width": w, "height": h, "alpha": alpha}
 
     def empty(self) -> dict:
@@ -89,7 +86,7 @@ class DecodePictures(_FolderStep):
         self.mode, self.shape, self.size = mode, tuple(shape), size
 
     def one(self, i: int) -> dict:
-        return {"image": images.to_chw(images.decoded(self.read(i), self.names[i], self.mode, self.size))}
+        return {"image": images.to_chw(images.decoded(self.read(i)[0], self.names[i], self.mode, self.size))}
 
     def empty(self) -> dict:
         return {"image": np.zeros(self.shape, np.uint8)}
