@@ -80,6 +80,19 @@ def test_cache_is_reused_and_a_half_built_one_rebuilt(tmp_path, decodes):
     assert len(decodes) == 54
 
 
+def test_reused_cache_warns_about_dropped_alpha_as_the_build_did(tmp_path, caplog):
+    from PIL import Image
+
+    root = digit_folder(tmp_path / "pics", per_class=2)
+    Image.new("RGBA", (12, 12)).save(root / "digit0" / "rgba.png")
+    for _ in range(2):
+        caplog.clear()
+        load_folder(str(root), None, SIZE)
+        assert [r.getMessage() for r in caplog.records if "alpha" in r.getMessage()] == [
+            f"{root}: 1 image(s) have an alpha channel (e.g. {root}/digit0/rgba.png); it is dropped (transparent "
+            "pixels keep their colour)"]
+
+
 def test_a_header_past_the_first_bytes_is_read_from_the_whole_file(tmp_path, monkeypatch):
     root = digit_folder(tmp_path / "pics", per_class=2)
     ref = np.array(load_folder(str(root), None, SIZE)[0].images)

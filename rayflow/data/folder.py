@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 
 from rayflow.config_data import USER_PREP
 from rayflow.data import image_steps
-from rayflow.data.images import check_headers
+from rayflow.data.images import check_headers, warn_alpha
 from rayflow.data.imageset import DataError, ImageSet, labelled
 from rayflow.data.mapped import RowWriter
 
@@ -156,7 +156,9 @@ def _build(listing: Listing, size: int | None, d: Path, executor) -> None:
     out.close()
     from rayflow.atomic import atomic_write_text
 
-    atomic_write_text(d / MARKER, json.dumps({"location": listing.location, "n": len(listing), "shape": shape}))
+    alpha = [n for h, n in zip(heads, listing.names) if h[2]]
+    atomic_write_text(d / MARKER, json.dumps({"location": listing.location, "n": len(listing), "shape": shape,
+                                              "alpha": [len(alpha), alpha[0]] if alpha else None}))
 
 
 def cached_images(listing: Listing, size: int | None, executor=None) -> np.ndarray:
@@ -165,14 +167,17 @@ def cached_images(listing: Listing, size: int | None, executor=None) -> np.ndarr
 
     key = cache_key(listing, size)
     d = cache_dir(key)
-    x = _committed(d)
-    if x is None:
+    built = False
+    if _committed(d) is None:
         d.parent.mkdir(parents=True, exist_ok=True)
         with key_lock(d.parent / f".{key}.lock", log.info, f"the image cache of {listing.location}"):
             if _committed(d) is None:
                 _build(listing, size, d, executor)
-        x = _committed(d)
-    return x
+                built = True
+    alpha = json.loads((d / MARKER).read_text()).get("alpha")
+    if alpha and not built:  # the build's warning, again: every run says what it dropped
+        warn_alpha(listing.location, *alpha)
+    return _committed(d)
 
 
 def load_folder(path: str, num_classes: int | None, image_size: int | None = None,

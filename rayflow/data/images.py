@@ -104,8 +104,7 @@ def check_headers(heads: list[tuple[str, tuple[int, int], bool]], names: list[st
     both decide alike."""
     alpha = [n for (_, _, a), n in zip(heads, names) if a]
     if alpha:
-        log.warning("%s: %d image(s) have an alpha channel (e.g. %s); it is dropped (transparent pixels keep "
-                    "their colour)", where, len(alpha), alpha[0])
+        warn_alpha(where, len(alpha), alpha[0])
     first: dict[tuple[int, int], str] = {}
     for h, n in zip(heads, names):
         first.setdefault(h[1], n)
@@ -115,6 +114,11 @@ def check_headers(heads: list[tuple[str, tuple[int, int], bool]], names: list[st
                         f"{n1} is {s1[0]}x{s1[1]}); set data.image_size (e.g. data.image_size=32) to resize them "
                         f"all to one size")
     return set_mode([h[0] for h in heads])
+
+
+def warn_alpha(where: str, n: int, example: str) -> None:
+    log.warning("%s: %d image(s) have an alpha channel (e.g. %s); it is dropped (transparent pixels keep "
+                "their colour)", where, n, example)
 
 
 def resize_array(x: np.ndarray, size: int) -> np.ndarray:
