@@ -52,17 +52,21 @@ class Listing:
 
 
 def _info(fs: pafs.FileSystem, path: str, where: str) -> pafs.FileInfo:
+    from rayflow.store_fs import one_line
+
     try:
         return fs.get_file_info(path)
     except OSError as e:
-        raise DataError(f"cannot open image folder {where}: {str(e).splitlines()[0]}") from None
+        raise DataError(f"cannot open image folder {where}: {one_line(e)}") from None
 
 
 def _entries(fs: pafs.FileSystem, path: str, where: str) -> list[pafs.FileInfo]:
+    from rayflow.store_fs import one_line
+
     try:
         return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except OSError as e:
-        raise DataError(f"cannot list image folder {where}: {str(e).splitlines()[0]}") from None
+        raise DataError(f"cannot list image folder {where}: {one_line(e)}") from None
 
 
 def list_folder(path: str, num_classes: int | None) -> Listing:
