@@ -35,12 +35,14 @@ BENCHES = {
     "kd_memory": ["kd_memory.py"],
     "kd_online": ["kd_online_teacher.py", "--config", "quality", "--repeats", "1", "--steps", "100"],
     "cluster": ["cluster_scaling.py", "--m", "5000"],
+    "folder": ["folder_memory.py", "--n", "10000,100000"],
 }
 # --quick: the same scripts at smoke-test sizes (does every benchmark still run? not for figures)
 QUICK = {
     "train": ["--n", "640"], "synth": ["--m", "2000,4000"], "student_memory": ["--m", "1000,4000", "--steps", "20"],
     "tune": ["--steps", "30", "--trials", "1"], "render": ["--models", "1", "--yaws", "4", "--size", "32", "--builtin"],
     "kd_memory": ["--steps", "3"], "kd_online": ["--config", "tiny", "--steps", "10"], "cluster": ["--m", "1000"],
+    "folder": ["--n", "1000,4000"],
 }
 
 
@@ -111,6 +113,15 @@ def headlines(run: dict) -> list[dict]:
     if b == "cluster":
         return [_h(f"{r['path']} (overhead/contention on 2 cores, not scaling)", r["wall_s"], r["base_wall_s"], "s",
                    r["wall_s"] / r["base_wall_s"]) for r in rows]
+    if b == "folder":
+        ns = sorted({r["n"] for r in rows})
+        out = []
+        for ex in ("ray", "local"):
+            if any(r["executor"] == ex for r in rows):
+                mem = [_row(rows, executor=ex, n=n)["peak_pss"] / MB for n in (ns[0], ns[-1])]
+                out.append(_h(f"image folder to a student's first batch, {ex}: peak memory, N = {ns[0]:,} → "
+                              f"{ns[-1]:,}", mem, None, "MB", mem[1] / mem[0], ("<=", 1.2)))
+        return out
     raise KeyError(f"unknown benchmark {b!r}")
 
 

@@ -72,7 +72,8 @@ class DataConfig(_Strict):
     classes): n_per_class=500 is 500 labelled train images drawn at random."""
 
     name: Literal["fashion_mnist", "digits", "folder", "parquet", "npz", "rotation", "chairs"] = "fashion_mnist"
-    path: str | None = Field(None, description="file or folder for folder/parquet/npz sources")
+    path: str | None = Field(None, description="file or folder for folder/parquet/npz sources; a folder may be an "
+                                               "object-store prefix (s3://bucket/prefix, S3 settings from AWS_*)")
     task: Literal["classification", "regression"] = "classification"
     num_classes: int | None = Field(None, gt=1, description="default: 1 + the largest label")
     n_per_class: int | None = Field(None, gt=0, description="limited-label subset: N train images per class")

@@ -44,8 +44,9 @@ def one_line(err: BaseException) -> str:
     return (text.splitlines()[0] if text else type(err).__name__)[:400]
 
 
-def resolve(location: str) -> tuple[str, pafs.FileSystem, str, bool]:
-    """(normalised location, filesystem, root inside it, is_local) for a path or URI."""
+def resolve(location: str, what: str = "output location") -> tuple[str, pafs.FileSystem, str, bool]:
+    """(normalised location, filesystem, root inside it, is_local) for a path or URI; `what` names it in
+    errors (the data reader resolves `data.path` alike)."""
     location = str(location)
     if "://" not in location:
         p = os.path.abspath(os.path.expanduser(location))  # absolute: Ray workers run elsewhere
@@ -54,23 +55,23 @@ def resolve(location: str) -> tuple[str, pafs.FileSystem, str, bool]:
     if scheme == "file":
         parts = urlsplit(location)
         if parts.netloc not in ("", "localhost"):
-            raise StoreError(f"output location {location}: file:// URIs must name a local path")
+            raise StoreError(f"{what} {location}: file:// URIs must name a local path")
         p = os.path.abspath(unquote(parts.path))
         return p, pafs.LocalFileSystem(), p, True
     if scheme in ("s3", "s3a"):
         parts = urlsplit(location)
         if parts.query or parts.username or parts.password:
-            raise StoreError(f"output location {location}: put no options or credentials in the URI; "
+            raise StoreError(f"{what} {location}: put no options or credentials in the URI; "
                              "S3 settings come from the AWS_* environment variables")
         bucket, prefix = parts.netloc, parts.path.strip("/")
         if not bucket:
-            raise StoreError(f"output location {location}: no bucket")
+            raise StoreError(f"{what} {location}: no bucket")
         root = f"{bucket}/{prefix}" if prefix else bucket
         return f"s3://{root}", s3_filesystem(bucket), root, False
     try:
         fs, path = pafs.FileSystem.from_uri(location)
     except Exception as e:  # noqa: BLE001 - arrow raises several types; the user needs one message
-        raise StoreError(f"output location {location} cannot be opened: {one_line(e)}") from e
+        raise StoreError(f"{what} {location} cannot be opened: {one_line(e)}") from e
     if isinstance(fs, pafs.LocalFileSystem):
         p = os.path.abspath(path)
         return p, fs, p, True

@@ -20,7 +20,7 @@ _GRAY = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "La"}
 _ALPHA = {"RGBA", "LA", "PA", "La", "RGBa"}
 
 
-def _header(src, where: str) -> tuple[str, tuple[int, int], bool]:
+def header(src, where: str) -> tuple[str, tuple[int, int], bool]:
     """(mode, size, has alpha) from the file's header; the file is closed again (a folder of 10k
     pictures must not hold 10k open files)."""
     from PIL import Image
@@ -29,10 +29,18 @@ def _header(src, where: str) -> tuple[str, tuple[int, int], bool]:
         with Image.open(src) as im:
             return im.mode, im.size, has_alpha(im)
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        raise DataError(f"cannot read image {where}: {e}") from None
+        raise DataError(f"cannot read image {where}: {_reason(e)}") from None
 
 
-def _decoded(src, where: str, mode: str, size: int | None) -> np.ndarray:
+def _reason(e: Exception) -> str:
+    """PIL names the source in its 'cannot identify' error, which for bytes read from an object store
+    is an object's repr: the caller names the file, so say what is wrong instead."""
+    from PIL import UnidentifiedImageError
+
+    return "not an image file PIL can identify" if isinstance(e, UnidentifiedImageError) else str(e)
+
+
+def decoded(src, where: str, mode: str, size: int | None) -> np.ndarray:
     """One picture in `mode`, fitted to `size`: `load()` decodes it all, so a truncated or corrupt
     file ends in one DataError naming it, before any compute. A camera's EXIF orientation is applied
     (a phone photo taken upright stays upright)."""
@@ -43,8 +51,13 @@ def _decoded(src, where: str, mode: str, size: int | None) -> np.ndarray:
             im.load()
             im = ImageOps.exif_transpose(im).convert(mode)
     except Exception as e:
-        raise DataError(f"cannot read image {where}: {e}") from None
+        raise DataError(f"cannot read image {where}: {_reason(e)}") from None
     return np.asarray(fit(im, size) if size else im)
+
+
+def to_chw(picture: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) -> (C, H, W), as `_nchw` lays out a whole set."""
+    return picture[None] if picture.ndim == 2 else picture.transpose(2, 0, 1)
 
 
 def has_alpha(im) -> bool:
@@ -77,11 +90,21 @@ def stack(sources: list, names: list[str], size: int | None, where: str) -> np.n
     """Pictures (paths or file-likes) -> uint8 (N, C, size, size) in the set's mode; alpha dropped
     with one warning. Without `size` they must share one size, else one DataError asking for
     data.image_size. Two passes: headers first (mode, sizes), then one picture decoded at a time."""
-    heads = [_header(s, n) for s, n in zip(sources, names)]
+    mode = check_headers([header(s, n) for s, n in zip(sources, names)], names, size, where)
+    for s in sources:
+        if hasattr(s, "seek"):
+            s.seek(0)
+    return _nchw([decoded(s, n, mode, size) for s, n in zip(sources, names)])
+
+
+def check_headers(heads: list[tuple[str, tuple[int, int], bool]], names: list[str], size: int | None,
+                  where: str) -> str:
+    """The set's mode from every picture's (mode, size, alpha); warns once about alpha and, without
+    `size`, refuses mixed sizes. Shared by `stack` and the cached folder reader (data/folder.py), so
+    both decide alike."""
     alpha = [n for (_, _, a), n in zip(heads, names) if a]
     if alpha:
-        log.warning("%s: %d image(s) have an alpha channel (e.g. %s); it is dropped (transparent pixels keep "
-                    "their colour)", where, len(alpha), alpha[0])
+        warn_alpha(where, len(alpha), alpha[0])
     first: dict[tuple[int, int], str] = {}
     for h, n in zip(heads, names):
         first.setdefault(h[1], n)
@@ -90,11 +113,12 @@ def stack(sources: list, names: list[str], size: int | None, where: str) -> np.n
         raise DataError(f"{where}: images differ in size ({len(first)} sizes, e.g. {n0} is {s0[0]}x{s0[1]} and "
                         f"{n1} is {s1[0]}x{s1[1]}); set data.image_size (e.g. data.image_size=32) to resize them "
                         f"all to one size")
-    mode = set_mode([h[0] for h in heads])
-    for s in sources:
-        if hasattr(s, "seek"):
-            s.seek(0)
-    return _nchw([_decoded(s, n, mode, size) for s, n in zip(sources, names)])
+    return set_mode([h[0] for h in heads])
+
+
+def warn_alpha(where: str, n: int, example: str) -> None:
+    log.warning("%s: %d image(s) have an alpha channel (e.g. %s); it is dropped (transparent pixels keep "
+                "their colour)", where, n, example)
 
 
 def resize_array(x: np.ndarray, size: int) -> np.ndarray:

@@ -69,7 +69,10 @@ class ImageSet:
         self.labels = y.astype(np.int64, copy=False)
 
     def subset(self, idx: np.ndarray) -> "ImageSet":
-        return ImageSet(self.images[idx], self.labels[idx], self.num_classes)
+        """Rows `idx` (a mask or indices); a large subset of a memory-mapped set stays mapped."""
+        from rayflow.data.mapped import take
+
+        return ImageSet(take(self.images, idx), self.labels[idx], self.num_classes)
 
     def to_tensors(self):
         """(float images in [-1, 1], labels) as torch tensors, the form the networks see."""

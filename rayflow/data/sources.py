@@ -1,4 +1,5 @@
-"""Readers for the supported real-data sources. Each returns (train, test) ImageSets.
+"""Readers for the supported real-data sources. Each returns (train, test) ImageSets (image folders:
+rayflow/data/folder.py).
 
 Every problem with a user's file becomes one DataError naming the file and what is wrong, raised
 while the data loads, before any compute.
@@ -21,7 +22,6 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DIGITS_CLASSES = [str(d) for d in range(10)]
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def data_dir() -> Path:
@@ -183,34 +183,3 @@ def load_parquet(path: str, task: str, num_classes: int | None,
     else:
         x = np.asarray(col.to_pylist())
     return labelled(as_images(x, str(p)), table.column("label").to_numpy(), task, num_classes, str(p)), None
-
-
-def _class_folders(root: Path, num_classes: int | None) -> list[str]:
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root}")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>.png)")
-    if len(classes) < 2:
-        raise DataError(f"image folder {root}: classification needs at least 2 classes, found 1 class "
-                        f"folder ({classes[0]})")
-    if num_classes is not None and num_classes != len(classes):
-        raise DataError(f"data.num_classes={num_classes} but image folder {root} has {len(classes)} class "
-                        f"folders ({', '.join(classes)})")
-    return classes
-
-
-def load_folder(path: str, num_classes: int | None, image_size: int | None = None) -> tuple[ImageSet, list[str]]:
-    """`path/<class name>/*.png`: class ids follow the sorted folder names, which are returned as the
-    class names. Pictures may differ in size and mode (see rayflow/data/images.py)."""
-    root = Path(path)
-    classes = _class_folders(root, num_classes)
-    files_, ys = [], []
-    for c, name in enumerate(classes):
-        files = [f for f in sorted((root / name).iterdir()) if f.suffix.lower() in _IMAGE_EXT]
-        if not files:
-            raise DataError(f"class folder {root / name} holds no images ({', '.join(sorted(_IMAGE_EXT))})")
-        files_ += files
-        ys += [c] * len(files)
-    x = stack(files_, [str(f) for f in files_], image_size, str(root))
-    return labelled(as_images(x, str(root)), np.array(ys), "classification", len(classes), str(root)), classes

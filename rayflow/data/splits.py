@@ -83,7 +83,9 @@ def _read_source(cfg: DataConfig, executor=None) -> tuple[ImageSet, ImageSet | N
         return (*sources.load_npz(cfg.path, cfg.task, cfg.num_classes), None)
     if cfg.name == "parquet":
         return (*sources.load_parquet(cfg.path, cfg.task, cfg.num_classes, cfg.image_size), None)
-    train, names = sources.load_folder(cfg.path, cfg.num_classes, cfg.image_size)
+    from rayflow.data.folder import load_folder
+
+    train, names = load_folder(cfg.path, cfg.num_classes, cfg.image_size, executor)
     return train, None, names
 
 
