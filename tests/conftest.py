@@ -40,6 +40,20 @@ def pytest_configure(config):
     tempfile.tempdir = str(scratch)  # gettempdir() caches its first answer
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules with slow (Ray end-to-end) tests first, in file order, then the rest: under `make test`'s
+    `-n 2 --dist loadfile` each worker starts on a long module and the many short ones fill the end,
+    instead of one worker finishing alone on the last long module. The order within a module stays."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable
+
+
+def shared_dir(tmp_path_factory) -> Path:
+    """A dir every xdist worker of this session sees (the workers' base temp dirs are siblings)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     import ray
@@ -73,12 +87,20 @@ def one_thread():
 @pytest.fixture(scope="session")
 def example(tmp_path_factory) -> Path:
     """examples/make_example.py's output: a user's own teacher package, its weights, an image folder
-    and a config naming them (tests/test_your_teacher.py, tests/test_jobs.py)."""
-    out = tmp_path_factory.mktemp("user") / "example"
-    p = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "make_example.py"), str(out), "--steps", "600"],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path_factory.getbasetemp())
-    assert p.returncode == 0, p.stderr[-3000:]
+    and a config naming them (tests/test_your_teacher.py, tests/test_jobs.py). Built once per session,
+    also when xdist workers share it (a lock; `.built` written last)."""
+    from filelock import FileLock
     from PIL import Image
+
+    root = shared_dir(tmp_path_factory)
+    out = root / "user" / "example"
+    with FileLock(str(root / "user.lock")):
+        if not (out / ".built").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            p = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "make_example.py"),
+                                str(out), "--steps", "600"], capture_output=True, text=True, timeout=300, cwd=root)
+            assert p.returncode == 0, p.stderr[-3000:]
+            (out / ".built").touch()
 
     sizes = {Image.open(f).size for f in (out / "images" / "seven").glob("*.png")}
     assert len(sizes) > 3  # mixed sizes, as a user's folder has them

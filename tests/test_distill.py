@@ -132,4 +132,5 @@ def test_search_exports_the_setting_tune_chose(distilled, monkeypatch):
     s = json.loads((out / "student" / "student.json").read_text())["settings"]
     assert (s["filter.rho"], s["synth.m_per_class"]) == (0.5, 10) and s["chosen by"].endswith("rho 0.5, M 10")
     reused = {row["model"]: row["reused"] for row in r.rows}
-    assert reused == {"teacher": True, "NOKD student": True, "BLKD student": True, STUDENT: False}
+    assert reused == {"teacher": True, "NOKD student": True, "BLKD student": True,
+                      "function matching (FM) student": True, STUDENT: False}

@@ -4,6 +4,7 @@ Data's progress bars only with `rayflow -v`; `rayflow --help` starts without tor
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -96,7 +97,9 @@ def test_synth_round_line_says_what_it_kept():
 
 @pytest.mark.slow
 def test_tiny_run_output_is_short(tmp_path):
-    """The whole tiny pipeline on its own embedded Ray: at most 60 lines, no Ray noise."""
+    """The whole tiny pipeline on its own embedded Ray: at most 60 lines, no Ray noise. Progress updates
+    of a stage still running (`... ETA 3s`) come every few seconds, so a loaded machine prints more of
+    them: they are not counted, but each stage gets only a few."""
     p = subprocess.run([sys.executable, "-m", "rayflow", "run", "--config", "tiny", "--set",
                         f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=600)
     out = p.stdout + p.stderr
@@ -106,7 +109,9 @@ def test_tiny_run_output_is_short(tmp_path):
                   "will hang"):
         assert noise not in out, out
     assert "cGAN-KD: + KD term on soft labels" in p.stdout and "total wall time" in p.stdout, out
-    assert len(lines) <= 60, f"{len(lines)} lines:\n{out}"
+    updates = [line for line in lines if re.search(r"steps/s  ETA \d+s$", line)]
+    assert len(lines) - len(updates) <= 60, f"{len(lines) - len(updates)} lines:\n{out}"
+    assert len(updates) <= 2 * len([line for line in lines if re.search(r"steps/s  in \d+s$", line)]), out
 
 
 def test_worker_hook_drops_only_the_known_ray_messages():
