@@ -133,14 +133,18 @@ def predict_frame(model_dir: str | Path, inputs: list, *, use_ray: bool | None =
 
 def predict_shards(model_dir: str | Path, inputs: list, out: str, *, overwrite: bool = False,
                    use_ray: bool | None = None, gpu: bool = False, actors: int = 2, executor=None,
-                   chunk: int = CHUNK, per_shard: int = SHARD_CHUNKS) -> dict:
+                   chunk: int = CHUNK, per_shard: int | None = None) -> dict:
     """Predictions as Parquet shards under `out` (a directory or an s3:// prefix), each written where
-    it was computed, then the marker; returns the marker's content (rows, parts, columns)."""
+    it was computed, then the marker; returns the marker's content (rows, parts, columns).
+    `per_shard` (chunks): by default SHARD_CHUNKS, fewer when that would leave under 4 shards per
+    actor (a shard is one actor's work item: too few leave actors idle)."""
     from rayflow.executors import StepSpec
     from rayflow.student import shards
 
     source, executor, pool, spec = _plan(model_dir, inputs, use_ray, gpu, actors, executor, chunk)
     location = shards.prepare(out, overwrite)
+    if per_shard is None:
+        per_shard = max(1, min(SHARD_CHUNKS, -(-len(source) // chunk) // (4 * max(1, actors))))
     n_shards = -(-len(source) // (chunk * per_shard))
     progress, done, got = _progress(len(source)), 0, {}
     for row in executor.map_batches([{"shard": g} for g in range(n_shards)], lambda device, threads: [
