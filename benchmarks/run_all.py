@@ -36,13 +36,14 @@ BENCHES = {
     "kd_online": ["kd_online_teacher.py", "--config", "quality", "--repeats", "1", "--steps", "100"],
     "cluster": ["cluster_scaling.py", "--m", "5000"],
     "folder": ["folder_memory.py", "--n", "10000,100000"],
+    "predict": ["predict_throughput.py", "--n", "100000"],
 }
 # --quick: the same scripts at smoke-test sizes (does every benchmark still run? not for figures)
 QUICK = {
     "train": ["--n", "640"], "synth": ["--m", "2000,4000"], "student_memory": ["--m", "1000,4000", "--steps", "20"],
     "tune": ["--steps", "30", "--trials", "1"], "render": ["--models", "1", "--yaws", "4", "--size", "32", "--builtin"],
     "kd_memory": ["--steps", "3"], "kd_online": ["--config", "tiny", "--steps", "10"], "cluster": ["--m", "1000"],
-    "folder": ["--n", "1000,4000"],
+    "folder": ["--n", "1000,4000"], "predict": ["--n", "2000"],
 }
 
 
@@ -122,6 +123,11 @@ def headlines(run: dict) -> list[dict]:
                 out.append(_h(f"image folder to a student's first batch, {ex}: peak memory, N = {ns[0]:,} → "
                               f"{ns[-1]:,}", mem, None, "MB", mem[1] / mem[0], ("<=", 1.2)))
         return out
+    if b == "predict":
+        loop = _row(rows, path="in-process loop (executor: local)")
+        r = _row(rows, path="Ray Data actor pool (executor: ray)")
+        return [_h(f"rayflow predict through Ray Data, N = {r['n']:,} (Ray start-up included)", r["images_per_s"],
+                   loop["images_per_s"], "images/s", r["images_per_s"] / loop["images_per_s"], (">=", 0.9))]
     raise KeyError(f"unknown benchmark {b!r}")
 
 

@@ -180,8 +180,13 @@ def cmd_distill(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from rayflow.student.predict import check_out, predict_frame, write_predictions
+    from rayflow.student.predict import check_out, is_sharded, predict_frame, predict_shards, write_predictions
 
+    if is_sharded(args.out):
+        done = predict_shards(args.model, args.inputs, args.out, overwrite=args.overwrite,
+                              use_ray=True if args.ray else None, gpu=args.gpu, actors=args.actors)
+        print(f"{done['rows']} predictions -> {done['location']} ({len(done['parts'])} Parquet shards)", flush=True)
+        return 0
     check_out(args.out)  # a wrong suffix fails before any image is read
     df = predict_frame(args.model, args.inputs, use_ray=True if args.ray else None, gpu=args.gpu,
                        actors=args.actors)
@@ -238,8 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="one row per image: input, predicted class, per-class probabilities "
                                     "(regression: the value in the label's unit)")
     pr.add_argument("--model", required=True, help="student folder (<output_dir>/student)")
-    pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, an NPZ (x) or a Parquet (image)")
-    pr.add_argument("--out", "-o", required=True, help="output file: .csv or .parquet")
+    pr.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="image files, folders, an NPZ (x), a Parquet (image), or s3:// prefixes of images")
+    pr.add_argument("--out", "-o", required=True, help="output file (.csv or .parquet), or a directory / s3:// "
+                                                       "prefix for Parquet shards (part-*.parquet, then _SUCCESS)")
+    pr.add_argument("--overwrite", action="store_true", help="replace a complete sharded output already at --out")
     pr.add_argument("--ray", action="store_true", help="Ray Data batch inference even for a small input "
                                                         "(by default above 20,000 images)")
     pr.add_argument("--gpu", action="store_true", help="a GPU per inference actor")

@@ -60,3 +60,14 @@ def test_missed_targets_read_as_missed():
 def test_unknown_row_names_the_row():
     with pytest.raises(KeyError, match="executor"):
         run_all.headlines({"bench": "synth", "rows": [dict(executor="local", m=1, wall_s=1.0)]})
+
+
+def test_predict_headline_pairs_ray_with_the_loop_of_its_own_run():
+    def run(loop: float, ray: float) -> dict:
+        return {"bench": "predict", "rows": [
+            dict(path="in-process loop (executor: local)", n=100_000, images_per_s=loop),
+            dict(path="Ray Data actor pool (executor: ray)", n=100_000, images_per_s=ray)]}
+
+    (h,) = run_all.median_headlines([run(1000, 950), run(500, 400), run(800, 760)])
+    assert h["what"].startswith("rayflow predict through Ray Data, N = 100,000")
+    assert h["ratio"] == pytest.approx(0.95) and h["met"] is True and h["spread"] == [0.8, 0.95]

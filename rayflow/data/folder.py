@@ -51,7 +51,7 @@ class Listing:
         return len(self.paths)
 
 
-def _info(fs: pafs.FileSystem, path: str, where: str) -> pafs.FileInfo:
+def info(fs: pafs.FileSystem, path: str, where: str) -> pafs.FileInfo:
     from rayflow.store_fs import one_line
 
     try:
@@ -60,11 +60,13 @@ def _info(fs: pafs.FileSystem, path: str, where: str) -> pafs.FileInfo:
         raise DataError(f"cannot open image folder {where}: {one_line(e)}") from None
 
 
-def _entries(fs: pafs.FileSystem, path: str, where: str) -> list[pafs.FileInfo]:
+def entries(fs: pafs.FileSystem, path: str, where: str, recursive: bool = False) -> list[pafs.FileInfo]:
+    """What is under `path` (local or object store; `recursive`: at any depth), listing errors as one
+    DataError line (`rayflow predict` lists its object-store inputs through here too)."""
     from rayflow.store_fs import one_line
 
     try:
-        return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
     except OSError as e:
         raise DataError(f"cannot list image folder {where}: {one_line(e)}") from None
 
@@ -77,9 +79,9 @@ def list_folder(path: str, num_classes: int | None) -> Listing:
         location, fs, root, _ = resolve(path, what="data.path")
     except StoreError as e:
         raise DataError(str(e)) from None
-    if _info(fs, root, location).type != pafs.FileType.Directory:
+    if info(fs, root, location).type != pafs.FileType.Directory:
         raise DataError(f"image folder not found: {location}")
-    classes = sorted(i.base_name for i in _entries(fs, root, location)
+    classes = sorted(i.base_name for i in entries(fs, root, location)
                      if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
     if not classes:
         raise DataError(f"image folder {location} has no class sub-folders (expected {location}/<class>/<image>.png)")
@@ -91,7 +93,7 @@ def list_folder(path: str, num_classes: int | None) -> Listing:
                         f"folders ({', '.join(classes)})")
     paths, names, labels, stamps = [], [], [], []
     for c, name in enumerate(classes):
-        files = sorted((i for i in _entries(fs, f"{root}/{name}", f"{location}/{name}")
+        files = sorted((i for i in entries(fs, f"{root}/{name}", f"{location}/{name}")
                         if i.type == pafs.FileType.File and Path(i.base_name).suffix.lower() in IMAGE_EXT),
                        key=lambda i: i.base_name)
         if not files:

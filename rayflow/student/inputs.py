@@ -19,6 +19,7 @@ import numpy as np
 
 from rayflow.data.imageset import DataError, as_images
 
+STORE_READS = 8  # object-store reads in flight per reader
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -38,17 +39,25 @@ def image_to_array(img, channels: int, size: int, where: str) -> np.ndarray:
     return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
-def read_image_file(path: str, channels: int, size: int) -> np.ndarray:
+def read_image_file(path: str, channels: int, size: int, fs=None, name: str = "") -> np.ndarray:
+    """A local file, or (`fs`: a pyarrow filesystem) a file read through it; `name` in messages."""
     from PIL import Image
 
+    where = name or path
     try:
-        with Image.open(path) as img:
+        src = io.BytesIO(_read_bytes(fs, path)) if fs is not None else path
+        with Image.open(src) as img:
             img.load()
-            return image_to_array(img, channels, size, path)
+            return image_to_array(img, channels, size, where)
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"cannot read image {path}: {e}") from None
+        raise DataError(f"cannot read image {where}: {e}") from None
+
+
+def _read_bytes(fs, path: str) -> bytes:
+    with fs.open_input_file(path) as f:
+        return f.read()
 
 
 def fit_arrays(x: np.ndarray, channels: int, size: int, where: str) -> np.ndarray:
@@ -70,19 +79,31 @@ def fit_arrays(x: np.ndarray, channels: int, size: int, where: str) -> np.ndarra
 @dataclass
 class Source:
     """The inputs of one prediction run: `kind` "files" (`paths`), "npz" or "parquet" (`path`), or
-    "array" (`array`, images in memory: the Python API)."""
+    "array" (`array`, images in memory: the Python API). `store`: files on an object store, named by
+    its URI (s3://bucket): each reader resolves its own filesystem from it (credentials from the
+    worker's environment), so the Source pickles as paths, never as a client or bytes."""
 
     kind: str
     ids: list[str]
     path: str = ""
     paths: list[str] = field(default_factory=list)
     array: np.ndarray | None = None
+    store: str = ""
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def read(self, start: int, stop: int, channels: int, size: int) -> np.ndarray:
         """Images start..stop-1 as uint8 (n, C, size, size)."""
+        if self.kind == "files" and self.store:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from rayflow.store_fs import resolve
+
+            fs = resolve(self.store, what="input")[1]
+            with ThreadPoolExecutor(STORE_READS) as pool:  # object-store reads wait on the network
+                return np.stack(list(pool.map(lambda i: read_image_file(self.paths[i], channels, size, fs,
+                                                                        self.ids[i]), range(start, stop))))
         if self.kind == "files":
             return np.stack([read_image_file(p, channels, size) for p in self.paths[start:stop]])
         if self.kind == "array":
@@ -146,6 +167,8 @@ def collect(inputs: list[str | Path] | np.ndarray) -> Source:
         return Source("array", ids=[str(i) for i in range(len(inputs))], array=inputs)
     if not inputs:
         raise DataError("no input given (image files, a folder, an NPZ file or a Parquet file)")
+    if any("://" in str(i) for i in inputs):
+        return _store_source([str(i) for i in inputs])
     paths = [Path(i) for i in inputs]
     for p in paths:
         if not p.exists():
@@ -185,3 +208,40 @@ def _array_source(p: Path) -> Source:
     if "image" not in names:
         raise DataError(f"Parquet {p} has no column 'image' (found: {names})")
     return Source("parquet", ids=[str(i) for i in (ids if ids is not None else range(n))], path=str(p))
+
+
+def _store_source(inputs: list[str]) -> Source:
+    """Images under object-store prefixes (any nesting) or single objects, all on one bucket, listed
+    through pyarrow.fs (the lister `data: folder` uses) in sorted order; ids are their s3:// URIs."""
+    import pyarrow.fs as pafs
+
+    from rayflow.data.folder import entries, info
+    from rayflow.store_fs import StoreError, resolve
+
+    paths: list[str] = []
+    stores = set()
+    for loc in inputs:
+        try:
+            location, fs, root, local = resolve(loc, what="input")
+        except StoreError as e:
+            raise DataError(str(e)) from None
+        store = location[:len(location) - len(root)] + root.split("/", 1)[0]  # s3://bucket
+        stores.add(store)
+        kind = info(fs, root, location).type
+        if kind == pafs.FileType.File:
+            if Path(root).suffix.lower() not in IMAGE_EXT:
+                raise DataError(f"{location}: an object-store input must be an image or a prefix of images")
+            paths.append(root)
+        elif kind == pafs.FileType.Directory:
+            found = sorted(i.path for i in entries(fs, root, location, recursive=True)
+                           if i.type == pafs.FileType.File and Path(i.base_name).suffix.lower() in IMAGE_EXT)
+            if not found:
+                raise DataError(f"{location} holds no images ({', '.join(sorted(IMAGE_EXT))})")
+            paths += found
+        else:
+            raise DataError(f"input not found: {location}")
+    if len(stores) > 1 or any("://" not in s for s in stores):
+        raise DataError(f"object-store inputs must all be on one bucket, without local inputs ({', '.join(inputs)})")
+    store = stores.pop()
+    prefix = store.split("://", 1)[0] + "://"
+    return Source("files", ids=[prefix + p for p in paths], paths=paths, store=store)
