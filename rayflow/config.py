@@ -14,7 +14,7 @@ from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, f
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
-from rayflow.config_mix import FunctionMatchingConfig, MixConfig
+from rayflow.config_mix import FunctionMatchingConfig, MixConfig, SelectFakesConfig
 from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
 from rayflow.kd.config import KDConfig, KDMethodConfig, KDTableEntry  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
@@ -278,13 +278,20 @@ class StudentSpec(StageSpec):
     mix: MixConfig = Field(default_factory=MixConfig, description=(
         "the mixing lever (default off): MixUp / CutMix within the cGAN-KD student's real + fake batches, "
         "each mixed view labelled by the teacher online; read by the KD students (cGAN-KD, cGAN-KD + m) only"))
+    select_fakes: SelectFakesConfig = Field(default_factory=SelectFakesConfig, description=(
+        "the useful-fakes lever (default off): {by: entropy|kl, share, every, score_size}: fake batches drawn "
+        "from the top share by teacher entropy or KL(teacher || current student), re-scored every `every` "
+        "steps in the training worker; read by the KD students (cGAN-KD, cGAN-KD + m) only"))
 
     @model_serializer(mode="wrap")
-    def _keys_without_default_mix(self, handler):
-        """`mix` is dumped only when on: every key and config.yaml written before it existed stays valid."""
+    def _keys_without_default_levers(self, handler):
+        """`mix` and `select_fakes` are dumped only when on: every key and config.yaml written before
+        they existed stays valid."""
         out = handler(self)
         if out.get("mix", {}).get("kind", "none") == "none":
             out.pop("mix", None)
+        if out.get("select_fakes", {}).get("by", "none") == "none":
+            out.pop("select_fakes", None)
         return out
 
 
