@@ -190,6 +190,10 @@ class FilterConfig(_Strict):
         return v
 
 
+# the synth fields added after pool keys were first pinned: dumped and hashed only away from these
+LATENT_DEFAULTS = {"latent_scale": 1.0, "truncation": None}
+
+
 class SynthConfig(_Strict):
     """The Ray Data stage that turns the GAN into a filtered, labelled Parquet dataset."""
 
@@ -208,6 +212,23 @@ class SynthConfig(_Strict):
     num_gpus_per_actor: float = Field(0.0, ge=0)
     soft_labels: bool = True
     seed: int = 0
+    latent_scale: float = Field(1.0, gt=0, description=(
+        "z ~ N(0, latent_scale^2) for the pool's draws: above 1, more varied and less faithful fakes "
+        "(GaFi searches [1, 2]); part of the pool's key when not 1"))
+    truncation: float | None = Field(None, gt=0, description=(
+        "redraw every z coordinate with |z| above it (the truncation trick: fewer, more typical modes); "
+        "None: no truncation; part of the pool's key when set"))
+
+    def latent_kwargs(self) -> dict:
+        """The latent draw's settings away from their defaults (what `generate` takes)."""
+        return {k: getattr(self, k) for k, d in LATENT_DEFAULTS.items() if getattr(self, k) != d}
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_latent(self, handler):
+        """`latent_scale` and `truncation` are dumped only when not the default: every key and
+        config.yaml written before they existed stays valid."""
+        out = handler(self)
+        return {k: v for k, v in out.items() if k not in LATENT_DEFAULTS or v != LATENT_DEFAULTS[k]}
 
 
 class StudentFakeConfig(_Strict):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayflow.config import PipelineConfig
+from rayflow.config import LATENT_DEFAULTS, PipelineConfig
 
 log = logging.getLogger("rayflow")
 
@@ -106,7 +106,7 @@ def view(cfg: PipelineConfig, node: Node) -> View:
 _STUDENT_OPTIONAL = {"kd": bool, "mix": lambda v: v.get("kind", "none") != "none",
                      "select_fakes": lambda v: v.get("by", "none") != "none"}
 # reads added after keys were first pinned, hashed only away from their default value
-_DEFAULT_READS = {"synth.latent_scale": 1.0, "synth.truncation": None}
+_DEFAULT_READS = {f"synth.{k}": v for k, v in LATENT_DEFAULTS.items()}
 
 
 def _student_reads(reads: dict[str, Any]) -> dict[str, Any]:
