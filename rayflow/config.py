@@ -328,8 +328,11 @@ class TuneConfig(_Strict):
     kd_weight: tuple[float, float] | None = None
     mix_alpha: tuple[float, float] | None = Field(None, description=(
         "range of the mixing lever's alpha (student.mix.alpha; needs student.mix.kind set), e.g. [0.2, 2]"))
+    select_share: tuple[float, float] | None = Field(None, description=(
+        "range of the useful-fakes lever's share (student.select_fakes.share; needs student.select_fakes.by "
+        "set), e.g. [0.2, 1]"))
     grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid, by position: "
-                                  "rho, M, real share, KD weight, mix alpha (3 for a searched dimension not "
+                                  "rho, M, real share, KD weight, mix alpha, fake share (3 for a searched dimension not "
                                   "given); the grid searcher's points, the bound's table, the other searchers' "
                                   "candidates")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
@@ -343,11 +346,13 @@ class TuneConfig(_Strict):
     seed: int = 0
 
     @model_serializer(mode="wrap")
-    def _dump_without_unset_mix_alpha(self, handler):
-        """`mix_alpha` is dumped only when set: a search's name (a digest of this section) stays what it was."""
+    def _dump_without_unset_levers(self, handler):
+        """`mix_alpha` and `select_share` are dumped only when set: a search's name (a digest of this
+        section) stays what it was."""
         out = handler(self)
-        if out.get("mix_alpha", 0) is None:
-            out.pop("mix_alpha")
+        for k in ("mix_alpha", "select_share"):
+            if out.get(k, 0) is None:
+                out.pop(k)
         return out
 
     @field_validator("rho")
@@ -360,8 +365,9 @@ class TuneConfig(_Strict):
     @field_validator("grid")
     @classmethod
     def _grid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not 2 <= len(v) <= 5 or any(int(n) < 1 for n in v):
-            raise ValueError(f"must be 2 to 5 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]), "
+        if not 2 <= len(v) <= 6 or any(int(n) < 1 for n in v):
+            raise ValueError(f"must be 2 to 6 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]"
+                             f"[, fake share]), "
                              f"got {list(v)}")
         return v
 
@@ -441,6 +447,9 @@ class PipelineConfig(_Strict):
         if self.tune.mix_alpha is not None and not self.student.mix.on:
             raise ValueError("tune.mix_alpha searches student.mix.alpha, but the mixing lever is off: set "
                              "student.mix.kind (mixup, cutmix or both)")
+        if self.tune.select_share is not None and not self.student.select_fakes.on:
+            raise ValueError("tune.select_share searches student.select_fakes.share, but the useful-fakes lever "
+                             "is off: set student.select_fakes.by (entropy or kl)")
         return self
 
     @model_validator(mode="after")

@@ -124,3 +124,23 @@ def test_a_job_with_the_lever_draws_its_fakes_by_usefulness():
     assert type(make_source(SupervisedJob(job.model, job.train_cfg, train, fake=fake), 0, 1).fake).__name__ == \
         "ArraySource"
     assert np.isfinite(run_job(job, model)["train_loss"])
+
+
+def test_select_share_is_a_tune_knob_of_the_lever():
+    """tune.select_share: a search dimension that sets student.select_fakes.share (re-keying the
+    trial's student, not its fakes), refused while the lever is off, not dumped when unset."""
+    from rayflow.config import ConfigError
+    from rayflow.tuning.search import space_of, with_params
+
+    cfg = load_config("rayflow/configs/tiny.yaml", ["student.select_fakes.by=entropy", "tune.select_share=[0.2, 1]",
+                                                    "tune.grid=[1, 1, 1, 1, 1, 3]"])
+    grid = space_of(cfg).grid(*cfg.tune.grid)
+    assert [c["select_share"] for c in grid] == pytest.approx([0.2, 0.6, 1.0])
+    a, b = (with_params(cfg, c, validation=False) for c in grid[:2])
+    assert (a.student.select_fakes.share, b.student.select_fakes.share) == pytest.approx((0.2, 0.6))
+    assert a.student.select_fakes.by == "entropy"
+    assert node_key(a, CGAN_KD.student(0)) != node_key(b, CGAN_KD.student(0))
+    assert node_key(a, CGAN_KD.fake_set()) == node_key(b, CGAN_KD.fake_set())
+    with pytest.raises(ConfigError, match="useful-fakes lever is off"):
+        load_config("rayflow/configs/tiny.yaml", ["tune.select_share=[0.2, 1]"])
+    assert "select_share" not in load_config("rayflow/configs/tiny.yaml").tune.model_dump()
