@@ -144,3 +144,10 @@ def test_select_share_is_a_tune_knob_of_the_lever():
     with pytest.raises(ConfigError, match="useful-fakes lever is off"):
         load_config("rayflow/configs/tiny.yaml", ["tune.select_share=[0.2, 1]"])
     assert "select_share" not in load_config("rayflow/configs/tiny.yaml").tune.model_dump()
+
+
+def test_a_resumed_source_rescores_at_once():
+    images, logits, _ = _planted()
+    src = _source(images, logits, every=50)
+    src.skip(7)
+    assert src.next_batch()["i"].shape == (8,) and src.rescored == [7] and src.n == 8
