@@ -78,7 +78,8 @@ def _check_range(name: str, rng: Any) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Ranges of ρ, M and optionally ``real_fraction`` / ``kd_weight`` / ``mix_alpha`` / ``select_share``; see the module docstring.
+    """Ranges of ρ, M and optionally ``real_fraction`` / ``kd_weight`` / ``mix_alpha`` / ``select_share``;
+    see the module docstring.
 
     ``grids`` (optional) maps a dimension to explicit values, used by :meth:`grid` instead of an
     even (ρ, real_fraction, kd_weight) or geometric (M) spacing. Raises ValueError on a bad range.

@@ -164,7 +164,8 @@ def train_jobs(executor, jobs: list[SupervisedJob], *, names: list[str], run_nam
     fakes = fakes or [None] * len(jobs)
     items = [{"job": j, "name": n, "fake": f, "dataset": f"fake{i}"}
              for i, (j, n, f) in enumerate(zip(jobs, names, fakes))]
-    datasets = {f"fake{i}": f for i, (j, f) in enumerate(zip(jobs, fakes)) if isinstance(f, FakeSpec) and not _selects(j)}
+    datasets = {f"fake{i}": f for i, (j, f) in enumerate(zip(jobs, fakes))
+                if isinstance(f, FakeSpec) and not _selects(j)}
     t0 = time.perf_counter()
     res = executor.fit(train_items, {"items": items, "tracking": tracking}, name=run_name, scaling=scaling,
                        storage=storage, datasets=datasets, keep=1 if len(items) == 1 else None)
