@@ -14,7 +14,7 @@ from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, f
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
-from rayflow.config_mix import FunctionMatchingConfig, MixConfig
+from rayflow.config_mix import FunctionMatchingConfig, MixConfig, SelectFakesConfig
 from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
 from rayflow.kd.config import KDConfig, KDMethodConfig, KDTableEntry  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
@@ -190,6 +190,10 @@ class FilterConfig(_Strict):
         return v
 
 
+# the synth fields added after pool keys were first pinned: dumped and hashed only away from these
+LATENT_DEFAULTS = {"latent_scale": 1.0, "truncation": None}
+
+
 class SynthConfig(_Strict):
     """The Ray Data stage that turns the GAN into a filtered, labelled Parquet dataset."""
 
@@ -208,6 +212,23 @@ class SynthConfig(_Strict):
     num_gpus_per_actor: float = Field(0.0, ge=0)
     soft_labels: bool = True
     seed: int = 0
+    latent_scale: float = Field(1.0, gt=0, description=(
+        "z ~ N(0, latent_scale^2) for the pool's draws: above 1, more varied and less faithful fakes "
+        "(GaFi searches [1, 2]); part of the pool's key when not 1"))
+    truncation: float | None = Field(None, gt=0, description=(
+        "redraw every z coordinate with |z| above it (the truncation trick: fewer, more typical modes); "
+        "None: no truncation; part of the pool's key when set"))
+
+    def latent_kwargs(self) -> dict:
+        """The latent draw's settings away from their defaults (what `generate` takes)."""
+        return {k: getattr(self, k) for k, d in LATENT_DEFAULTS.items() if getattr(self, k) != d}
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_latent(self, handler):
+        """`latent_scale` and `truncation` are dumped only when not the default: every key and
+        config.yaml written before they existed stays valid."""
+        out = handler(self)
+        return {k: v for k, v in out.items() if k not in LATENT_DEFAULTS or v != LATENT_DEFAULTS[k]}
 
 
 class StudentFakeConfig(_Strict):
@@ -278,13 +299,20 @@ class StudentSpec(StageSpec):
     mix: MixConfig = Field(default_factory=MixConfig, description=(
         "the mixing lever (default off): MixUp / CutMix within the cGAN-KD student's real + fake batches, "
         "each mixed view labelled by the teacher online; read by the KD students (cGAN-KD, cGAN-KD + m) only"))
+    select_fakes: SelectFakesConfig = Field(default_factory=SelectFakesConfig, description=(
+        "the useful-fakes lever (default off): {by: entropy|kl, share, every, score_size}: fake batches drawn "
+        "from the top share by teacher entropy or KL(teacher || current student), re-scored every `every` "
+        "steps in the training worker; read by the KD students (cGAN-KD, cGAN-KD + m) only"))
 
     @model_serializer(mode="wrap")
-    def _keys_without_default_mix(self, handler):
-        """`mix` is dumped only when on: every key and config.yaml written before it existed stays valid."""
+    def _keys_without_default_levers(self, handler):
+        """`mix` and `select_fakes` are dumped only when on: every key and config.yaml written before
+        they existed stays valid."""
         out = handler(self)
         if out.get("mix", {}).get("kind", "none") == "none":
             out.pop("mix", None)
+        if out.get("select_fakes", {}).get("by", "none") == "none":
+            out.pop("select_fakes", None)
         return out
 
 
@@ -300,8 +328,11 @@ class TuneConfig(_Strict):
     kd_weight: tuple[float, float] | None = None
     mix_alpha: tuple[float, float] | None = Field(None, description=(
         "range of the mixing lever's alpha (student.mix.alpha; needs student.mix.kind set), e.g. [0.2, 2]"))
+    select_share: tuple[float, float] | None = Field(None, description=(
+        "range of the useful-fakes lever's share (student.select_fakes.share; needs student.select_fakes.by "
+        "set), e.g. [0.2, 1]"))
     grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid, by position: "
-                                  "rho, M, real share, KD weight, mix alpha (3 for a searched dimension not "
+                                  "rho, M, real share, KD weight, mix alpha, fake share (3 for a searched dimension not "
                                   "given); the grid searcher's points, the bound's table, the other searchers' "
                                   "candidates")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
@@ -315,11 +346,13 @@ class TuneConfig(_Strict):
     seed: int = 0
 
     @model_serializer(mode="wrap")
-    def _dump_without_unset_mix_alpha(self, handler):
-        """`mix_alpha` is dumped only when set: a search's name (a digest of this section) stays what it was."""
+    def _dump_without_unset_levers(self, handler):
+        """`mix_alpha` and `select_share` are dumped only when set: a search's name (a digest of this
+        section) stays what it was."""
         out = handler(self)
-        if out.get("mix_alpha", 0) is None:
-            out.pop("mix_alpha")
+        for k in ("mix_alpha", "select_share"):
+            if out.get(k, 0) is None:
+                out.pop(k)
         return out
 
     @field_validator("rho")
@@ -332,8 +365,9 @@ class TuneConfig(_Strict):
     @field_validator("grid")
     @classmethod
     def _grid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not 2 <= len(v) <= 5 or any(int(n) < 1 for n in v):
-            raise ValueError(f"must be 2 to 5 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]), "
+        if not 2 <= len(v) <= 6 or any(int(n) < 1 for n in v):
+            raise ValueError(f"must be 2 to 6 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]"
+                             f"[, fake share]), "
                              f"got {list(v)}")
         return v
 
@@ -413,6 +447,9 @@ class PipelineConfig(_Strict):
         if self.tune.mix_alpha is not None and not self.student.mix.on:
             raise ValueError("tune.mix_alpha searches student.mix.alpha, but the mixing lever is off: set "
                              "student.mix.kind (mixup, cutmix or both)")
+        if self.tune.select_share is not None and not self.student.select_fakes.on:
+            raise ValueError("tune.select_share searches student.select_fakes.share, but the useful-fakes lever "
+                             "is off: set student.select_fakes.by (entropy or kl)")
         return self
 
     @model_validator(mode="after")

@@ -1,4 +1,6 @@
-"""`MixConfig`: MixUp / CutMix of a student's batches, each mixed view labelled by the teacher online.
+"""The cGAN-KD student's levers: `MixConfig` (MixUp / CutMix of a student's batches, each mixed view
+labelled by the teacher online) and `SelectFakesConfig` (fake batches drawn from the fakes the
+current student finds most useful).
 
 One model for both users of `rayflow/train/mix.py`: the function-matching baseline
 (`function_matching`, mixing on the real images) and the cGAN-KD mixing lever (`student.mix`,
@@ -31,3 +33,23 @@ class FunctionMatchingConfig(MixConfig):
 
     kind: Literal["none", "mixup", "cutmix", "both"] = Field(
         "both", description=MixConfig.model_fields["kind"].description)
+
+
+class SelectFakesConfig(_Strict):
+    """`student.select_fakes` (default off): the cGAN-KD student draws its fake batches from the top
+    `share` of the fakes by usefulness, re-scored against the current student every `every` steps
+    inside the training worker (rayflow/train/select_fakes.py). Why: samples near the teacher's
+    decision boundary, or where the student still disagrees, teach most (entropy-guided selection,
+    arXiv 2502.15588), while the rho filter keeps the fakes the teacher finds easy."""
+
+    by: Literal["none", "entropy", "kl"] = Field("none", description=(
+        "none; entropy: the teacher's entropy on the fake (from its stored logits, no student pass); "
+        "kl: KL(teacher || student) at the KD temperature, the current student's disagreement"))
+    share: float = Field(0.5, gt=0, le=1, description="share of the scored fakes the batches are drawn from")
+    every: int = Field(50, gt=0, description="steps between re-scorings")
+    score_size: int = Field(4096, gt=0, description="fakes scored per re-scoring (a random subset, for cost; "
+                                                    "all when the set is smaller)")
+
+    @property
+    def on(self) -> bool:
+        return self.by != "none"

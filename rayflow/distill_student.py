@@ -87,7 +87,8 @@ def after_tune(cfg: PipelineConfig, out: dict) -> DistillResult:
 
 
 def knobs(params: dict) -> str:
-    names = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight", "mix_alpha": "mix alpha"}
+    names = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight", "mix_alpha": "mix alpha",
+             "select_share": "fake share"}
     return ", ".join(f"{names.get(k, k)} {v:g}" for k, v in params.items())
 
 
@@ -105,6 +106,8 @@ def settings_of(cfg: PipelineConfig, node: Node, chosen_by: str) -> dict:
                 "fake.kd_weight": cfg.fake.kd_weight})
     if s.mix.on:
         out["student.mix"] = s.mix.model_dump()
+    if s.select_fakes.on:
+        out["student.select_fakes"] = s.select_fakes.model_dump()
     if s.model.kwargs:
         out["student.model.kwargs"] = dict(s.model.kwargs)
     return out

@@ -39,7 +39,7 @@ def _candidates(path: str, v):
         return [v * 0.5 if v else 0.5, v + 0.01]
     if isinstance(v, str):
         return [v + "x", "cosine", "adam", "local", "best_fid", "last", "regression", "npz", "color", "nokd", "scratch", "random",
-                "hard", "sinusoidal", "mixup"]
+                "hard", "sinusoidal", "mixup", "entropy"]
     if isinstance(v, list):
         return [v + v[-1:] if v else [1], ["crop"], [0.5, 0.9], [v[0], v[-1] * 2] if v else [1]]
     if isinstance(v, dict):
@@ -76,7 +76,9 @@ def _under(path: str, reads: set[str]) -> bool:
     return any(path == r or path.startswith(r + ".") for r in reads)
 
 
-CASES = [("tiny", []), ("own feature net, fine-tuned students", ["dre.feature_net.name=resnet8", "fake.init=nokd"]),
+CASES = [("tiny", []), ("own feature net, fine-tuned students, levers on",
+                       ["dre.feature_net.name=resnet8", "fake.init=nokd", "synth.latent_scale=1.5",
+                        "synth.truncation=2", "student.select_fakes={by: kl}"]),
          ("KD methods", ["student.model.name=cnn_small", "kd_table=[{method: blkd}, {method: at}, {method: crd}, {method: takd}]",
                          "student.kd={method: rkd, weight: 2}"])]
 
@@ -186,3 +188,15 @@ def test_function_matching_and_mixing_lever_keep_existing_keys():
     assert changed == {CGAN_KD.student(0)}
     assert node_key(lever, fm) == node_key(cfg, fm)
     assert "mix" not in cfg.student.model_dump() and lever.student.model_dump()["mix"]["kind"] == "both"
+
+
+def test_select_fakes_and_latent_draws_keep_existing_keys():
+    """student.select_fakes, synth.latent_scale and synth.truncation at their defaults re-key nothing
+    (the keys of `rayflow graph --config tiny` before they existed, pools included)."""
+    from rayflow.stages.synth import pool_node
+
+    cfg = load_config("rayflow/configs/tiny.yaml")
+    pools = {pool_node(False): "a8e7def1c963", pool_node(True): "ce77187bdf00", CGAN_KD.fake_set(): "cc906bb0a65a"}
+    assert {n: node_key(cfg, n) for n in {**PINNED, **pools}} == {**PINNED, **pools}
+    dump = cfg.model_dump()
+    assert "select_fakes" not in dump["student"] and not {"latent_scale", "truncation"} & set(dump["synth"])

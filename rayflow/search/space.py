@@ -6,7 +6,9 @@ Dimensions (fixed order, which is also the order of a config *key*):
 * ``m``             fake samples per class M ≥ 1, integer, log scale;
 * ``real_fraction`` share of real images per batch, (0, 1], linear (optional);
 * ``kd_weight``     weight of the distillation loss, [0, 1], linear (optional);
-* ``mix_alpha``     α of the mixing lever's λ ~ Beta(α, α), > 0, linear (optional; ``student.mix`` on).
+* ``mix_alpha``     α of the mixing lever's λ ~ Beta(α, α), > 0, linear (optional; ``student.mix`` on);
+* ``select_share``  share of the scored fakes the useful-fakes lever draws from, (0, 1], linear
+  (optional; ``student.select_fakes`` on).
 
 Each dimension is a range ``(lo, hi)``; :meth:`SearchSpace.from_grids` builds one from explicit
 value lists (the range is then their min/max and :meth:`SearchSpace.grid` returns exactly them).
@@ -25,7 +27,7 @@ import numpy as np
 
 __all__ = ["DIMS", "SearchSpace", "as_rng"]
 
-DIMS: tuple[str, ...] = ("rho", "m", "real_fraction", "kd_weight", "mix_alpha")
+DIMS: tuple[str, ...] = ("rho", "m", "real_fraction", "kd_weight", "mix_alpha", "select_share")
 # Allowed closed/open domain of every dimension: (lo, lo_open, hi, hi_open).
 _DOMAIN = {
     "rho": (0.0, True, 1.0, False),
@@ -33,8 +35,9 @@ _DOMAIN = {
     "real_fraction": (0.0, True, 1.0, False),
     "kd_weight": (0.0, False, 1.0, False),
     "mix_alpha": (0.0, True, math.inf, True),
+    "select_share": (0.0, True, 1.0, False),
 }
-_DEFAULT_N = {"rho": 10, "m": 8, "real_fraction": 3, "kd_weight": 3, "mix_alpha": 3}
+_DEFAULT_N = {"rho": 10, "m": 8, "real_fraction": 3, "kd_weight": 3, "mix_alpha": 3, "select_share": 3}
 
 
 def as_rng(rng: Any) -> np.random.Generator:
@@ -75,7 +78,8 @@ def _check_range(name: str, rng: Any) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Ranges of ρ, M and optionally ``real_fraction`` / ``kd_weight`` / ``mix_alpha``; see the module docstring.
+    """Ranges of ρ, M and optionally ``real_fraction`` / ``kd_weight`` / ``mix_alpha`` / ``select_share``;
+    see the module docstring.
 
     ``grids`` (optional) maps a dimension to explicit values, used by :meth:`grid` instead of an
     even (ρ, real_fraction, kd_weight) or geometric (M) spacing. Raises ValueError on a bad range.
@@ -86,6 +90,7 @@ class SearchSpace:
     real_fraction: tuple[float, float] | None = None
     kd_weight: tuple[float, float] | None = None
     mix_alpha: tuple[float, float] | None = None
+    select_share: tuple[float, float] | None = None
     grids: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -210,10 +215,11 @@ class SearchSpace:
         n_real_fraction: int | None = None,
         n_kd_weight: int | None = None,
         n_mix_alpha: int | None = None,
+        n_select_share: int | None = None,
     ) -> list[dict]:
         """Cartesian grid as a list of config dicts (ρ-major order); explicit grids override the counts."""
         counts = {"rho": n_rho, "m": n_m, "real_fraction": n_real_fraction, "kd_weight": n_kd_weight,
-                  "mix_alpha": n_mix_alpha}
+                  "mix_alpha": n_mix_alpha, "select_share": n_select_share}
         axes = [self.values(d, counts[d]) for d in self.dims]
         mesh = np.array(np.meshgrid(*[np.arange(len(a)) for a in axes], indexing="ij")).reshape(len(axes), -1).T
         return [self.from_key([axes[j][i] for j, i in enumerate(row)]) for row in mesh]

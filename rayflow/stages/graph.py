@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayflow.config import PipelineConfig
+from rayflow.config import LATENT_DEFAULTS, PipelineConfig
 
 log = logging.getLogger("rayflow")
 
@@ -102,20 +102,27 @@ def view(cfg: PipelineConfig, node: Node) -> View:
     return View({p: lookup_path(cfg, p) for p in REGISTRY[node.stage].reads(node.p)})
 
 
+# the student's optional parts: hashed (inside `student`) only when set / on
+_STUDENT_OPTIONAL = {"kd": bool, "mix": lambda v: v.get("kind", "none") != "none",
+                     "select_fakes": lambda v: v.get("by", "none") != "none"}
+# reads added after keys were first pinned, hashed only away from their default value
+_DEFAULT_READS = {f"synth.{k}": v for k, v in LATENT_DEFAULTS.items()}
+
+
 def _student_reads(reads: dict[str, Any]) -> dict[str, Any]:
     """Key compatibility: before `student.kd` existed the students read `student` whole, so their
-    `student.model` + `student.train` hash as that one value again (and `student.kd` and
-    `student.mix` inside it, only when set / on): every student trained before keeps its key and
-    its cached artifact."""
+    `student.model` + `student.train` hash as that one value again (and `student.kd`, `student.mix`
+    and `student.select_fakes` inside it, only when set / on), and a read of `_DEFAULT_READS` at its
+    default is left out: every node built before keeps its key and its cached artifact."""
+    reads = {p: v for p, v in reads.items() if p not in _DEFAULT_READS or v != _DEFAULT_READS[p]}
     if "student.model" not in reads or "student.train" not in reads:
         return reads
-    out = {p: v for p, v in reads.items()
-           if p not in ("student.model", "student.train", "student.kd", "student.mix")}
+    optional = {f"student.{f}" for f in _STUDENT_OPTIONAL}
+    out = {p: v for p, v in reads.items() if p not in ("student.model", "student.train", *optional)}
     out["student"] = {"model": reads["student.model"], "train": reads["student.train"]}
-    if reads.get("student.kd"):
-        out["student"]["kd"] = reads["student.kd"]
-    if reads.get("student.mix", {}).get("kind", "none") != "none":
-        out["student"]["mix"] = reads["student.mix"]
+    for f, on in _STUDENT_OPTIONAL.items():
+        if on(reads.get(f"student.{f}") or {}):
+            out["student"][f] = reads[f"student.{f}"]
     return out
 
 

@@ -133,6 +133,8 @@ def _job_fields(runner: Any, node: Node, v: View, inputs: dict) -> tuple[dict, A
                 out.update(kd_methods=methods, **online_teacher(inputs["teacher"]))
             if v["student.mix"].on:  # ... or the mixing lever wants each mixed view labelled online
                 out.update(mix=v["student.mix"], **online_teacher(inputs["teacher"]))
+            if v["student.select_fakes"].on:  # the useful-fakes lever: scored by the stored logits
+                out["select_fakes"] = v["student.select_fakes"]
         return out, fake_spec(runner, inputs["fake"], v, orig_labels=p["orig_labels"], use_logits=p["kd"])
     return {}, None
 
@@ -177,8 +179,8 @@ def _cgankd_reads(p: dict) -> tuple[str, ...]:
     if p["kd"]:
         kd = ("fake.kd_weight", "fake.temperature",
               table_path(p["method"]) if p.get("method") else "student.kd")
-        if p.get("method") != takd.TAKD:  # the mixing lever (hashed only when on: graph._student_reads)
-            kd += ("student.mix",)
+        if p.get("method") != takd.TAKD:  # the levers (hashed only when on: graph._student_reads)
+            kd += ("student.mix", "student.select_fakes")
     return (*SPEC_READS, "fake.real_fraction", "fake.init") + kd
 
 

@@ -27,7 +27,8 @@ log = logging.getLogger("rayflow")
 SHARDS = "shards"
 VIEW = "view.parquet"
 SEGMENT_SHARDS = 2**16  # shard ids of segment k start at k * SEGMENT_SHARDS
-CONTENT = ("batch_size", "shard_size", "num_gpus_per_actor", "seed", "pool_draws")  # how a pool is drawn
+# how a pool is drawn (latent_scale, truncation: hashed only away from their defaults, graph._DEFAULT_READS)
+CONTENT = ("batch_size", "shard_size", "num_gpus_per_actor", "seed", "pool_draws", "latent_scale", "truncation")
 
 
 def pool_node(subsample: bool, segment: int = 0) -> Node:

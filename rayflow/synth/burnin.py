@@ -42,7 +42,8 @@ def compute_burnin(inputs: SynthInputs, cfg: SynthConfig, *, device: str = "cpu"
     """
     inputs.validate(cfg)
     C, bs, space = inputs.num_strata, cfg.batch_size, inputs.space
-    gen = Generate(inputs.generator, inputs.generator_state, batch_size=bs, device=device, space=space)
+    gen = Generate(inputs.generator, inputs.generator_state, batch_size=bs, device=device, space=space,
+                   **cfg.latent_kwargs())  # the cutoffs of the pool's own draws
     stats = BurninStats()
     score = None
     if inputs.subsample:

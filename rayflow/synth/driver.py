@@ -76,7 +76,8 @@ def _fingerprint(inputs: SynthInputs, cfg: SynthConfig, G: nn.Module) -> str:
             "first_shard_id": inputs.first_shard_id,
             "ratio_hidden": list(inputs.ratio_hidden), "ratio_dropout": inputs.ratio_dropout,
             "burnin": inputs.burnin.to_dict() if inputs.burnin else None,
-            **({"label_space": inputs.space.to_dict()} if inputs.space.continuous else {})}
+            **({"label_space": inputs.space.to_dict()} if inputs.space.continuous else {}),
+            **cfg.latent_kwargs()}  # only when not the default: a work dir from before resumes
     h.update(json.dumps(desc, sort_keys=True).encode())
     _hash_state(h, G.state_dict())
     if inputs.subsample:
@@ -93,7 +94,8 @@ def _step_kwargs(inputs: SynthInputs, cfg: SynthConfig, burnin: BurninStats, out
     """Constructor kwargs of the steps (None: step skipped), shared by both executors."""
     kw: dict[str, dict | None] = {
         "generate": dict(generator=inputs.generator, generator_state=inputs.generator_state,
-                         batch_size=cfg.batch_size, space=inputs.space if inputs.space.continuous else None),
+                         batch_size=cfg.batch_size, space=inputs.space if inputs.space.continuous else None,
+                         **cfg.latent_kwargs()),
         "score": dict(score_kwargs(inputs, cfg), max_ratio=burnin.max_ratio) if inputs.subsample else None,
         "label": dict(teacher_dir=inputs.teacher_dir, num_classes=inputs.space,  # a path, or NodePath
                       cutoffs=burnin.cutoffs if inputs.filter else None, relabel=inputs.relabel,
@@ -214,7 +216,8 @@ def run_synth(inputs: SynthInputs, cfg: SynthConfig, out_dir: str | Path,
     header = {"num_classes": C, "image_shape": list(image_shape), "m_per_class": m, "seed": cfg.seed,
               "subsample": inputs.subsample, "filter": inputs.filter, "rho": inputs.rho,
               "relabel": inputs.relabel, "soft_labels": inputs.soft(cfg), "pool": inputs.pool,
-              **({"label_space": inputs.space.to_dict()} if inputs.space.continuous else {})}
+              **({"label_space": inputs.space.to_dict()} if inputs.space.continuous else {}),
+            **cfg.latent_kwargs()}  # only when not the default: a work dir from before resumes
     man = Manifest.open(out, _fingerprint(inputs, cfg, G), header)
     del G
     out.mkdir(parents=True, exist_ok=True)

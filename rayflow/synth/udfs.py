@@ -90,9 +90,11 @@ class Generate(_Step):
 
     def __init__(self, generator: Callable[[], nn.Module], generator_state: dict | None = None, *,
                  batch_size: int = 500, device: str | None = "cpu", threads: int | None = None,
-                 space: LabelSpace | int | dict | None = None):
+                 space: LabelSpace | int | dict | None = None, latent_scale: float = 1.0,
+                 truncation: float | None = None):
         super().__init__(batch_size, device, threads)
         self.G = build_generator(generator, generator_state).to(self.device)
+        self.latent = {"latent_scale": float(latent_scale), "truncation": truncation}  # synth.latent_kwargs
         self.space = None if space is None else as_space(space)  # None: class ids
 
     def labels(self, stratum: int, n: int, seed: int) -> torch.Tensor:
@@ -104,7 +106,7 @@ class Generate(_Step):
     def draw_labelled(self, stratum: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(labels, uint8 images)`` of ``n`` draws of one stratum; depends only on (G, stratum, n, seed)."""
         y = self.labels(stratum, n, seed)
-        return y, generate(self.G, y, seed=int(seed), batch_size=self.infer_batch)
+        return y, generate(self.G, y, seed=int(seed), batch_size=self.infer_batch, **self.latent)
 
     def draw(self, label: int, n: int, seed: int) -> torch.Tensor:
         """``n`` uint8 images of stratum ``label`` (the class, for class ids)."""

@@ -44,6 +44,10 @@ def read_fake(spec: FakeSpec) -> FakeData:
     return FakeData(fs.images, fs.labels, fs.teacher_logits if spec.use_logits else None, spec.real_fraction)
 
 
+def _selects(job: SupervisedJob) -> bool:
+    return job.select_fakes is not None and job.select_fakes.on
+
+
 def train_items(ctx: TrainContext, config: dict) -> dict[int, dict]:
     """`config["items"]`: dicts with `job` (SupervisedJob), `name`, optional `fake` (FakeSpec) and
     `dataset` (its name in the executor's datasets). Rank 0 returns {index: metrics + weights}."""
@@ -77,7 +81,8 @@ def _train_item(ctx: TrainContext, index: int, item: dict, start_state: dict | N
     fake_source, real_fraction = None, 0.75
     if spec is not None:
         real_fraction = spec.real_fraction
-        shard = ctx.dataset_shard(item["dataset"])
+        # the useful-fakes lever re-scores the fakes in this worker: held in memory, never streamed
+        shard = None if _selects(job) else ctx.dataset_shard(item["dataset"])
         if shard is not None:  # streamed from the executor's dataset, split across workers
             b = job.train_cfg.batch_size
             n_fake = b - max(1, round(b * spec.real_fraction))
@@ -159,7 +164,8 @@ def train_jobs(executor, jobs: list[SupervisedJob], *, names: list[str], run_nam
     fakes = fakes or [None] * len(jobs)
     items = [{"job": j, "name": n, "fake": f, "dataset": f"fake{i}"}
              for i, (j, n, f) in enumerate(zip(jobs, names, fakes))]
-    datasets = {f"fake{i}": f for i, f in enumerate(fakes) if isinstance(f, FakeSpec)}
+    datasets = {f"fake{i}": f for i, (j, f) in enumerate(zip(jobs, fakes))
+                if isinstance(f, FakeSpec) and not _selects(j)}
     t0 = time.perf_counter()
     res = executor.fit(train_items, {"items": items, "tracking": tracking}, name=run_name, scaling=scaling,
                        storage=storage, datasets=datasets, keep=1 if len(items) == 1 else None)

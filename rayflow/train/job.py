@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from rayflow.config import ModelConfig, TrainConfig
-from rayflow.config_mix import MixConfig
+from rayflow.config_mix import MixConfig, SelectFakesConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.models import build_model
 from rayflow.progress import Progress
@@ -48,6 +48,7 @@ class SupervisedJob:
     fake: FakeData | None = None
     real_logits: np.ndarray | None = None  # teacher logits on the real train images (no-aug KD)
     mix: MixConfig | None = None  # MixUp/CutMix every batch, labelled by the online teacher (train/mix.py)
+    select_fakes: SelectFakesConfig | None = None  # fake batches from the most useful fakes (train/select_fakes.py)
     log_every: int = 100
     checkpoint_every: int = 0  # a resume point every N steps (results do not depend on it)
 
@@ -67,10 +68,12 @@ class SupervisedJob:
 
 
 def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSource | None = None,
-                real_fraction: float = 0.75) -> BatchSource:
+                real_fraction: float = 0.75, model: torch.nn.Module | None = None,
+                device: torch.device | str = "cpu") -> BatchSource:
     """Real batches, or real + fake at a fixed share (`job.fake`'s own, else `real_fraction` for a
     streamed `fake_source`). With KD methods, batches carry `i`, the CRD sample index: a real
-    image's position in the train array, a fake's N_real + its position in the fake set."""
+    image's position in the train array, a fake's N_real + its position in the fake set. With
+    `job.select_fakes` on, the fakes (in memory) are drawn by usefulness to `model`, the student."""
     tc, task = job.train_cfg, job.task
     offset = 0 if job.kd_methods else None
     if job.fake is None and fake_source is None:
@@ -84,10 +87,18 @@ def make_source(job: SupervisedJob, rank: int, world: int, fake_source: BatchSou
                        index_offset=offset)
     if fake_source is None:
         f = job.fake
-        fake_source = ArraySource(f.images, f.labels, tc.batch_size - n_real, augment_ops=tc.augment,
-                                  teacher_logits=f.teacher_logits, seed=tc.seed + 1, rank=rank,
-                                  world_size=world, label_dtype=task.label_dtype,
-                                  index_offset=None if offset is None else len(job.train))
+        kw = dict(augment_ops=tc.augment, teacher_logits=f.teacher_logits, seed=tc.seed + 1, rank=rank,
+                  world_size=world, label_dtype=task.label_dtype,
+                  index_offset=None if offset is None else len(job.train))
+        if job.select_fakes is not None and job.select_fakes.on:
+            from rayflow.train.select_fakes import SelectedSource
+
+            fake_source = SelectedSource(f.images, f.labels, tc.batch_size - n_real, select=job.select_fakes,
+                                         student=model, device=device, temperature=job.temperature, **kw)
+        else:
+            fake_source = ArraySource(f.images, f.labels, tc.batch_size - n_real, **kw)
+    elif job.select_fakes is not None and job.select_fakes.on:
+        raise ValueError("student.select_fakes re-scores the fakes in memory: the fakes must not be streamed")
     return MixedSource(real, fake_source)
 
 
@@ -144,7 +155,7 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
             out.update(evaluate(m, job.test, task, device, prefix="test_"))
         return out
 
-    source = make_source(job, rank, world, fake_source, real_fraction)
+    source = make_source(job, rank, world, fake_source, real_fraction, model=model, device=device)
     return train_steps(model, source, job.train_cfg, task, criterion=criterion, teacher=teacher, device=device,
                        evaluate_fn=evaluate_fn, validate_fn=validate_fn if has_val else None,
                        reporter=reporter, start_state=start_state, log_every=job.log_every,

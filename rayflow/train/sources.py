@@ -61,8 +61,12 @@ class ArraySource:
                 yield mine[i:i + self.bs] if len(mine) >= self.bs else np.resize(mine, self.bs)
             epoch += 1
 
+    def _next_indices(self) -> np.ndarray:
+        """The rows of the next batch (a subclass may choose them otherwise: train/select_fakes.py)."""
+        return next(self._it)
+
     def next_batch(self) -> Batch:
-        idx = np.sort(next(self._it))
+        idx = np.sort(self._next_indices())
         x = to_float(torch.from_numpy(self.images[idx]))
         if self.ops:
             x = augment(x, self.ops, self.g.manual_seed(step_seed(self.seed, self.rank, self.n)))

@@ -85,7 +85,8 @@ def format_grid(out: dict[str, Any]) -> str:
         k, name = float(o["error_scale"]), f"val {o['error_label']}"
     else:  # classification: 1 - accuracy, as a fraction
         k, name = 1.0, "val error"
-    extra = [d for d in ("real_fraction", "kd_weight", "mix_alpha") if out["recorded"] and d in out["recorded"][0]]
+    extra = [d for d in ("real_fraction", "kd_weight", "mix_alpha", "select_share")
+             if out["recorded"] and d in out["recorded"][0]]
     lines = [f"{'rho':>6} {'M/class':>8} " + "".join(f"{d:>14} " for d in extra) + f"{name + ' (seeds)':>24} {'bound':>7}"]
     for r in out["recorded"]:
         lines.append(f"{r['rho']:>6.2f} {r['m']:>8d} " + "".join(f"{r[d]:>14.2f} " for d in extra)

@@ -26,7 +26,8 @@ log = logging.getLogger("rayflow")
 
 TRIAL_CPUS = 0.01  # a Tune trial's own resources (Ray refuses a zero-resource trial)
 KNOBS = {"rho": "filter.rho", "m": "synth.m_per_class", "real_fraction": "fake.real_fraction",
-         "kd_weight": "fake.kd_weight", "mix_alpha": "student.mix.alpha"}
+         "kd_weight": "fake.kd_weight", "mix_alpha": "student.mix.alpha",
+         "select_share": "student.select_fakes.share"}
 
 
 def space_of(cfg: PipelineConfig):
@@ -34,7 +35,8 @@ def space_of(cfg: PipelineConfig):
 
     t = cfg.tune
     return SearchSpace(rho=tuple(t.rho), m=tuple(t.m_per_class), real_fraction=t.real_fraction,
-                       kd_weight=t.kd_weight, mix_alpha=t.mix_alpha)
+                       kd_weight=t.kd_weight, mix_alpha=t.mix_alpha,
+                       select_share=t.select_share)
 
 
 def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> PipelineConfig:
@@ -295,7 +297,8 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
 
     hand = {k: v for k, v in {"rho": cfg.filter.rho, "m": cfg.synth.m_per_class,
                               "real_fraction": cfg.fake.real_fraction, "kd_weight": cfg.fake.kd_weight,
-                              "mix_alpha": cfg.student.mix.alpha}.items()
+                              "mix_alpha": cfg.student.mix.alpha,
+                              "select_share": cfg.student.select_fakes.share}.items()
             if k in chosen}
     out: dict[str, Any] = {"hand_set": hand, "chosen": chosen}
     if obj.regression:
