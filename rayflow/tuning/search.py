@@ -70,12 +70,17 @@ def run_trial(params: dict, *, base: dict, metric: str = "val_acc") -> dict:
     sc = cfg.scaling
     cfg.scaling = sc.model_copy(update={"cpus_per_worker": sc.cpus_per_worker - TRIAL_CPUS / sc.num_workers,
                                         "threads_per_worker": sc.threads_per_worker or max(1, int(sc.cpus_per_worker))})
-    art = Runner(cfg).artifact(CGAN_KD.student(cfg.seeds[0]))
-    m = art.metrics
+    from rayflow.tuning.choice import se_of
+    from rayflow.tuning.objective import objective_of
+
+    runner = Runner(cfg)
+    art = runner.artifact(CGAN_KD.student(cfg.seeds[0]))
+    m, splits = art.metrics, runner.splits
+    n = int(m.get("val_n") or len(splits.val))  # the score's SE over the validation images (choice.py)
     # a committed student ran all its steps, also one resumed from a checkpoint at its last step (whose
     # final metrics carry no samples_seen): it must still count as a finished trial
     full = cfg.student.train.steps * cfg.student.train.batch_size
-    return {metric: float(m[metric]), **{k: m[k] for k in ("val_se", "val_n") if k in m},
+    return {metric: float(m[metric]), "se": se_of(m, objective_of(cfg, splits.num_classes), n), "n": n,
             "samples_seen": int(m.get("samples_seen") or full),
             "artifact": art.uri, "reused": bool(art.reused), "wall_s": float(m.get("wall_s", 0.0))}
 
