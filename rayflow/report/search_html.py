@@ -157,12 +157,13 @@ def _trials_table(t: dict, dims: list[str], errors: list, bounds: list, finished
     for i, r in enumerate(t["trials"]):
         e = errors[i]
         fin = next((f for f in finals if all(f.get(d) == r.get(d) for d in dims)), None)
+        fmt = ".4g" if regression else ".2f"
         row = {"trial": i + 1, **{d: _values(r.get(d, "")) for d in dims},
                "bound": "" if bounds[i] is None else f"{bounds[i]:.3f}",
                "score": "" if e is None else _pm(k * e, k * ses[i]) if regression else
-               _pm(r["val_acc"], 100.0 * ses[i], ".2f"),
+               _pm(r["val_acc"], 100.0 * ses[i], fmt),
                "rescored": "" if fin is None else
-               f"{_pm(unit * fin['mean'], unit * fin['se'], '.4g' if regression else '.2f')} ({len(fin['scores'])} runs)",
+               f"{_pm(unit * fin['mean'], unit * fin['se'], fmt)} ({len(fin['scores'])} runs)",
                "status": "chosen" if i == pick else "finished" if finished[i] else
                "no score" if e is None else "stopped early (ASHA)"}
         rows.append(row)
