@@ -165,7 +165,7 @@ def cmd_tune(args) -> int:
     cfg = _cfg(args)
     out = tune(cfg)
     if out.get("final"):
-        print(f"chosen on validation data: {knobs(out['chosen'])}", flush=True)
+        print(f"chosen on validation data: {knobs(out['chosen'])} ({out.get('choice_why', '')})", flush=True)
         print(after_tune(cfg, out).table, flush=True)
     else:
         print("no trial finished with a score: nothing chosen, no student written", flush=True)

@@ -343,6 +343,10 @@ class TuneConfig(_Strict):
         "draw budget per class of one candidate's view: a (rho, M) the pool would need more generator draws "
         "per class for (estimated from the pool before any trial) is left out of the search, and said so; "
         "None: synth.max_draws_per_class"))
+    finalists: int = Field(3, ge=0, description=(
+        "the best settings re-scored on more student seeds before the choice (0: off); the prior's "
+        "(hand-set, bound's best) trialled settings join them"))
+    rescore_seeds: int = Field(2, ge=0, description="extra student seeds each finalist is re-scored on")
     seed: int = 0
 
     @model_serializer(mode="wrap")

@@ -60,10 +60,14 @@ def table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
 
 
 def bound_scatter(bound: list[float], error: list[float], rho: list[float], m: list[int], ylabel: str,
-                  title: str, chosen: list[bool] | None = None) -> str:
+                  title: str, chosen: list[bool] | None = None, err: list[float] | None = None) -> str:
     """Bound (x) against measured validation error (y), colour rho, marker size log M; `chosen`
-    points ringed in red."""
+    points ringed in red; `err`: each point's standard error, drawn as a bar (the measured axis is
+    a noisy estimate)."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    if err is not None:
+        ax.errorbar(bound, error, yerr=[e if math.isfinite(e) else 0.0 for e in err], fmt="none", ecolor="grey",
+                    elinewidth=0.8, capsize=2, alpha=0.7, zorder=0)
     sc = ax.scatter(bound, error, c=rho, cmap="viridis", s=[8 * math.log2(max(int(v), 2)) for v in m])
     fig.colorbar(sc, label="rho")
     if chosen and any(chosen):

@@ -70,6 +70,21 @@ def _errors(t: dict) -> list[float | None]:
     return out
 
 
+def _ses(t: dict) -> list[float]:
+    """Each trial's standard error in the searchers' units (1 - accuracy, normalised MAE); NaN: unknown."""
+    regression = ((t.get("objective") or {}).get("metric")) == "val_mae"
+    out = []
+    for r in t["trials"]:
+        se = r.get("se")
+        out.append(float(se) / (1.0 if regression else 100.0) if isinstance(se, (int, float)) else math.nan)
+    return out
+
+
+def _pm(value: float, se: float, fmt: str = ".4g") -> str:
+    """'78.00 ± 2.9' (the interval of one standard error); the value alone when the SE is unknown."""
+    return f"{value:{fmt}} ± {se:.2g}" if math.isfinite(se) else f"{value:{fmt}}"
+
+
 def _chosen(t: dict, dims: list[str], errors: list[float | None]) -> int | None:
     """Index of the chosen trial: the best-scored trial with the chosen setting."""
     ch = t.get("chosen") or {}
@@ -97,19 +112,24 @@ def _tune(t: dict, h: int) -> list[str]:
     k, label, shown = error_display(t)
     f, trials = t.get("final") or {}, t["trials"]
     dims, errors = _dims(t), _errors(t)
-    bounds, pick = _bound_of(t, dims), _chosen(t, dims, errors)
+    bounds, pick, ses = _bound_of(t, dims), _chosen(t, dims, errors), _ses(t)
     finished = [e is not None and ("artifact" in r or "samples_seen" not in r) for r, e in zip(trials, errors)]
     parts = [f"<h{h}>rayflow tune, {html.escape(t['searcher'])} searcher: {len(trials)} trials</h{h}>",
              f"<p>chosen on validation data: {_knobs(t.get('chosen'))}; test {html.escape(shown)} "
              f"(retrained on all labelled images): chosen {_values(f.get('chosen'))}, hand-set "
              f"({_knobs(f.get('hand_set'))}) {_values(f.get('hand-set'))}, NOKD "
              f"{_values(f.get('NOKD student'))}, BLKD {_values(f.get('BLKD student'))}</p>"]
+    if t.get("choice_why"):
+        n = len(t.get("finalists") or [])
+        more = f"; {n} finalists re-scored on more student seeds" if n else ""
+        parts.append(f"<p>choice ({html.escape(str(t.get('choice_rule')))} rule): "
+                     f"{html.escape(t['choice_why'])}{more}</p>")
     pts = [i for i in range(len(trials)) if bounds[i] is not None and finished[i]]
     if pts:
         parts.append(bound_scatter([bounds[i] for i in pts], [k * errors[i] for i in pts],
                                    [trials[i]["rho"] for i in pts], [trials[i]["m"] for i in pts], label,
                                    f"{t['searcher']} search: {len(pts)} finished trials (marker size: log M)",
-                                   chosen=[i == pick for i in pts]))
+                                   chosen=[i == pick for i in pts], err=[k * ses[i] for i in pts]))
     elif any(finished):
         why = t.get("bound_note") or "this search saved no bound for its trials"
         parts.append(f"<p>Bound vs measured: not drawn ({html.escape(why)}).</p>")
@@ -121,27 +141,37 @@ def _tune(t: dict, h: int) -> list[str]:
         xs = [i + 1 for i in range(len(trials)) if finished[i]]
         parts.append(best_so_far({f"{t['searcher']} search": curve}, label,
                                  points=(xs, [k * errors[i - 1] for i in xs])))
-    parts.append(_trials_table(t, dims, errors, bounds, finished, pick))
+    parts.append(_trials_table(t, dims, errors, bounds, finished, pick, ses))
     return parts
 
 
-def _trials_table(t: dict, dims: list[str], errors: list, bounds: list, finished: list, pick: int | None) -> str:
-    """One row per trial: its knobs, bound, validation score, and whether it finished / was chosen."""
+def _trials_table(t: dict, dims: list[str], errors: list, bounds: list, finished: list, pick: int | None,
+                  ses: list[float]) -> str:
+    """One row per trial: its knobs, bound, validation score ± its SE, the finalists' re-scored
+    mean ± SE, and whether it finished / was chosen."""
     k, label, _ = error_display(t)
     regression = ((t.get("objective") or {}).get("metric")) == "val_mae"
-    score = f"val {label}" if regression else "val accuracy %"
+    score = (f"val {label}" if regression else "val accuracy %") + (" ± SE" if any(map(math.isfinite, ses)) else "")
+    unit = k if regression else 1.0  # finalists' mean and SE are in the metric's units (accuracy in %)
+    finals = t.get("finalists") or []
     rows = []
     for i, r in enumerate(t["trials"]):
         e = errors[i]
+        fin = next((f for f in finals if all(f.get(d) == r.get(d) for d in dims)), None)
+        fmt = ".4g" if regression else ".2f"
         row = {"trial": i + 1, **{d: _values(r.get(d, "")) for d in dims},
                "bound": "" if bounds[i] is None else f"{bounds[i]:.3f}",
-               "score": "" if e is None else f"{k * e:.4g}" if regression else f"{r['val_acc']:.2f}",
+               "score": "" if e is None else _pm(k * e, k * ses[i]) if regression else
+               _pm(r["val_acc"], 100.0 * ses[i], fmt),
+               "rescored": "" if fin is None else
+               f"{_pm(unit * fin['mean'], unit * fin['se'], fmt)} ({len(fin['scores'])} runs)",
                "status": "chosen" if i == pick else "finished" if finished[i] else
                "no score" if e is None else "stopped early (ASHA)"}
         rows.append(row)
     cols = [("trial", "trial"), *[(d, KNOB_NAMES[d]) for d in dims]]
     cols += [("bound", "bound")] if any(b is not None for b in bounds) else []
-    return table(rows, cols + [("score", score), ("status", "status")])
+    cols += [("score", score)] + ([("rescored", "finalist: mean ± SE over seeds")] if finals else [])
+    return table(rows, cols + [("status", "status")])
 
 
 def render_search(grid: dict | None, tunes: list[dict], level: int = 2) -> str:

@@ -147,7 +147,7 @@ def run_job(job: SupervisedJob, model: torch.nn.Module, *, rank: int = 0, world:
     has_val = job.val is not None and len(job.val) > 0
 
     def validate_fn(m: torch.nn.Module) -> dict:
-        return evaluate(m, job.val, task, device, prefix="val_")
+        return evaluate(m, job.val, task, device, prefix="val_", spread=True)
 
     def evaluate_fn(m: torch.nn.Module) -> dict:
         out = validate_fn(m) if has_val else {}

@@ -85,12 +85,23 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 500,
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evaluate(model: nn.Module, data: ImageSet, task: Task, device="cpu", prefix: str = "") -> dict:
+def evaluate(model: nn.Module, data: ImageSet, task: Task, device="cpu", prefix: str = "",
+             spread: bool = False) -> dict:
+    """Loss and metric on `data`; `spread`: also `{prefix}se`, the metric's standard error over the
+    images (std of the per-image scores / sqrt n: the binomial SE for 1/0 correctness, the SE of the
+    mean absolute error for a continuous label), and `{prefix}n`. A search needs it to tell a real
+    lead from validation noise (issue 29: a 2-image lead chose a setting that tested worse)."""
     out = predict(model, data.images, device=device)
     y = torch.tensor(data.labels).to(task.label_dtype)
-    score = task.score(out, y).mean().item()
+    per = task.score(out, y)
+    score = per.mean().item()
+    scale = 100.0 if task.metric == "acc" else 1.0
     metrics = {f"{prefix}loss": task.loss(out, y).item()}
-    metrics[f"{prefix}{task.metric}"] = 100.0 * score if task.metric == "acc" else score
+    metrics[f"{prefix}{task.metric}"] = scale * score
+    if spread:
+        n = len(per)
+        metrics[f"{prefix}se"] = scale * per.std(unbiased=False).item() / max(n, 1) ** 0.5 if n else float("nan")
+        metrics[f"{prefix}n"] = n
     return metrics
 
 

@@ -28,6 +28,7 @@ TRIAL_CPUS = 0.01  # a Tune trial's own resources (Ray refuses a zero-resource t
 KNOBS = {"rho": "filter.rho", "m": "synth.m_per_class", "real_fraction": "fake.real_fraction",
          "kd_weight": "fake.kd_weight", "mix_alpha": "student.mix.alpha",
          "select_share": "student.select_fakes.share"}
+CHOICE_FIELDS = ("finalists", "rescore_seeds")  # tune fields that act after the trials (choice.py)
 
 
 def space_of(cfg: PipelineConfig):
@@ -71,12 +72,18 @@ def run_trial(params: dict, *, base: dict, metric: str = "val_acc") -> dict:
     sc = cfg.scaling
     cfg.scaling = sc.model_copy(update={"cpus_per_worker": sc.cpus_per_worker - TRIAL_CPUS / sc.num_workers,
                                         "threads_per_worker": sc.threads_per_worker or max(1, int(sc.cpus_per_worker))})
-    art = Runner(cfg).artifact(CGAN_KD.student(cfg.seeds[0]))
-    m = art.metrics
+    from rayflow.tuning.choice import se_of
+    from rayflow.tuning.objective import objective_of
+
+    runner = Runner(cfg)
+    art = runner.artifact(CGAN_KD.student(cfg.seeds[0]))
+    m, splits = art.metrics, runner.splits
+    n = int(m.get("val_n") or len(splits.val))  # the score's SE over the validation images (choice.py)
     # a committed student ran all its steps, also one resumed from a checkpoint at its last step (whose
     # final metrics carry no samples_seen): it must still count as a finished trial
     full = cfg.student.train.steps * cfg.student.train.batch_size
-    return {metric: float(m[metric]), "samples_seen": int(m.get("samples_seen") or full),
+    return {metric: float(m[metric]), "se": se_of(m, objective_of(cfg, splits.num_classes), n), "n": n,
+            "samples_seen": int(m.get("samples_seen") or full),
             "artifact": art.uri, "reused": bool(art.reused), "wall_s": float(m.get("wall_s", 0.0))}
 
 
@@ -198,6 +205,10 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
         trial, searcher=searcher, trials=t.trials, metric=obj.metric, mode=obj.mode, to_error=obj.to_error,
         storage=runner.ray_storage(), name=name, asha=asha, max_concurrent=max(1, int(total // max(cpus, 1e-9))),
         trial_cpus=TRIAL_CPUS)
+    from rayflow.tuning.choice import attach_se
+
+    n_val = len(runner.splits.val)
+    attach_se(results, obj, n_val)  # each trial's SE over the validation images
     from rayflow.tracking import log_scalars, open_tracker
 
     # each trial's student wrote its own curves (tensorboard/cgankd-<key>/); the search's view: one
@@ -205,7 +216,8 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
     tracker = open_tracker(runner.tracking, name)
     for i, r in enumerate(results):
         if obj.metric in r:
-            log.info("[tune] trial %d: rho %.3f M %d -> %s", i, r["rho"], r["m"], obj.describe(r[obj.metric]))
+            log.info("[tune] trial %d: rho %.3f M %d -> %s ± %.3g", i, r["rho"], r["m"], obj.describe(r[obj.metric]),
+                     obj.shown(r["se"]))
         if obj.regression and obj.unit and obj.metric in r:
             r[f"{obj.metric}_{obj.unit}"] = obj.shown(r[obj.metric])  # in the labels' unit, as test_mae_<unit>
         log_scalars(tracker, r, i, prefix="trial/")
@@ -222,9 +234,14 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
     # finished trials: those that return their committed student (ASHA-stopped ones return none); a
     # diverged student (NaN MAE) is no candidate
     done = [r for r in results if obj.metric in r and math.isfinite(r[obj.metric]) and r.get("artifact")]
-    if done:
-        best = obj.best(done)
-        out["chosen"] = {k: best[k] for k in space.dims}
+    if done:  # finalists re-scored on more seeds, then the one-SE rule (choice.py)
+        from rayflow.tuning.choice import decide, preferred, settings, student_scores
+        from rayflow.tuning.final import final_test, hand_set
+
+        s0 = cfg.seeds[0]
+        out.update(decide(settings(done, obj, space.dims, s0), obj, preferred(hand_set(cfg, space.dims), prior, space),
+                          space.dims, finalists=t.finalists, seeds=[s0 + 1 + i for i in range(t.rescore_seeds)],
+                          score=student_scores(runner, cfg), n_val=n_val))
         if final:
             out["final"] = final_test(cfg, out["chosen"], obj)
     out["wall_s"] = time.perf_counter() - t0
@@ -241,7 +258,9 @@ def search_name(cfg: PipelineConfig, runner: Any) -> str:
     budget is another search: restored under the old name, its searcher would go on proposing from
     the old candidates (seen: a resumed random search proposed a candidate the new budget leaves out)."""
     t = cfg.tune
-    digest = hashlib.sha256(json.dumps(t.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:8]
+    # the choice's settings act after the trials: the same trials, the same search (and name)
+    sec = t.model_dump(mode="json", exclude=set(CHOICE_FIELDS))
+    digest = hashlib.sha256(json.dumps(sec, sort_keys=True).encode()).hexdigest()[:8]
     return f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}-{digest}"
 
 
@@ -282,32 +301,3 @@ def _report_prior(runner: Any, name: str, cfg: PipelineConfig, candidates: list[
     except Exception as e:  # noqa: BLE001 -- e.g. ConfigError: no held-out images
         log.warning("[tune] no bound for search.html's bound-vs-measured plot: %s", one_line(e))
         return None, f"no bound: {one_line(e)}"
-
-
-def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
-    """The chosen and the hand-set settings, each retrained on all labelled images and tested once
-    per seed, beside NOKD and BLKD: test accuracy in %, or for a continuous label the test MAE in the
-    labels' unit (`metric` names it; `measure` is how the CLI says it)."""
-    from rayflow.pipeline import FM_ROW, Pipeline
-    from rayflow.stages.runner import Runner
-    from rayflow.tuning.objective import objective_of
-
-    if obj is None:
-        obj = objective_of(cfg, Runner(cfg).splits.num_classes)
-
-    hand = {k: v for k, v in {"rho": cfg.filter.rho, "m": cfg.synth.m_per_class,
-                              "real_fraction": cfg.fake.real_fraction, "kd_weight": cfg.fake.kd_weight,
-                              "mix_alpha": cfg.student.mix.alpha,
-                              "select_share": cfg.student.select_fakes.share}.items()
-            if k in chosen}
-    out: dict[str, Any] = {"hand_set": hand, "chosen": chosen}
-    if obj.regression:
-        out.update(metric=obj.shown_key, measure=obj.shown_name)
-    for label, params in (("chosen", chosen), ("hand-set", hand)):
-        runner = Runner(with_params(cfg, params, validation=False))
-        arts = runner.artifacts([CGAN_KD.student(s) for s in cfg.seeds])
-        out[label] = [obj.shown(a.metrics[obj.test_metric]) for a in arts]
-    rows = Pipeline(cfg).baselines()
-    for name in ("NOKD student", "BLKD student", FM_ROW, "perfect generator (oracle)"):
-        out[name] = [obj.shown(r[obj.test_metric]) for r in rows if r["model"] == name and obj.test_metric in r]
-    return out

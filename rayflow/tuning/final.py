@@ -1,0 +1,42 @@
+"""The end of `rayflow tune`: the chosen and the hand-set settings retrained on all labelled images
+and tested once per seed (the test set is looked at only here, after the choice)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayflow.ablation import CGAN_KD
+from rayflow.config import PipelineConfig
+from rayflow.tuning.search import KNOBS, with_params
+
+
+def hand_set(cfg: PipelineConfig, dims) -> dict:
+    """The config's own values of the searched knobs `dims` (the hand-set setting)."""
+    from rayflow.tuning.record import getattr_path
+
+    return {d: getattr_path(cfg, KNOBS[d]) for d in dims}
+
+
+def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
+    """The chosen and the hand-set settings, each retrained on all labelled images and tested once
+    per seed, beside NOKD and BLKD: test accuracy in %, or for a continuous label the test MAE in the
+    labels' unit (`metric` names it; `measure` is how the CLI says it)."""
+    from rayflow.pipeline import FM_ROW, Pipeline
+    from rayflow.stages.runner import Runner
+    from rayflow.tuning.objective import objective_of
+
+    if obj is None:
+        obj = objective_of(cfg, Runner(cfg).splits.num_classes)
+
+    hand = hand_set(cfg, chosen)
+    out: dict[str, Any] = {"hand_set": hand, "chosen": chosen}
+    if obj.regression:
+        out.update(metric=obj.shown_key, measure=obj.shown_name)
+    for label, params in (("chosen", chosen), ("hand-set", hand)):
+        runner = Runner(with_params(cfg, params, validation=False))
+        arts = runner.artifacts([CGAN_KD.student(s) for s in cfg.seeds])
+        out[label] = [obj.shown(a.metrics[obj.test_metric]) for a in arts]
+    rows = Pipeline(cfg).baselines()
+    for name in ("NOKD student", "BLKD student", FM_ROW, "perfect generator (oracle)"):
+        out[name] = [obj.shown(r[obj.test_metric]) for r in rows if r["model"] == name and obj.test_metric in r]
+    return out
