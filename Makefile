@@ -57,9 +57,11 @@ demo: install data
 demo-regression: install data
 	$(BIN)/rayflow run --config regression_demo
 
-# --durations=15: the slowest tests, so the suite's time budget (~20 min on 2 cores) is watched on every run
+# --durations=15: the slowest tests, so the suite's time budget (~20 min on 2 cores) is watched on every run.
+# -n 2 --dist loadfile: two pytest workers, a test module never split between them (its cluster or job
+# fixture starts once); most Ray end-to-end time is waiting on process start-up, which two workers overlap.
 test: dev data
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-fast: dev
 	$(BIN)/python -m pytest -q -m "not slow"

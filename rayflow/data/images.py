@@ -109,11 +109,17 @@ def check_headers(heads: list[tuple[str, tuple[int, int], bool]], names: list[st
     for h, n in zip(heads, names):
         first.setdefault(h[1], n)
     if size is None and len(first) > 1:
-        (s0, n0), (s1, n1) = list(first.items())[:2]
+        (s0, n0), (s1, n1) = [(s, _under(n, where)) for s, n in list(first.items())[:2]]
         raise DataError(f"{where}: images differ in size ({len(first)} sizes, e.g. {n0} is {s0[0]}x{s0[1]} and "
                         f"{n1} is {s1[0]}x{s1[1]}); set data.image_size (e.g. data.image_size=32) to resize them "
                         f"all to one size")
     return set_mode([h[0] for h in heads])
+
+
+def _under(name: str, where: str) -> str:
+    """A picture's name relative to its folder `where` (the message names the folder once)."""
+    prefix = where.rstrip("/") + "/"
+    return name[len(prefix):] if name.startswith(prefix) else name
 
 
 def warn_alpha(where: str, n: int, example: str) -> None:
