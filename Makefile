@@ -60,8 +60,9 @@ demo-regression: install data
 # --durations=15: the slowest tests, so the suite's time budget (~20 min on 2 cores) is watched on every run.
 # -n 2 --dist loadfile: two pytest workers, a test module never split between them (its cluster or job
 # fixture starts once); most Ray end-to-end time is waiting on process start-up, which two workers overlap.
+# --no-loadscope-reorder: modules in conftest's order (the long Ray ones first), not by test count.
 test: dev data
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 test-fast: dev
 	$(BIN)/python -m pytest -q -m "not slow"
