@@ -14,7 +14,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-__all__ = ["record", "tree_memory", "run_child", "STAGE_ACTORS"]
+__all__ = ["record", "tree_memory", "run_child", "growth_table", "STAGE_ACTORS"]
 
 # The stage's own compute processes besides the driver: Ray Data's actors running map_batches
 # UDFs and Ray Train's workers. Everything else in a Ray tree (GCS, raylet, agents, idle workers,
@@ -82,3 +82,21 @@ def run_child(cmd: list[str], label: str, echo=("Error", "Traceback")) -> dict:
     if proc.returncode != 0 or result is None:
         raise SystemExit(f"{label} failed (exit {proc.returncode}):\n" + "".join(tail))
     return dict(result, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2], stage_pss=peak[3])
+
+
+MB = 2 ** 20
+
+
+def growth_table(rows: list[dict], size: str, memory: str, columns: list[tuple[str, int, object]]) -> None:
+    """Prints one row per (executor, size) with `columns` ((header, width, row -> text)) and the growth
+    of `memory` against the executor's smallest size, which it also stores as row["growth"]."""
+    first = {}
+    for r in rows:
+        first.setdefault(r["executor"], r)
+    heads = [("executor", 9, lambda r: r["executor"]), (size, 7, lambda r: str(r[size])), *columns]
+    print("\n" + " ".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w, _) in enumerate(heads))
+          + f" {'vs ' + size + '=' + str(rows[0][size]):>10}")
+    for r in rows:
+        r["growth"] = r[memory] / first[r["executor"]][memory]
+        print(" ".join(f"{f(r):<{w}}" if i == 0 else f"{f(r):>{w}}" for i, (_, w, f) in enumerate(heads))
+              + f" {r['growth']:>9.2f}x")

@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from common import record, run_child
+from common import MB, growth_table, record, run_child
 
 CLASSES, SIDE = 10, 224
 
@@ -96,13 +96,10 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    first = {r["executor"]: r for r in rows if r["n"] == ns[0]}
-    print(f"\n{'executor':<9} {'N':>7} {'wall s':>7} {'pictures/s':>10} {'peak PSS MB':>11} {'driver RSS MB':>13} "
-          f"{'vs N=' + str(ns[0]):>10}")
-    for r in rows:
-        r["growth"] = r["peak_pss"] / first[r["executor"]]["peak_pss"]
-        print(f"{r['executor']:<9} {r['n']:>7} {r['wall_s']:>7.1f} {r['n'] / r['wall_s']:>10.0f} "
-              f"{r['peak_pss'] / 2**20:>11.0f} {r['driver_rss'] / 2**20:>13.0f} {r['growth']:>9.2f}x")
+    growth_table(rows, "n", "peak_pss", [
+        ("wall s", 7, lambda r: f"{r['wall_s']:.1f}"), ("pictures/s", 10, lambda r: f"{r['n'] / r['wall_s']:.0f}"),
+        ("peak PSS MB", 11, lambda r: f"{r['peak_pss'] / MB:.0f}"),
+        ("driver RSS MB", 13, lambda r: f"{r['driver_rss'] / MB:.0f}")])
     print(f"(peak PSS: the whole process tree, driver and every Ray process; pictures fitted to {args.size} px)")
     record("folder_memory", rows, size=args.size, cpus=args.cpus)
     return 0

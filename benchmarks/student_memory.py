@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import record, run_child
+from common import MB, growth_table, record, run_child
 
 SHARD, K, SHAPE = 2000, 10, (1, 28, 28)
 
@@ -113,13 +113,10 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    first = {r["executor"]: r for r in rows if r["m"] == ms[0]}
-    print(f"\n{'executor':<9} {'M':>7} {'wall s':>7} {'peak RSS MB':>11} {'peak PSS MB':>11} {'stage PSS MB':>12} "
-          f"{'vs M=' + str(ms[0]):>10}")
-    for r in rows:
-        r["growth"] = r["stage_pss"] / first[r["executor"]]["stage_pss"]
-        print(f"{r['executor']:<9} {r['m']:>7} {r['wall_s']:>7.1f} {r['peak_rss'] / 2**20:>11.0f} "
-              f"{r['peak_pss'] / 2**20:>11.0f} {r['stage_pss'] / 2**20:>12.0f} {r['growth']:>9.2f}x")
+    growth_table(rows, "m", "stage_pss", [
+        ("wall s", 7, lambda r: f"{r['wall_s']:.1f}"), ("peak RSS MB", 11, lambda r: f"{r['peak_rss'] / MB:.0f}"),
+        ("peak PSS MB", 11, lambda r: f"{r['peak_pss'] / MB:.0f}"),
+        ("stage PSS MB", 12, lambda r: f"{r['stage_pss'] / MB:.0f}")])
     print("(stage PSS: the driver + Ray Train worker + Ray Data read/map processes, without Ray's fixed "
           "processes; the local executor holds the student's whole view in memory, Ray streams it)")
     record("student_memory", rows, steps=args.steps, cpus=args.cpus)
