@@ -153,6 +153,35 @@ def test_arrays_go_through_the_data_loaders_sizing(student, tmp_path):
     pd.testing.assert_frame_equal(got.drop(columns="input"), df.drop(columns="input"))
 
 
+def test_arrays_are_sized_as_the_students_training_images_were(student, tmp_path):
+    """A student trained on a user's own arrays (data.name npz / parquet / folder) saw them resized by
+    data/images.py `resize_array` (its student.json says `input.resize: fit`): predict sizes arrays the
+    same way, not by the built-in sets' upscale / pad rule, so a picture predicts as it trained."""
+    from rayflow.data.images import resize_array
+    from rayflow.student.export import contract_of
+    from rayflow.student.inputs import BUILTIN, FIT
+
+    import shutil
+
+    folder = tmp_path / "student"
+    shutil.copytree(student[0], folder)  # the module's student stays as it is
+    doc = json.loads((folder / "student.json").read_text())
+    assert doc["input"]["resize"] == BUILTIN  # a built-in set's student (contract_of without data_name)
+    arch = {"in_channels": 1, "image_size": 16}
+    splits = SimpleNamespace(num_classes=len(CLASSES), train=SimpleNamespace(class_names=CLASSES))
+    assert contract_of(arch, splits, None, {}, {}, "npz")["input"]["resize"] == FIT
+    assert contract_of(arch, splits, None, {}, {}, "digits")["input"]["resize"] == BUILTIN
+    doc["input"]["resize"] = FIT
+    (folder / "student.json").write_text(json.dumps(doc))
+    x = np.random.default_rng(2).integers(0, 256, (4, 1, 12, 12), dtype=np.uint8)  # 12 -> 16: no multiple
+    fitted = resize_array(x, 16)
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    assert not np.array_equal(fitted, padded)
+    expect = rayflow.load_student(folder)(torch.from_numpy(fitted)).softmax(1).detach().numpy()
+    np.testing.assert_allclose(rayflow.predict(folder, x)[[f"prob_{c}" for c in CLASSES]].to_numpy(), expect,
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_regression_student_gives_the_value_in_the_label_unit(tmp_path):
     folder = make_student(tmp_path, task="regression")
     contract = json.loads((folder / "student.json").read_text())

@@ -19,6 +19,8 @@ import torch
 
 from rayflow.checkpoint import CheckpointError
 from rayflow.models.io import ARCH, WEIGHTS, load_model, read_arch
+from rayflow.config_data import USER_SOURCES
+from rayflow.student.inputs import BUILTIN, FIT
 from rayflow.student.module import CONTRACT, PREPROCESSING, PROGRAM, StudentModule, wrap
 
 log = logging.getLogger("rayflow")
@@ -31,7 +33,8 @@ def contract_of(arch: dict, splits, space, source: dict, settings: dict, data_na
     c, size = arch["in_channels"], arch["image_size"]
     doc = {"format": 1, "task": "classification" if splits.num_classes is not None else "regression",
            "input": {"channels": c, "height": size, "width": size, "dtype": "uint8", "layout": "NCHW",
-                     "mode": "L" if c == 1 else "RGB", "preprocessing": PREPROCESSING},
+                     "mode": "L" if c == 1 else "RGB", "preprocessing": PREPROCESSING,
+                     "resize": FIT if data_name in USER_SOURCES else BUILTIN},
            "files": {"program": PROGRAM, "weights": WEIGHTS, "architecture": ARCH, "card": "MODEL_CARD.md"}}
     if splits.num_classes is not None:
         doc["class_names"] = class_names(splits, data_name)

@@ -60,8 +60,16 @@ def _read_bytes(fs, path: str) -> bytes:
         return f.read()
 
 
-def fit_arrays(x: np.ndarray, channels: int, size: int, where: str) -> np.ndarray:
-    """User arrays (any layout `as_images` takes) -> uint8 (N, C, size, size), as the data loader sizes them."""
+FIT, BUILTIN = "fit", "builtin"  # student.json input.resize: how the student's training images were sized
+
+
+def fit_arrays(x: np.ndarray, channels: int, size: int, where: str, rule: str = BUILTIN) -> np.ndarray:
+    """User arrays (any layout `as_images` takes) -> uint8 (N, C, size, size), sized by the rule the
+    student's training images followed (student.json `input.resize`): FIT, a user's own data
+    (data/images.py `resize_array`, as the data loader sizes npz / parquet / folder sets), or BUILTIN,
+    a built-in set (nearest-neighbour upscale to a multiple, else centre pad or crop; also what a
+    student.json without the field means)."""
+    from rayflow.data.images import resize_array
     from rayflow.data.imageset import ImageSet
     from rayflow.data.splits import resize, upscale
 
@@ -71,6 +79,8 @@ def fit_arrays(x: np.ndarray, channels: int, size: int, where: str) -> np.ndarra
     h = x.shape[2]
     if (h, x.shape[3]) == (size, size):
         return x
+    if rule == FIT:
+        return resize_array(x, size)
     s = ImageSet(x, np.zeros(len(x), np.float32), None)
     fn = upscale if size % h == 0 and size > h else resize
     return fn(s, size).images
@@ -93,8 +103,8 @@ class Source:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def read(self, start: int, stop: int, channels: int, size: int) -> np.ndarray:
-        """Images start..stop-1 as uint8 (n, C, size, size)."""
+    def read(self, start: int, stop: int, channels: int, size: int, rule: str = BUILTIN) -> np.ndarray:
+        """Images start..stop-1 as uint8 (n, C, size, size); arrays sized by `rule` (`fit_arrays`)."""
         if self.kind == "files" and self.store:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -107,10 +117,10 @@ class Source:
         if self.kind == "files":
             return np.stack([read_image_file(p, channels, size) for p in self.paths[start:stop]])
         if self.kind == "array":
-            return fit_arrays(self.array[start:stop], channels, size, "input array")
+            return fit_arrays(self.array[start:stop], channels, size, "input array", rule)
         if self.kind == "npz":
-            return fit_arrays(_npz_images(self.path)[start:stop], channels, size, self.path)
-        return _parquet_images(self.path, start, stop, channels, size)
+            return fit_arrays(_npz_images(self.path)[start:stop], channels, size, self.path, rule)
+        return _parquet_images(self.path, start, stop, channels, size, rule)
 
 
 @functools.lru_cache(maxsize=1)
@@ -134,13 +144,13 @@ def _npz_key(files: list[str], path: str) -> str:
     raise DataError(f"NPZ file {path} has no array 'x' or 'images' (it has: {', '.join(sorted(files)) or 'nothing'})")
 
 
-def _parquet_images(path: str, start: int, stop: int, channels: int, size: int) -> np.ndarray:
+def _parquet_images(path: str, start: int, stop: int, channels: int, size: int, rule: str) -> np.ndarray:
     col = _parquet_column(path)[start:stop]
     if col and isinstance(col[0], (bytes, bytearray)):
         from PIL import Image
 
         return np.stack([_decode(b, channels, size, f"{path} row {start + i}", Image) for i, b in enumerate(col)])
-    return fit_arrays(np.asarray(col), channels, size, path)
+    return fit_arrays(np.asarray(col), channels, size, path, rule)
 
 
 def _decode(data: bytes, channels: int, size: int, where: str, Image) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rayflow.data.imageset import DataError
-from rayflow.student.inputs import Source, collect
+from rayflow.student.inputs import BUILTIN, Source, collect
 from rayflow.student.module import read_contract
 
 CHUNK = 256  # images per forward pass (and per Ray Data row)
@@ -51,7 +51,7 @@ class PredictStep:
 
         start, stop = k * self.size, min((k + 1) * self.size, len(self.source))
         inp = self.contract["input"]
-        x = torch.from_numpy(self.source.read(start, stop, inp["channels"], inp["height"]))
+        x = torch.from_numpy(self.source.read(start, stop, inp["channels"], inp["height"], inp.get("resize", BUILTIN)))
         with torch.no_grad():
             out = self.model(x.to(self.device)).float().cpu()
         return columns(self.contract, out, np.arange(start, stop), self.source.ids[start:stop])
