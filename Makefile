@@ -57,12 +57,13 @@ demo: install data
 demo-regression: install data
 	$(BIN)/rayflow run --config regression_demo
 
-# --durations=15: the slowest tests, so the suite's time budget (~20 min on 2 cores) is watched on every run.
-# -n 2 --dist loadfile: two pytest workers, a test module never split between them (its cluster or job
-# fixture starts once); most Ray end-to-end time is waiting on process start-up, which two workers overlap.
-# --no-loadscope-reorder: modules in conftest's order (the long Ray ones first), not by test count.
+# --durations=15: the slowest tests, so the suite's time budget is watched on every run.
+# TEST_WORKERS=N (default 1): N pytest workers (xdist), a test module never split between them, modules in
+# conftest's order (the long Ray ones first). On 2 cores two workers gained nothing (30 min vs ~27-30
+# serial, docs/results.md): the Ray end-to-end tests are CPU-bound there; on more cores they overlap.
+TEST_WORKERS ?= 1
 test: dev data
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
+	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=15
 
 test-fast: dev
 	$(BIN)/python -m pytest -q -m "not slow"
