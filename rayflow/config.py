@@ -15,7 +15,9 @@ from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, f
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
 from rayflow.config_mix import FunctionMatchingConfig, MixConfig, SelectFakesConfig
+from rayflow.config_synth import LATENT_DEFAULTS, FilterConfig, GANConfig, SynthConfig  # noqa: F401  (re-exported)
 from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
+from rayflow.config_tune import TuneConfig  # noqa: F401  (re-exported)
 from rayflow.kd.config import KDConfig, KDMethodConfig, KDTableEntry  # pydantic only (no torch)
 from rayflow.kd.errors import KDConfigError, check_method_name
 
@@ -119,48 +121,6 @@ class RuntimeConfig(_Strict):
                                                          "0.0.0.0 exposes it to the network (use Ray's token auth)")
 
 
-class GANConfig(_Strict):
-    z_dim: int = Field(64, gt=0)
-    g_channels: int = Field(64, gt=0)
-    d_channels: int = Field(64, gt=0)
-    steps: int = Field(4000, gt=0, description="generator steps")
-    n_dis: int = Field(1, gt=0, description="discriminator steps per generator step")
-    batch_size: int = Field(64, gt=0)
-    lr_g: float = Field(2e-4, gt=0)
-    lr_d: float = Field(2e-4, gt=0)
-    betas: tuple[float, float] = (0.0, 0.999)
-    diffaugment: str = "color,translation,cutout"
-    ema_decay: float = Field(0.999, gt=0, lt=1)
-    lecam: float = Field(0.0, ge=0, description="weight of the LeCam regulariser on D (limited data: ~0.1-0.5)")
-    checkpoint_every: int = Field(500, gt=0)
-    select: Literal["best_fid", "best_consistency", "last", "per_class"] = Field(
-        "best_consistency", description="which checkpoint's EMA generator the pipeline uses (GAN training is not "
-                                        "monotone): best_fid = lowest FID (teacher features, vs the real train "
-                                        "images) among those with label consistency >= min_consistency; "
-                                        "best_consistency = the one the teacher agrees with most; last; or "
-                                        "per_class = best_fid decided class by class (each class from the "
-                                        "lowest-FID checkpoint where that class clears min_consistency), "
-                                        "against one collapsed class per checkpoint")
-    recalibrate_bn: bool = Field(True, description="re-estimate the EMA generator's BN statistics from its own "
-                                                   "samples before probing and sampling (standing statistics)")
-    min_consistency: float = Field(85.0, ge=0, le=100, description="label consistency floor (%) for best_fid "
-                                                                          "(per class for per_class)")
-    # CcGAN (regression, labels in [0, 1]); ignored for classification
-    vicinal: Literal["hard", "soft"] = Field("soft", description="CcGAN vicinal D loss: hard (HVDL, reals within "
-                                             "kappa, uniform) or soft (SVDL, weights exp(-(y_i - y)^2 / kappa^2))")
-    kappa: float | None = Field(None, gt=0, description="vicinity width in normalised label units (soft: "
-                                "nu = 1/kappa^2); default kappa_mult * max gap between sorted distinct labels")
-    kappa_mult: float = Field(2.0, gt=0, description="m_kappa of the kappa rule of thumb (paper: 2 UTKFace, "
-                                                     "5 Steering Angle)")
-    sigma: float | None = Field(None, ge=0, description="std of the target-label noise; default Silverman's "
-                                "rule 1.06 * std(y) * n^(-1/5) on the normalised train labels")
-    label_embedding: Literal["mlp", "sinusoidal"] = Field("mlp", description="CcGAN label embedding y -> h: the "
-                                                          "paper's y2h MLP (trained with the GAN) or fixed "
-                                                          "sin/cos features")
-    embed_dim: int = Field(128, gt=0, multiple_of=8, description="size of the CcGAN label embedding h")
-    seed: int = 0
-
-
 class DREConfig(_Strict):
     """cDR-RS: density-ratio MLP on frozen features, trained with the SP loss."""
 
@@ -174,61 +134,6 @@ class DREConfig(_Strict):
     burnin: int = Field(1000, gt=0, description="samples per class for the first max-ratio estimate")
     enabled: bool = True
     seed: int = 0
-
-
-class FilterConfig(_Strict):
-    rho: float = Field(0.9, description="keep samples whose teacher loss is below the rho-quantile")
-    burnin: int = Field(500, gt=0, description="samples per class used to fix the cutoff")
-    relabel: bool = True
-    enabled: bool = True
-
-    @field_validator("rho")
-    @classmethod
-    def _rho_range(cls, v: float) -> float:
-        if not (0.0 < v <= 1.0):
-            raise ValueError(f"must be in (0, 1], got {v}")
-        return v
-
-
-# the synth fields added after pool keys were first pinned: dumped and hashed only away from these
-LATENT_DEFAULTS = {"latent_scale": 1.0, "truncation": None}
-
-
-class SynthConfig(_Strict):
-    """The Ray Data stage that turns the GAN into a filtered, labelled Parquet dataset."""
-
-    m_per_class: int = Field(1000, gt=0, description="fake samples per class a student sees (M / C): a view "
-                                                     "of the scored pool")
-    pool_draws: int = Field(2000, gt=0, description="generator draws per class in the scored pool's first "
-                                                    "segment; each further segment (added when a view needs "
-                                                    "more) doubles it")
-    max_draws_per_class: int = Field(200_000, gt=0, description="cap on the pool's draws per class; a view "
-                                                                "it cannot serve fails with a clear message")
-    batch_size: int = Field(500, gt=0)
-    shard_size: int = Field(2000, gt=0, description="work items per Parquet shard (resume unit)")
-    gen_actors: int = Field(2, gt=0, description="max actors per pool (fused: shards processed at once)")
-    fused: bool = Field(True, description="one actor pool runs generate -> ratio -> label -> write per shard "
-                                          "(fewer processes, no copies between steps); false: a pool per step")
-    num_gpus_per_actor: float = Field(0.0, ge=0)
-    soft_labels: bool = True
-    seed: int = 0
-    latent_scale: float = Field(1.0, gt=0, description=(
-        "z ~ N(0, latent_scale^2) for the pool's draws: above 1, more varied and less faithful fakes "
-        "(GaFi searches [1, 2]); part of the pool's key when not 1"))
-    truncation: float | None = Field(None, gt=0, description=(
-        "redraw every z coordinate with |z| above it (the truncation trick: fewer, more typical modes); "
-        "None: no truncation; part of the pool's key when set"))
-
-    def latent_kwargs(self) -> dict:
-        """The latent draw's settings away from their defaults (what `generate` takes)."""
-        return {k: getattr(self, k) for k, d in LATENT_DEFAULTS.items() if getattr(self, k) != d}
-
-    @model_serializer(mode="wrap")
-    def _dump_without_default_latent(self, handler):
-        """`latent_scale` and `truncation` are dumped only when not the default: every key and
-        config.yaml written before they existed stays valid."""
-        out = handler(self)
-        return {k: v for k, v in out.items() if k not in LATENT_DEFAULTS or v != LATENT_DEFAULTS[k]}
 
 
 class StudentFakeConfig(_Strict):
@@ -314,73 +219,6 @@ class StudentSpec(StageSpec):
         if out.get("select_fakes", {}).get("by", "none") == "none":
             out.pop("select_fakes", None)
         return out
-
-
-class TuneConfig(_Strict):
-    """`rayflow tune`: a search over the filtering quantile rho and the fakes per class M (optionally
-    the real share per batch and the KD weight), each trial one student scored on validation data."""
-
-    searcher: Literal["grid", "random", "tpe", "bound"] = "bound"
-    trials: int = Field(8, gt=0, description="student trainings the search may spend")
-    rho: tuple[float, float] = (0.1, 1.0)
-    m_per_class: tuple[int, int] = (50, 2000)
-    real_fraction: tuple[float, float] | None = None
-    kd_weight: tuple[float, float] | None = None
-    mix_alpha: tuple[float, float] | None = Field(None, description=(
-        "range of the mixing lever's alpha (student.mix.alpha; needs student.mix.kind set), e.g. [0.2, 2]"))
-    select_share: tuple[float, float] | None = Field(None, description=(
-        "range of the useful-fakes lever's share (student.select_fakes.share; needs student.select_fakes.by "
-        "set), e.g. [0.2, 1]"))
-    grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid, by position: "
-                                  "rho, M, real share, KD weight, mix alpha, fake share (3 for a searched dimension not "
-                                  "given); the grid searcher's points, the bound's table, the other searchers' "
-                                  "candidates")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
-                                                            "trials (the test set is never used to choose)")
-    asha: bool = Field(True, description="stop weak trials early on samples seen (Ray executor)")
-    evals: int = Field(4, gt=0, description="validation reports per trial (the rungs ASHA compares)")
-    max_draws_per_class: int | None = Field(None, gt=0, description=(
-        "draw budget per class of one candidate's view: a (rho, M) the pool would need more generator draws "
-        "per class for (estimated from the pool before any trial) is left out of the search, and said so; "
-        "None: synth.max_draws_per_class"))
-    finalists: int = Field(3, ge=0, description=(
-        "the best settings re-scored on more student seeds before the choice (0: off); the prior's "
-        "(hand-set, bound's best) trialled settings join them"))
-    rescore_seeds: int = Field(2, ge=0, description="extra student seeds each finalist is re-scored on")
-    seed: int = 0
-
-    @model_serializer(mode="wrap")
-    def _dump_without_unset_levers(self, handler):
-        """`mix_alpha` and `select_share` are dumped only when set: a search's name (a digest of this
-        section) stays what it was."""
-        out = handler(self)
-        for k in ("mix_alpha", "select_share"):
-            if out.get(k, 0) is None:
-                out.pop(k)
-        return out
-
-    @field_validator("rho")
-    @classmethod
-    def _rho(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not (0 < v[0] <= v[1] <= 1):
-            raise ValueError(f"must be a range within (0, 1], got {list(v)}")
-        return v
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not 2 <= len(v) <= 6 or any(int(n) < 1 for n in v):
-            raise ValueError(f"must be 2 to 6 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]"
-                             f"[, fake share]), "
-                             f"got {list(v)}")
-        return v
-
-    @field_validator("m_per_class")
-    @classmethod
-    def _m(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not (0 < v[0] <= v[1]):
-            raise ValueError(f"must be a range of positive sample counts, got {list(v)}")
-        return v
 
 
 class PipelineConfig(_Strict):

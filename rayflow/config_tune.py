@@ -1,0 +1,76 @@
+"""Config of `rayflow tune` (split from rayflow/config.py, which re-exports it)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_serializer
+
+from rayflow.config_base import _Strict
+
+
+class TuneConfig(_Strict):
+    """`rayflow tune`: a search over the filtering quantile rho and the fakes per class M (optionally
+    the real share per batch and the KD weight), each trial one student scored on validation data."""
+
+    searcher: Literal["grid", "random", "tpe", "bound"] = "bound"
+    trials: int = Field(8, gt=0, description="student trainings the search may spend")
+    rho: tuple[float, float] = (0.1, 1.0)
+    m_per_class: tuple[int, int] = (50, 2000)
+    real_fraction: tuple[float, float] | None = None
+    kd_weight: tuple[float, float] | None = None
+    mix_alpha: tuple[float, float] | None = Field(None, description=(
+        "range of the mixing lever's alpha (student.mix.alpha; needs student.mix.kind set), e.g. [0.2, 2]"))
+    select_share: tuple[float, float] | None = Field(None, description=(
+        "range of the useful-fakes lever's share (student.select_fakes.share; needs student.select_fakes.by "
+        "set), e.g. [0.2, 1]"))
+    grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid, by position: "
+                                  "rho, M, real share, KD weight, mix alpha, fake share (3 for a searched dimension not "
+                                  "given); the grid searcher's points, the bound's table, the other searchers' "
+                                  "candidates")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
+                                                            "trials (the test set is never used to choose)")
+    asha: bool = Field(True, description="stop weak trials early on samples seen (Ray executor)")
+    evals: int = Field(4, gt=0, description="validation reports per trial (the rungs ASHA compares)")
+    max_draws_per_class: int | None = Field(None, gt=0, description=(
+        "draw budget per class of one candidate's view: a (rho, M) the pool would need more generator draws "
+        "per class for (estimated from the pool before any trial) is left out of the search, and said so; "
+        "None: synth.max_draws_per_class"))
+    finalists: int = Field(3, ge=0, description=(
+        "the best settings re-scored on more student seeds before the choice (0: off); the prior's "
+        "(hand-set, bound's best) trialled settings join them"))
+    rescore_seeds: int = Field(2, ge=0, description="extra student seeds each finalist is re-scored on")
+    seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _dump_without_unset_levers(self, handler):
+        """`mix_alpha` and `select_share` are dumped only when set: a search's name (a digest of this
+        section) stays what it was."""
+        out = handler(self)
+        for k in ("mix_alpha", "select_share"):
+            if out.get(k, 0) is None:
+                out.pop(k)
+        return out
+
+    @field_validator("rho")
+    @classmethod
+    def _rho(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1] <= 1):
+            raise ValueError(f"must be a range within (0, 1], got {list(v)}")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not 2 <= len(v) <= 6 or any(int(n) < 1 for n in v):
+            raise ValueError(f"must be 2 to 6 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]"
+                             f"[, fake share]), "
+                             f"got {list(v)}")
+        return v
+
+    @field_validator("m_per_class")
+    @classmethod
+    def _m(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError(f"must be a range of positive sample counts, got {list(v)}")
+        return v
