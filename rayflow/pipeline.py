@@ -17,6 +17,7 @@ from rayflow import ablation, kd_table
 from rayflow.config import PipelineConfig, to_yaml
 from rayflow.report import format_results, headroom, render_report, row, summarize
 from rayflow.stages.graph import Node
+from rayflow.student.card import card_of_run
 
 log = logging.getLogger("rayflow")
 
@@ -188,7 +189,7 @@ class Pipeline:
         from rayflow.tuning.record import search_results
 
         grid, tunes = search_results(self.runner.store)  # `rayflow grid` / `rayflow tune` on this output
-        card = self.runner.store.read_text("student/MODEL_CARD.md")  # `rayflow distill` / `tune` export
+        card = card_of_run(self.runner.store, results["rows"])
         self.runner.store.write_text("report.html", render_report({**results, "search": {"grid": grid, "tunes": tunes}},
                                                                   card))
         return results

@@ -202,3 +202,24 @@ def test_search_page_has_every_tunes_figures_and_trials(tmp_path):
     assert "<th>val MAE (deg)</th>" in tpe and "<td>4.5</td><td>chosen</td>" in tpe  # 0.05 of 90 degrees
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.json", "search.html", "tune-random.json",
                                                           "tune-tpe.json"]
+
+
+def test_report_shows_the_exported_students_card_only_when_it_is_one_of_the_runs_models(tmp_path):
+    """`rayflow run` into an output dir where `distill` exported a student: the card is this report's
+    only when student.json names an artifact among the run's rows (another config's export is not)."""
+    import json
+
+    from rayflow.store import ArtifactStore
+    from rayflow.student.card import card_of_run
+
+    store = ArtifactStore(str(tmp_path))
+    rows = [{"model": "cGAN-KD: + KD term on soft labels", "artifact": str(tmp_path / "artifacts/cgankd/cgankd-1")},
+            {"model": "NOKD student", "artifact": str(tmp_path / "artifacts/nokd/nokd-1")}]
+    assert card_of_run(store, rows) is None  # nothing exported
+    store.write_text("student/MODEL_CARD.md", "# the card\n")
+    store.write_text("student/student.json", json.dumps({"source": {"artifact": rows[0]["artifact"]}}))
+    assert card_of_run(store, rows) == "# the card\n"
+    store.write_text("student/student.json", json.dumps({"source": {"artifact": str(tmp_path / "elsewhere")}}))
+    assert card_of_run(store, rows) is None
+    store.write_text("student/student.json", "not json")
+    assert card_of_run(store, rows) is None

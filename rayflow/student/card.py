@@ -106,3 +106,19 @@ def render(*, name: str, contract: dict, rows: list[dict], metric: str, student_
               f'model = torch.export.load("student/{PROGRAM}").module()',
               f"out = model(images)  # uint8 tensor (N, {c}, {size}, {size})", "```", ""]
     return "\n".join(lines)
+
+
+def card_of_run(store, rows: list[dict]) -> str | None:
+    """The exported student's MODEL_CARD.md for a run's report, only when that student is one of the
+    run's own models (its student.json names the artifact): a `distill` or `tune` of another config
+    into the same output dir left a card that is not this report's."""
+    import json
+
+    doc = store.read_text("student/student.json")
+    try:
+        source = (json.loads(doc) if doc else {}).get("source", {}).get("artifact")
+    except ValueError:
+        return None
+    if source is None or source not in {r.get("artifact") for r in rows}:
+        return None
+    return store.read_text("student/MODEL_CARD.md")
