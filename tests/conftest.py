@@ -75,6 +75,16 @@ def digits():
     return load_splits(DataConfig(name="digits", image_size=16))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """The local executor sets this process's torch threads for its work (a user's process runs one
+    pipeline); a test must not hand its thread count to the next (float sums, so results, differ)."""
+    prev = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != prev:
+        torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny nets: one torch thread is as fast, and does not suffer from a busy shared machine."""

@@ -53,7 +53,8 @@ def test_distill_writes_one_student_beside_nokd_and_blkd(distilled):
     contract = json.loads((student / "student.json").read_text())
     assert trained == [f"cgankd-{contract['source']['key']}"]  # one cGAN-KD student, the one exported
     assert contract["input"] == {"channels": 1, "height": 16, "width": 16, "dtype": "uint8", "layout": "NCHW",
-                                 "mode": "L", "preprocessing": contract["input"]["preprocessing"]}
+                                 "mode": "L", "preprocessing": contract["input"]["preprocessing"],
+                                 "resize": "builtin"}  # digits: the built-in sets' upscale rule
     assert contract["class_names"] == [str(i) for i in range(10)] and contract["task"] == "classification"
     assert contract["settings"]["filter.rho"] == 0.9 and contract["settings"]["chosen by"] == "the config"
     card = (student / "MODEL_CARD.md").read_text()

@@ -113,8 +113,8 @@ def user_teacher(tmp_path_factory, digits):
     """Trained for a few seconds (150 Adam steps) on the digits train split, saved both ways."""
     root = tmp_path_factory.mktemp("user_code")
     pkg = write_package(root)
+    torch.manual_seed(0)  # before the network's init: the fixture is the same whichever tests ran before
     net = _import_net(root).build(width=16)
-    torch.manual_seed(0)
     x = preprocess(torch.tensor(digits.train.images).float() / 127.5 - 1)
     y = torch.tensor(digits.train.labels).long()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
