@@ -41,9 +41,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Modules with slow (Ray end-to-end) tests first, in file order, then the rest: under `make test`'s
-    `-n 2 --dist loadfile` each worker starts on a long module and the many short ones fill the end,
-    instead of one worker finishing alone on the last long module. The order within a module stays."""
+    """Under xdist (`make test TEST_WORKERS=N`) modules with slow (Ray end-to-end) tests first, in file
+    order, then the rest: each worker starts on a long module and the many short ones fill the end,
+    instead of one worker finishing alone on the last long module. A serial run keeps file order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)  # stable
 
