@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -325,6 +326,32 @@ def test_ray_data_matches_local(ray_session, nets, tmp_path):
     np.testing.assert_array_equal(np.stack([r["image"] for r in rows]), fs.images)
     np.testing.assert_array_equal(np.stack([r["teacher_logits"] for r in rows]), fs.teacher_logits)
     np.testing.assert_array_equal([r["label"] for r in rows], fs.labels)
+
+
+@pytest.mark.ray
+def test_pool_actors_a_finished_pipeline_leaves_alive_are_reaped(ray_session):
+    """A pool actor that outlives its pipeline (a handle still held somewhere) is ended, so the next
+    Ray Train run that needs every CPU gets them; pool actors alive before the pipeline are kept."""
+    from rayflow.executors import ray_data
+
+    ray = ray_session
+
+    def actor():
+        a = ray.remote(num_cpus=0.5)(type("MapWorker(Lingering)", (), {"ping": lambda self: 1})).remote()
+        ray.get(a.ping.remote())
+        return a
+
+    older = actor()
+    before = ray_data._pool_actors()
+    lingering = actor()  # noqa: F841 -- the held handle keeps it alive
+    assert len(ray_data._pool_actors() - before) == 1
+    ray_data._reap(before, wait_s=0.5)
+    deadline = time.monotonic() + 10
+    while ray_data._pool_actors() != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray_data._pool_actors() == before
+    assert ray.get(older.ping.remote()) == 1
+    ray.kill(older)
 
 
 @pytest.mark.slow
