@@ -284,14 +284,11 @@ class PipelineConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _mix_knob(self) -> "PipelineConfig":
-        """tune.mix_alpha searches the mixing lever's alpha: without the lever it would change nothing."""
-        if self.tune.mix_alpha is not None and not self.student.mix.on:
-            raise ValueError("tune.mix_alpha searches student.mix.alpha, but the mixing lever is off: set "
-                             "student.mix.kind (mixup, cutmix or both)")
-        if self.tune.select_share is not None and not self.student.select_fakes.on:
-            raise ValueError("tune.select_share searches student.select_fakes.share, but the useful-fakes lever "
-                             "is off: set student.select_fakes.by (entropy or kl)")
+    def _levers(self) -> "PipelineConfig":
+        """A lever's knob or option that cannot act here (config_levers.py)."""
+        from rayflow.config_levers import check_levers
+
+        check_levers(self)
         return self
 
     @model_validator(mode="after")
