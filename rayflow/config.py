@@ -14,7 +14,7 @@ from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, f
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
-from rayflow.config_mix import FunctionMatchingConfig, MixConfig, SelectFakesConfig
+from rayflow.config_mix import FunctionMatchingConfig, LeverName, MixConfig, SelectFakesConfig
 from rayflow.config_synth import LATENT_DEFAULTS, FilterConfig, GANConfig, SynthConfig  # noqa: F401  (re-exported)
 from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
 from rayflow.config_tune import TuneConfig  # noqa: F401  (re-exported)
@@ -250,6 +250,10 @@ class PipelineConfig(_Strict):
         "student's steps, batch size and step selection (student.train)"))
     ablation: bool = Field(True, description="train the ablation's students (raw fakes, + cDR-RS, + filtering, "
                            "+ relabelling) beside cGAN-KD; false: cGAN-KD only, e.g. for a KD-method table run")
+    lever_rows: list[LeverName] = Field(default_factory=list, description=(
+        "ablation rows of the cGAN-KD levers (rayflow/levers.py): per lever named, one more cGAN-KD student "
+        "with that lever alone on, at its configured setting or, when off, mix: mixup alpha 1; select_fakes: "
+        "entropy, share 0.5, every 50; latent_scale: 1.5; trained by rayflow run beside the other students"))
     kd_table: KDTableList = Field(default_factory=list, description=(
         "the KD-method comparison table (docs/kd_methods.md): per method m and seed, the student on "
         "real images with the online teacher (loss task + weight_m * L_m, baseline_steps) and the "

@@ -26,6 +26,8 @@ def _leaves(d: dict, prefix: str = "") -> list[str]:
 
 
 def _candidates(path: str, v):
+    if path == "lever_rows":  # the levers' ablation rows: under configs of their own, no stage reads it
+        return [["mix"]]
     if path in ("student.kd", "kd_table"):  # lists of KD method configs: one more method
         have = {m["method"] for m in v}
         return [v + [{"method": m}] for m in ("crd", "pkt", "rkd") if m not in have]
