@@ -87,9 +87,9 @@ def after_tune(cfg: PipelineConfig, out: dict) -> DistillResult:
 
 
 def knobs(params: dict) -> str:
-    from rayflow.search.space import KNOB_NAMES
+    from rayflow.search.space import knob_text
 
-    return ", ".join(f"{KNOB_NAMES.get(k, k)} {v:g}" for k, v in params.items())
+    return knob_text(params)
 
 
 def settings_of(cfg: PipelineConfig, node: Node, chosen_by: str) -> dict:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DIMS", "KNOB_NAMES", "LOG_DIMS", "SearchSpace", "as_rng"]
+__all__ = ["DIMS", "KNOB_NAMES", "LOG_DIMS", "SearchSpace", "as_rng", "knob_text"]
 
 DIMS: tuple[str, ...] = ("rho", "m", "real_fraction", "kd_weight", "mix_alpha", "select_share", "latent_scale")
 # searched on a log scale (unit cube, grid, sampling): M, and the latent scale, whose 0.5 and 2 are
@@ -36,6 +36,11 @@ LOG_DIMS = frozenset({"m", "latent_scale"})
 # each dimension as tables and the CLI name it
 KNOB_NAMES = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight", "mix_alpha": "mix alpha",
               "select_share": "fake share", "latent_scale": "latent scale"}
+
+
+def knob_text(params: Mapping[str, Any]) -> str:
+    """`rho 0.1, M 50, latent scale 2`: a setting as the CLI and logs say it."""
+    return ", ".join(f"{KNOB_NAMES.get(k, k)} {v:g}" for k, v in params.items())
 # Allowed closed/open domain of every dimension: (lo, lo_open, hi, hi_open).
 _DOMAIN = {
     "rho": (0.0, True, 1.0, False),

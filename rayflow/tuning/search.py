@@ -111,6 +111,7 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
     """The search; `final`: retrain the chosen and hand-set settings and test them (`distill --search`
     trains only the chosen one, itself)."""
     from rayflow.search import make_searcher
+    from rayflow.search.space import knob_text
     from rayflow.stages.graph import Node
     from rayflow.stages.runner import Runner
     from rayflow.tuning.objective import objective_of
@@ -161,8 +162,8 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
     tracker = open_tracker(runner.tracking, name)
     for i, r in enumerate(results):
         if obj.metric in r:
-            log.info("[tune] trial %d: rho %.3f M %d -> %s ± %.3g", i, r["rho"], r["m"], obj.describe(r[obj.metric]),
-                     obj.shown(r["se"]))
+            log.info("[tune] trial %d: %s -> %s ± %.3g", i, knob_text({d: r[d] for d in space.dims}),
+                     obj.describe(r[obj.metric]), obj.shown(r["se"]))
         if obj.regression and obj.unit and obj.metric in r:
             r[f"{obj.metric}_{obj.unit}"] = obj.shown(r[obj.metric])  # in the labels' unit, as test_mae_<unit>
         log_scalars(tracker, r, i, prefix="trial/")
