@@ -86,3 +86,15 @@ def test_lever_rows_join_the_ablation_not_the_headline():
     assert produced(CGAN_KD.label) and not produced(label)
     html = render_report({"name": "t", "metric": "test_acc", "rows": rows, **s})
     assert html.count(label) >= 2  # every model's table and the ablation's
+
+
+def test_rows_a_task_cannot_train_are_refused_before_any_compute():
+    from rayflow.config import ConfigError
+
+    reg = "rayflow/configs/regression_tiny.yaml"
+    for over in (["lever_rows=[mix, select_fakes]"], ["student.select_fakes.by=entropy"]):
+        with pytest.raises(ConfigError, match="not for data.task regression"):
+            load_config(reg, over)
+    assert load_config(reg, ["lever_rows=[mix, latent_scale]"]).lever_rows == ["mix", "latent_scale"]
+    with pytest.raises(ConfigError, match="more than once"):
+        load_config(TINY, ["lever_rows=[mix, mix]"])
