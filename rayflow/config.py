@@ -14,7 +14,7 @@ from pydantic import (BeforeValidator, Field, ValidationError, ValidationInfo, f
 
 from rayflow.config_base import ConfigError, _Strict  # noqa: F401  (re-exported)
 from rayflow.config_data import ChairsConfig, DataConfig, RotationConfig  # noqa: F401  (re-exported)
-from rayflow.config_mix import FunctionMatchingConfig, MixConfig, SelectFakesConfig
+from rayflow.config_mix import FunctionMatchingConfig, LeverName, MixConfig, SelectFakesConfig
 from rayflow.config_synth import LATENT_DEFAULTS, FilterConfig, GANConfig, SynthConfig  # noqa: F401  (re-exported)
 from rayflow.config_teacher import ModulePaths, TeacherCheckpoint
 from rayflow.config_tune import TuneConfig  # noqa: F401  (re-exported)
@@ -250,6 +250,10 @@ class PipelineConfig(_Strict):
         "student's steps, batch size and step selection (student.train)"))
     ablation: bool = Field(True, description="train the ablation's students (raw fakes, + cDR-RS, + filtering, "
                            "+ relabelling) beside cGAN-KD; false: cGAN-KD only, e.g. for a KD-method table run")
+    lever_rows: list[LeverName] = Field(default_factory=list, description=(
+        "ablation rows of the cGAN-KD levers (rayflow/levers.py): per lever named, one more cGAN-KD student "
+        "with that lever alone on, at its configured setting or, when off, mix: mixup alpha 1; select_fakes: "
+        "entropy, share 0.5, every 50; latent_scale: 1.5; trained by rayflow run beside the other students"))
     kd_table: KDTableList = Field(default_factory=list, description=(
         "the KD-method comparison table (docs/kd_methods.md): per method m and seed, the student on "
         "real images with the online teacher (loss task + weight_m * L_m, baseline_steps) and the "
@@ -284,14 +288,11 @@ class PipelineConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _mix_knob(self) -> "PipelineConfig":
-        """tune.mix_alpha searches the mixing lever's alpha: without the lever it would change nothing."""
-        if self.tune.mix_alpha is not None and not self.student.mix.on:
-            raise ValueError("tune.mix_alpha searches student.mix.alpha, but the mixing lever is off: set "
-                             "student.mix.kind (mixup, cutmix or both)")
-        if self.tune.select_share is not None and not self.student.select_fakes.on:
-            raise ValueError("tune.select_share searches student.select_fakes.share, but the useful-fakes lever "
-                             "is off: set student.select_fakes.by (entropy or kl)")
+    def _levers(self) -> "PipelineConfig":
+        """A lever's knob or option that cannot act here (config_levers.py)."""
+        from rayflow.config_levers import check_levers
+
+        check_levers(self)
         return self
 
     @model_validator(mode="after")

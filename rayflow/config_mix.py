@@ -15,6 +15,8 @@ from pydantic import Field
 
 from rayflow.config_base import _Strict
 
+LeverName = Literal["mix", "select_fakes", "latent_scale"]  # a lever with an ablation row (`lever_rows`)
+
 
 class MixConfig(_Strict):
     kind: Literal["none", "mixup", "cutmix", "both"] = Field("none", description=(

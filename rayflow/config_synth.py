@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_serializer
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from rayflow.config_base import _Strict
+
+
+# the GAN fields added after GAN keys were first pinned: dumped and hashed only away from these
+LABEL_INPUT_DEFAULTS = {"label_input": "joint", "y2h_steps": 2000}
 
 
 class GANConfig(_Strict):
@@ -49,7 +53,28 @@ class GANConfig(_Strict):
                                                           "paper's y2h MLP (trained with the GAN) or fixed "
                                                           "sin/cos features")
     embed_dim: int = Field(128, gt=0, multiple_of=8, description="size of the CcGAN label embedding h")
+    label_input: Literal["joint", "y2h"] = Field("joint", description=(
+        "CcGAN label input (regression only): joint = G and D each learn their own label_embedding with the "
+        "GAN; y2h = the paper's improved input: a small CNN x -> h -> y trained on the real images, y2h "
+        "fitted to its frozen head, frozen and shared by G's conditional norm and D's projection (needs "
+        "label_embedding mlp; part of the GAN's key when not joint)"))
+    y2h_steps: int = Field(2000, gt=0, description="label_input y2h: steps of the regression CNN, and of the "
+                                                   "y2h fit to its head")
     seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _dump_without_default_label_input(self, handler):
+        """`label_input` and `y2h_steps` are dumped only when not the default: every GAN key and
+        training-run name written before they existed stays valid."""
+        out = handler(self)
+        return {k: v for k, v in out.items() if k not in LABEL_INPUT_DEFAULTS or v != LABEL_INPUT_DEFAULTS[k]}
+
+    @model_validator(mode="after")
+    def _y2h_needs_the_mlp(self) -> "GANConfig":
+        if self.label_input == "y2h" and self.label_embedding != "mlp":
+            raise ValueError("gan.label_input y2h fits the paper's y2h MLP: set gan.label_embedding mlp "
+                             f"(got {self.label_embedding})")
+        return self
 
 
 class FilterConfig(_Strict):

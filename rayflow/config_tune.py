@@ -9,6 +9,9 @@ from pydantic import Field, field_validator, model_serializer
 from rayflow.config_base import _Strict
 
 
+LEVER_KNOBS = ("mix_alpha", "select_share", "latent_scale")  # added after search names were first pinned
+
+
 class TuneConfig(_Strict):
     """`rayflow tune`: a search over the filtering quantile rho and the fakes per class M (optionally
     the real share per batch and the KD weight), each trial one student scored on validation data."""
@@ -24,8 +27,11 @@ class TuneConfig(_Strict):
     select_share: tuple[float, float] | None = Field(None, description=(
         "range of the useful-fakes lever's share (student.select_fakes.share; needs student.select_fakes.by "
         "set), e.g. [0.2, 1]"))
+    latent_scale: tuple[float, float] | None = Field(None, description=(
+        "range of the pool's latent scale (synth.latent_scale, log scale), e.g. [0.5, 2]: each trial reads "
+        "the pool drawn at its scale (built once per scale, keyed by it)"))
     grid: tuple[int, ...] = Field((6, 5), description="points per dimension of the candidate grid, by position: "
-                                  "rho, M, real share, KD weight, mix alpha, fake share (3 for a searched dimension not "
+                                  "rho, M, real share, KD weight, mix alpha, fake share, latent scale (3 for a searched dimension not "
                                   "given); the grid searcher's points, the bound's table, the other searchers' "
                                   "candidates")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled images held out to score "
@@ -44,10 +50,10 @@ class TuneConfig(_Strict):
 
     @model_serializer(mode="wrap")
     def _dump_without_unset_levers(self, handler):
-        """`mix_alpha` and `select_share` are dumped only when set: a search's name (a digest of this
-        section) stays what it was."""
+        """The levers' knobs are dumped only when set: a search's name (a digest of this section)
+        stays what it was."""
         out = handler(self)
-        for k in ("mix_alpha", "select_share"):
+        for k in LEVER_KNOBS:
             if out.get(k, 0) is None:
                 out.pop(k)
         return out
@@ -62,10 +68,16 @@ class TuneConfig(_Strict):
     @field_validator("grid")
     @classmethod
     def _grid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not 2 <= len(v) <= 6 or any(int(n) < 1 for n in v):
-            raise ValueError(f"must be 2 to 6 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]"
-                             f"[, fake share]), "
-                             f"got {list(v)}")
+        if not 2 <= len(v) <= 7 or any(int(n) < 1 for n in v):
+            raise ValueError(f"must be 2 to 7 point counts >= 1 (rho, M[, real share][, KD weight][, mix alpha]"
+                             f"[, fake share][, latent scale]), got {list(v)}")
+        return v
+
+    @field_validator("latent_scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not (0 < v[0] <= v[1]):
+            raise ValueError(f"must be a range of positive latent scales, got {list(v)}")
         return v
 
     @field_validator("m_per_class")

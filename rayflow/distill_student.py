@@ -87,9 +87,9 @@ def after_tune(cfg: PipelineConfig, out: dict) -> DistillResult:
 
 
 def knobs(params: dict) -> str:
-    names = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight", "mix_alpha": "mix alpha",
-             "select_share": "fake share"}
-    return ", ".join(f"{names.get(k, k)} {v:g}" for k, v in params.items())
+    from rayflow.search.space import knob_text
+
+    return knob_text(params)
 
 
 def settings_of(cfg: PipelineConfig, node: Node, chosen_by: str) -> dict:
@@ -108,6 +108,7 @@ def settings_of(cfg: PipelineConfig, node: Node, chosen_by: str) -> dict:
         out["student.mix"] = s.mix.model_dump()
     if s.select_fakes.on:
         out["student.select_fakes"] = s.select_fakes.model_dump()
+    out.update({f"synth.{k}": v for k, v in cfg.synth.latent_kwargs().items()})  # the pool's draws, when not the default
     if s.model.kwargs:
         out["student.model.kwargs"] = dict(s.model.kwargs)
     return out

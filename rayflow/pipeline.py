@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from rayflow import ablation, kd_table
+from rayflow import ablation, kd_table, levers
 from rayflow.config import PipelineConfig, to_yaml
 from rayflow.report import format_results, headroom, render_report, row, summarize
-from rayflow.stages.graph import Node
+from rayflow.stages.graph import Node, node_key
 from rayflow.student.card import card_of_run
 
 log = logging.getLogger("rayflow")
@@ -146,6 +146,22 @@ class Pipeline:
                 notes.append(f"cDR-RS skipped: {e}. The remaining variants run without subsampling.")
                 log.warning(notes[-1])
 
+    def students(self, variants: list[ablation.Variant]) -> list[tuple[int, str, object, Node]]:
+        """(seed, row label, runner, node) of every student `run` trains after the baselines, in one
+        batch: the ablation's `variants`, the KD-method table's rows, and the levers' rows (the
+        effective cGAN-KD student under each lever's own config, rayflow/levers.py)."""
+        cfg, runner = self.cfg, self.runner
+        plan = [(seed, v.label, runner, v.student(seed)) for seed in cfg.seeds for v in variants]
+        cgan_kd = next(v for v in variants if v.kd)
+        plan += [(seed, label, runner, n) for seed, label, n in kd_table.nodes(cfg, cgan_kd)]
+        for lr in levers.rows(cfg):
+            # one runner per row (its seeds share the lever's fake set); the run's own when the row's
+            # student is the run's cGAN-KD student (the lever alone on is what the config has)
+            same = node_key(lr.cfg, cgan_kd.student(cfg.seeds[0])) == runner.key_of(cgan_kd.student(cfg.seeds[0]))
+            r = runner if same else runner.with_config(lr.cfg)
+            plan += [(seed, lr.label, r, cgan_kd.student(seed)) for seed in cfg.seeds]
+        return plan
+
     def run(self) -> dict:
         """teacher -> NOKD/BLKD/FM/oracle -> cGAN -> DRE -> fake sets -> cGAN-KD students -> report."""
         from rayflow.report.fakes import grids
@@ -162,23 +178,28 @@ class Pipeline:
             runner.artifact(Node.of("dre"))
         notes: list[str] = []
         variants, sets = self._fake_sets(notes)
-        plan = [(seed, v.label, v.student(seed)) for seed in cfg.seeds for v in variants]
+        plan = self.students(variants)
         cgan_kd = next(v for v in variants if v.kd)
-        plan += kd_table.nodes(cfg, cgan_kd)  # the KD-method table's students, trained in the same batch
-        arts = runner.artifacts([n for _, _, n in plan])
-        rows = self.in_unit(rows + [row(label, a, seed) for (seed, label, _), a in zip(plan, arts)])
+        arts = runner.batch([(r, n) for _, _, r, n in plan])
+        rows = self.in_unit(rows + [row(label, a, seed) for (seed, label, _, _), a in zip(plan, arts)])
         results = {"name": cfg.name, "metric": metric, "rows": rows, "notes": notes, **self.labels(),
                    "config": cfg.model_dump(mode="json"), "output_dir": runner.store.location,
                    "gan": gan.metrics, "synth": {k: a.metrics for k, (_, a) in sets.items()}}
         results.update(summarize(rows, metric))
         if cfg.kd_table:
             results["kd_table"] = kd_table.table(cfg, rows, metric, cgan_kd.label)
+        # each ablation row's fake set: its variant's, or a lever row's own view (its latent scale's pool)
+        fakes = {v.label: (v, sets[ablation.fake_set_name(v)][1]) for v in variants}
+        rows_of_levers = {lr.label for lr in levers.rows(cfg)}
+        fakes.update({label: (cgan_kd, r.artifact(cgan_kd.fake_set())) for _, label, r, _ in plan
+                      if label in rows_of_levers})
         for r in results["ablation"]:
-            v = next((v for v in variants if v.label == r["variant"]), None)
-            if v is not None:
-                m = sets[ablation.fake_set_name(v)][1].metrics
+            if r["variant"] in fakes:
+                v, m = fakes[r["variant"]][0], fakes[r["variant"]][1].metrics
                 r["fake_label_consistency"] = m["label_consistency_orig" if v.orig_labels else "label_consistency_final"]
                 r["m"] = m["samples"]
+        if cfg.lever_rows:
+            results["levers"] = [{"row": lr.label, "lever": lr.lever, "setting": lr.setting()} for lr in levers.rows(cfg)]
         results["diagnostic"] = headroom(rows, metric)
         scratch = Path(runner.store.location) if runner.store.is_local else Path(tempfile.mkdtemp(prefix="rayflow-"))
         scratch.mkdir(parents=True, exist_ok=True)
@@ -200,17 +221,21 @@ class Pipeline:
 
     def graph_text(self) -> str:
         """Every node `rayflow run` needs, inputs first: its key, whether the store has it, its inputs."""
-        from rayflow.stages.graph import describe, node_key
+        from rayflow.stages.graph import describe
 
-        variants = ablation.plan(self.cfg)
-        roots = [Node.of(stage, seed=s) for s in self.cfg.seeds for _, stage in BASELINES] + \
-            [v.student(s) for s in self.cfg.seeds for v in variants] + \
-            [n for _, _, n in kd_table.nodes(self.cfg, next(v for v in variants if v.kd))]
-        lines = []
-        for node, ins in describe(self.cfg, roots):
-            key = node_key(self.cfg, node)
-            have = "cached" if self.runner.store.lookup(node.stage, key) is not None else "to build"
-            lines.append(f"{str(node):<78} {key}  {have:<8} <- {', '.join(str(n) for n in ins.values()) or '-'}")
+        groups: dict[int, tuple] = {}  # per config (the run's, each lever row's): its roots
+        for _, _, r, n in [(0, "", self.runner, Node.of(stage, seed=s)) for s in self.cfg.seeds
+                           for _, stage in BASELINES] + self.students(ablation.plan(self.cfg)):
+            groups.setdefault(id(r), (r.cfg, []))[1].append(n)
+        lines, seen = [], set()
+        for cfg, roots in groups.values():
+            for node, ins in describe(cfg, roots):
+                key = node_key(cfg, node)
+                if (node, key) in seen:  # a lever row's config shares most of the run's nodes
+                    continue
+                seen.add((node, key))
+                have = "cached" if self.runner.store.lookup(node.stage, key) is not None else "to build"
+                lines.append(f"{str(node):<78} {key}  {have:<8} <- {', '.join(str(n) for n in ins.values()) or '-'}")
         return "\n".join(lines)
 
     def format_results(self, results: dict) -> str:

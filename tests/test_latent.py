@@ -64,3 +64,53 @@ def test_latent_settings_key_the_pool_only_when_set():
         assert all(node_key(other, n) == node_key(cfg, n) for n in fixed)
         assert all(node_key(other, n) != node_key(cfg, n) for n in built), over
     assert all(node_key(same, n) == node_key(cfg, n) for n in fixed + built)
+
+
+def test_latent_scale_is_a_tune_knob_whose_trials_read_their_own_pool(tmp_path):
+    """tune.latent_scale: a log-scale search dimension setting synth.latent_scale. Each trial's
+    stage graph keys its pool by its scale (scale 1 is the default pool, key unchanged), and the
+    driver's pre-trial pools (servable, bound) are the very ones its trials read. Not dumped unset."""
+    from rayflow.stages.runner import Runner
+    from rayflow.tuning.pools import pool_groups
+    from rayflow.tuning.search import space_of, with_params
+
+    tiny = "rayflow/configs/tiny.yaml"
+    local = [f"output_dir={tmp_path}", "runtime.executor=local"]
+    cfg = load_config(tiny, ["tune.latent_scale=[0.5, 2]", "tune.grid=[2, 1, 1, 1, 1, 1, 3]", *local])
+    grid = space_of(cfg).grid(*cfg.tune.grid)
+    assert len(grid) == 6 and sorted({c["latent_scale"] for c in grid}) == pytest.approx([0.5, 1.0, 2.0])
+    trials = [with_params(cfg, c, validation=True) for c in grid]
+    assert [t.synth.latent_scale for t in trials] == [c["latent_scale"] for c in grid]
+    pools = {c["latent_scale"]: node_key(t, pool_node(True)) for c, t in zip(grid, trials)}
+    assert len(set(pools.values())) == 3
+    default = with_params(load_config(tiny, local), {}, validation=True)
+    assert pools[1.0] == node_key(default, pool_node(True))
+    assert node_key(trials[0], Node.of("gan")) == node_key(default, Node.of("gan"))  # the GAN is shared
+    groups = pool_groups(Runner(default), cfg, grid)
+    assert sorted(len(idx) for _, idx in groups) == [2, 2, 2]
+    for r, idx in groups:
+        assert {r.key_of(pool_node(True))} == {pools[grid[i]["latent_scale"]] for i in idx}
+    assert "latent_scale" not in load_config(tiny).tune.model_dump()
+    with pytest.raises(Exception, match="positive latent scales"):
+        load_config(tiny, ["tune.latent_scale=[0, 2]"])
+
+
+@pytest.mark.parametrize("searcher", ["grid", "random", "tpe", "bound"])
+def test_every_searcher_proposes_latent_scales(searcher):
+    from rayflow.search import SearchSpace, make_searcher
+
+    space = SearchSpace(rho=(0.5, 1.0), m=(10, 10), latent_scale=(0.5, 2.0))
+    assert space.values("latent_scale") == pytest.approx([0.5, 1.0, 2.0])  # geometric: 1 in the middle
+    assert space.to_unit({"rho": 1.0, "m": 10, "latent_scale": 1.0})[2] == pytest.approx(0.5)
+    grid = space.grid(2, 1, n_latent_scale=3)
+    prior = {space.key(c): c["latent_scale"] for c in grid}  # the bound prefers small scales
+    s = make_searcher(searcher, space, seed=1, candidates=grid, prior=prior if searcher == "bound" else None)
+    asked = []
+    while (c := s.ask()) is not None:
+        s.tell(c, 1.0 / c["latent_scale"])
+        asked.append(c)
+    assert sorted(space.key(c) for c in asked) == sorted(space.key(c) for c in grid)
+    if searcher == "bound":
+        assert asked[0]["latent_scale"] == 0.5
+    draws = [space.sample(i)["latent_scale"] for i in range(400)]
+    assert min(draws) >= 0.5 and max(draws) <= 2.0 and 0.4 < np.mean(np.array(draws) < 1.0) < 0.6  # log-uniform

@@ -19,6 +19,7 @@ from rayflow.config import GANConfig
 from rayflow.data.imageset import ImageSet
 from rayflow.gan.grid import save_grid_png
 from rayflow.gan.vicinal import VicinalSampler
+from rayflow.gan.y2h import load_y2h
 from rayflow.labels import space_of
 from rayflow.progress import Progress
 from rayflow.gan.loop import build_gan, generate, train_gan
@@ -39,12 +40,13 @@ STATE = "state.pt"
 def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: torch.device,
              prepare: Callable[[torch.nn.Module], torch.nn.Module],
              save_checkpoint: Callable[[dict, dict, Path | None], None], start_state: dict | None,
-             teacher: torch.nn.Module | None, name: str, tracker=None) -> dict:
+             teacher: torch.nn.Module | None, name: str, tracker=None, y2h: torch.nn.Module | None = None) -> dict:
     """Trains the GAN; `save_checkpoint(metrics, state, grid_png)` persists (rank 0 gives state);
-    `tracker` (rank 0's, with `scalar(tag, value, step)`) gets the losses and every probe."""
+    `tracker` (rank 0's, with `scalar(tag, value, step)`) gets the losses and every probe; `y2h`: the
+    fitted label input (gan.label_input y2h), frozen in G and D."""
     c, h, _ = train.shape
     space = space_of(train.num_classes)  # probes and sample grids stratum by stratum
-    state = build_gan(cfg, train.num_classes, c, h, device=device)
+    state = build_gan(cfg, train.num_classes, c, h, device=device, y2h=y2h)
     if start_state is not None:
         state.load_state_dict(start_state)
         if rank == 0:
@@ -109,7 +111,8 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
 
 def gan_worker(ctx: TrainContext, config: dict) -> dict:
     """Executor entry point: `config` holds `gan` (GANConfig), `train` (ImageSet), `teacher_dir`
-    (for the probes, rank 0 only), `name` (progress prefix) and optionally `tracking` (a TrackingSpec)."""
+    (for the probes, rank 0 only), `name` (progress prefix) and optionally `tracking` (a TrackingSpec)
+    and `y2h` (the y2h stage's fitted label input, a NodePath)."""
     from rayflow.models.io import load_model
 
     start = ctx.load_checkpoint(lambda d: load_state(d / STATE))
@@ -125,12 +128,13 @@ def gan_worker(ctx: TrainContext, config: dict) -> dict:
             ctx.report(metrics, Path(d))
 
     teacher = load_model(config["teacher_dir"]) if ctx.rank == 0 and config.get("teacher_dir") else None
+    y2h = load_y2h(config["y2h"], config["gan"].embed_dim) if config.get("y2h") else None  # every rank: in G and D
     spec = config.get("tracking")  # rayflow.tracking.TrackingSpec: rank 0 writes the curves
     tracker = spec.open(config["name"]) if spec is not None and ctx.rank == 0 else None
     try:
         out = gan_body(config["gan"], config["train"], rank=ctx.rank, world=ctx.world, device=ctx.device,
                        prepare=ctx.prepare, save_checkpoint=save_checkpoint, start_state=start, teacher=teacher,
-                       name=config["name"], tracker=tracker)
+                       name=config["name"], tracker=tracker, y2h=y2h)
     finally:
         if tracker is not None:
             tracker.close()

@@ -8,14 +8,15 @@ from __future__ import annotations
 import html
 
 from rayflow.report.figures import img_tag, plt, png, table
-from rayflow.report.summary import KD_TABLE_PREFIX, digits, lower_is_better, measure_name, summarize
+from rayflow.report.summary import KD_TABLE_PREFIX, LEVER_PREFIX, digits, lower_is_better, measure_name, summarize
 
 BASELINES = ("teacher", "NOKD student", "BLKD student", "perfect generator (oracle)")
 
 
 def produced(model: str) -> bool:
-    """A cGAN-KD student the run made (rayflow run's, tune's chosen / hand-set), not a KD-table row."""
-    return model.startswith("cGAN-KD") and not model.startswith(KD_TABLE_PREFIX)
+    """A cGAN-KD student the run made (rayflow run's, tune's chosen / hand-set), not a KD-table or
+    a lever's ablation row."""
+    return model.startswith("cGAN-KD") and not model.startswith((KD_TABLE_PREFIX, LEVER_PREFIX))
 
 
 def stats(rows: list[dict], metric: str, headline: bool = True) -> list[dict]:

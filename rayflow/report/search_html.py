@@ -14,11 +14,9 @@ import math
 import numpy as np
 
 from rayflow.report.figures import best_so_far, bound_scatter, table
-from rayflow.search.space import DIMS
+from rayflow.search.space import DIMS, KNOB_NAMES
 from rayflow.tuning.objective import acc_error, error_display, mae_error
 
-KNOB_NAMES = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight",
-              "mix_alpha": "mix alpha", "select_share": "fake share"}
 
 
 def _grid(grid: dict) -> list[str]:

@@ -7,7 +7,7 @@ never one twice (pending = asked but not yet told counts as used) and never outs
 None) records a failed trial: the config is used up but not modelled. ``state()`` is JSON-able;
 ``load(state)`` on a searcher built with the same arguments resumes exactly (same next proposals).
 
-TPE and candidates: Optuna's ``TPESampler`` samples in the continuous space (ρ linear, M log) and
+TPE and candidates: Optuna's ``TPESampler`` samples in the continuous space (ρ linear, M and the latent scale log) and
 the proposal is *snapped* to the nearest unused candidate (Euclidean distance in the unit cube of
 :meth:`SearchSpace.to_unit`); the study is told the snapped config (``add_trial``), the raw sampled
 trial is closed as FAIL (TPE ignores failed trials). We snap instead of a ``CategoricalDistribution``
@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .space import SearchSpace
+from .space import LOG_DIMS, SearchSpace
 
 __all__ = ["SEARCHERS", "BaseSearcher", "GridSearcher", "RandomSearcher", "Searcher", "TPESearcher", "make_searcher"]
 
@@ -225,7 +225,8 @@ class TPESearcher(BaseSearcher):
         d = {}
         for name in self.space.dims:
             lo, hi = getattr(self.space, name)
-            d[name] = IntDistribution(lo, hi, log=lo < hi) if name == "m" else FloatDistribution(lo, hi)
+            d[name] = IntDistribution(lo, hi, log=lo < hi) if name == "m" else \
+                FloatDistribution(lo, hi, log=name in LOG_DIMS and lo < hi)
         return d
 
     def _new_sampler(self) -> Any:

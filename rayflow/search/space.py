@@ -8,7 +8,9 @@ Dimensions (fixed order, which is also the order of a config *key*):
 * ``kd_weight``     weight of the distillation loss, [0, 1], linear (optional);
 * ``mix_alpha``     α of the mixing lever's λ ~ Beta(α, α), > 0, linear (optional; ``student.mix`` on);
 * ``select_share``  share of the scored fakes the useful-fakes lever draws from, (0, 1], linear
-  (optional; ``student.select_fakes`` on).
+  (optional; ``student.select_fakes`` on);
+* ``latent_scale``  σ of the pool's latent draws z ~ N(0, σ²), > 0, log scale (optional; a trial
+  with it reads the pool drawn at that σ).
 
 Each dimension is a range ``(lo, hi)``; :meth:`SearchSpace.from_grids` builds one from explicit
 value lists (the range is then their min/max and :meth:`SearchSpace.grid` returns exactly them).
@@ -25,9 +27,20 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DIMS", "SearchSpace", "as_rng"]
+__all__ = ["DIMS", "KNOB_NAMES", "LOG_DIMS", "SearchSpace", "as_rng", "knob_text"]
 
-DIMS: tuple[str, ...] = ("rho", "m", "real_fraction", "kd_weight", "mix_alpha", "select_share")
+DIMS: tuple[str, ...] = ("rho", "m", "real_fraction", "kd_weight", "mix_alpha", "select_share", "latent_scale")
+# searched on a log scale (unit cube, grid, sampling): M, and the latent scale, whose 0.5 and 2 are
+# equally far from the default 1
+LOG_DIMS = frozenset({"m", "latent_scale"})
+# each dimension as tables and the CLI name it
+KNOB_NAMES = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight", "mix_alpha": "mix alpha",
+              "select_share": "fake share", "latent_scale": "latent scale"}
+
+
+def knob_text(params: Mapping[str, Any]) -> str:
+    """`rho 0.1, M 50, latent scale 2`: a setting as the CLI and logs say it."""
+    return ", ".join(f"{KNOB_NAMES.get(k, k)} {v:g}" for k, v in params.items())
 # Allowed closed/open domain of every dimension: (lo, lo_open, hi, hi_open).
 _DOMAIN = {
     "rho": (0.0, True, 1.0, False),
@@ -36,8 +49,10 @@ _DOMAIN = {
     "kd_weight": (0.0, False, 1.0, False),
     "mix_alpha": (0.0, True, math.inf, True),
     "select_share": (0.0, True, 1.0, False),
+    "latent_scale": (0.0, True, math.inf, True),
 }
-_DEFAULT_N = {"rho": 10, "m": 8, "real_fraction": 3, "kd_weight": 3, "mix_alpha": 3, "select_share": 3}
+_DEFAULT_N = {"rho": 10, "m": 8, "real_fraction": 3, "kd_weight": 3, "mix_alpha": 3, "select_share": 3,
+              "latent_scale": 3}
 
 
 def as_rng(rng: Any) -> np.random.Generator:
@@ -78,11 +93,11 @@ def _check_range(name: str, rng: Any) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Ranges of ρ, M and optionally ``real_fraction`` / ``kd_weight`` / ``mix_alpha`` / ``select_share``;
-    see the module docstring.
+    """Ranges of ρ, M and optionally ``real_fraction`` / ``kd_weight`` / ``mix_alpha`` / ``select_share``
+    / ``latent_scale``; see the module docstring.
 
     ``grids`` (optional) maps a dimension to explicit values, used by :meth:`grid` instead of an
-    even (ρ, real_fraction, kd_weight) or geometric (M) spacing. Raises ValueError on a bad range.
+    even (linear dimensions) or geometric (M, latent scale) spacing. Raises ValueError on a bad range.
     """
 
     rho: tuple[float, float] = (0.05, 1.0)
@@ -91,6 +106,7 @@ class SearchSpace:
     kd_weight: tuple[float, float] | None = None
     mix_alpha: tuple[float, float] | None = None
     select_share: tuple[float, float] | None = None
+    latent_scale: tuple[float, float] | None = None
     grids: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -153,14 +169,14 @@ class SearchSpace:
         return {d: (int(v) if d == "m" else float(v)) for d, v in zip(self.dims, key)}
 
     def to_unit(self, configs: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Coordinates in [0, 1]^d (log scale for M): shape (d,) for one config, (n, d) for a list."""
+        """Coordinates in [0, 1]^d (log scale for `LOG_DIMS`): shape (d,) for one config, (n, d) for a list."""
         one = isinstance(configs, Mapping)
         rows = [configs] if one else list(configs)
         out = np.zeros((len(rows), len(self.dims)))
         for j, d in enumerate(self.dims):
             lo, hi = getattr(self, d)
             v = np.array([float(c[d]) for c in rows])
-            if d == "m":
+            if d in LOG_DIMS:
                 lo, hi, v = math.log(lo), math.log(hi), np.log(np.maximum(v, 1e-300))
             out[:, j] = 0.5 if hi == lo else (v - lo) / (hi - lo)
         return out[0] if one else out
@@ -197,7 +213,7 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ enumeration
     def values(self, name: str, n: int | None = None) -> list:
-        """Grid values of one dimension: the explicit grid, else ``n`` evenly (M: geometrically) spaced."""
+        """Grid values of one dimension: the explicit grid, else ``n`` evenly (`LOG_DIMS`: geometrically) spaced."""
         if name in self.grids:
             return list(self.grids[name])
         lo, hi = getattr(self, name)
@@ -206,6 +222,8 @@ class SearchSpace:
             raise ValueError(f"grid: need at least one value of {name}, got n={n}")
         if name == "m":
             return sorted({int(np.rint(v)) for v in np.geomspace(lo, hi, n)})
+        if name in LOG_DIMS:
+            return sorted({float(v) for v in np.geomspace(lo, hi, n)})
         return sorted({float(v) for v in np.linspace(lo, hi, n)})
 
     def grid(
@@ -216,16 +234,17 @@ class SearchSpace:
         n_kd_weight: int | None = None,
         n_mix_alpha: int | None = None,
         n_select_share: int | None = None,
+        n_latent_scale: int | None = None,
     ) -> list[dict]:
         """Cartesian grid as a list of config dicts (ρ-major order); explicit grids override the counts."""
         counts = {"rho": n_rho, "m": n_m, "real_fraction": n_real_fraction, "kd_weight": n_kd_weight,
-                  "mix_alpha": n_mix_alpha, "select_share": n_select_share}
+                  "mix_alpha": n_mix_alpha, "select_share": n_select_share, "latent_scale": n_latent_scale}
         axes = [self.values(d, counts[d]) for d in self.dims]
         mesh = np.array(np.meshgrid(*[np.arange(len(a)) for a in axes], indexing="ij")).reshape(len(axes), -1).T
         return [self.from_key([axes[j][i] for j, i in enumerate(row)]) for row in mesh]
 
     def sample(self, rng: Any = None) -> dict:
-        """One config drawn uniformly (M log-uniformly, rounded) from the ranges."""
+        """One config drawn uniformly (`LOG_DIMS` log-uniformly, M rounded) from the ranges."""
         rng = as_rng(rng)
         out: dict = {}
         for d in self.dims:
@@ -233,6 +252,8 @@ class SearchSpace:
             if d == "m":
                 v = math.exp(rng.uniform(math.log(lo), math.log(hi)))
                 out[d] = int(min(max(round(v), lo), hi))
+            elif d in LOG_DIMS:
+                out[d] = float(min(max(math.exp(rng.uniform(math.log(lo), math.log(hi))), lo), hi))
             else:
                 out[d] = float(rng.uniform(lo, hi))
         return out

@@ -3,4 +3,4 @@
 Importing the package registers every stage, so the graph is complete wherever it is walked.
 """
 
-from rayflow.stages import dre, gan, graph, supervised, synth  # noqa: F401  (register their stages)
+from rayflow.stages import dre, gan, graph, supervised, synth, y2h  # noqa: F401  (register their stages)

@@ -18,6 +18,7 @@ import torch
 from rayflow.checkpoint import load_state, save_state
 from rayflow.labels import space_of
 from rayflow.stages.graph import Node, StageDef, View, digest, register
+from rayflow.stages.y2h import Y2H, y2h_inputs
 
 log = logging.getLogger("rayflow")
 
@@ -33,12 +34,14 @@ PROBE_PER_CLASS, FINAL_PER_CLASS = 100, 200
 NEAREST_GRID = "nearest_real.png"  # the artifact's samples over their nearest real training images
 
 
-def train_run_name(v: View, teacher_key: str) -> str:
+def train_run_name(v: View, teacher_key: str, y2h_key: str | None = None) -> str:
     """Named after what training reads, not after the pipeline (renaming a config must not throw
-    away an hour of GAN training) nor the selection settings."""
+    away an hour of GAN training) nor the selection settings; `y2h_key`: the fitted label input's."""
     doc = {"data": v["data"].model_dump(mode="json"),
            "gan": v["gan"].model_dump(mode="json", exclude=SAMPLING_ONLY),
            "executor": v["runtime.executor"], "workers": v["scaling.num_workers"], "teacher": teacher_key}
+    if y2h_key is not None:  # only then: every other run keeps its name
+        doc["y2h"] = y2h_key
     return f"gan-{digest(doc)}"
 
 
@@ -94,15 +97,16 @@ def build_gan(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: st
     from rayflow.gan.selection import select_checkpoint, select_per_class
     from rayflow.gan.training import gan_worker
 
-    cfg, splits, teacher = v["gan"], runner.splits, inputs["teacher"]
+    cfg, splits, teacher, y2h = v["gan"], runner.splits, inputs["teacher"], inputs.get("y2h")
     train = splits.train
-    name = train_run_name(v, teacher.key)
+    name = train_run_name(v, teacher.key, y2h and y2h.key)
     log.info("[gan] training the cGAN for %d steps (batch %d, %d D steps per G step)", cfg.steps, cfg.batch_size,
              cfg.n_dis)
     t0 = time.perf_counter()
     # the teacher as a NodePath: the Train workers may run on nodes without the driver's download cache
     res = runner.executor.fit(gan_worker, {"gan": cfg, "train": train, "teacher_dir": teacher.node_path(),
-                                           "name": name, "tracking": getattr(runner, "tracking", None)},
+                                           "name": name, "tracking": getattr(runner, "tracking", None),
+                                           **({"y2h": y2h.node_path(Y2H)} if y2h else {})},
                               name=name, scaling=runner.cfg.scaling, storage=runner.ray_storage(),
                               keep=None)  # all kept: small, and the best one is picked afterwards
     candidates = probe_checkpoints(res.checkpoints, cfg, train, str(teacher.path))
@@ -134,6 +138,7 @@ def build_gan(runner: Any, node: Node, v: View, inputs: dict, out: Path, key: st
              _probe_range(candidates))
     return {"steps": cfg.steps, "selected_step": int(chosen["step"]), "wall_s": time.perf_counter() - t0,
             **({"route_steps": route_steps} if route_steps else {}),
+            **({"label_input": "y2h", "y2h": y2h.metrics} if y2h else {}),
             "curve": _curve(res.return_value), **quality}
 
 
@@ -178,5 +183,5 @@ def _manifold_text(q: dict) -> str:
         " (mean over classes)"
 
 
-register(StageDef("gan", reads=lambda p: READS, inputs=lambda cfg, p: {"teacher": Node.of("teacher")},
+register(StageDef("gan", reads=lambda p: READS, inputs=lambda cfg, p: {"teacher": Node.of("teacher"), **y2h_inputs(cfg)},
                   build=build_gan, doc="the class-conditional GAN, its checkpoints probed and selected"))

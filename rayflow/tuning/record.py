@@ -15,7 +15,8 @@ import numpy as np
 
 from rayflow.ablation import CGAN_KD
 from rayflow.config import PipelineConfig
-from rayflow.tuning.search import KNOBS, bound_prior, space_of, with_params
+from rayflow.tuning.pools import bound_prior, servable
+from rayflow.tuning.search import KNOBS, space_of, with_params
 
 log = logging.getLogger("rayflow")
 
@@ -34,7 +35,6 @@ def record_grid(cfg: PipelineConfig, n_replays: int = 20) -> dict[str, Any]:
     base = Runner(with_params(cfg, {}, validation=True))
     obj = objective_of(cfg, base.splits.num_classes)
     from rayflow.synth.manifest import SynthError
-    from rayflow.tuning.search import servable
 
     # leave out, cheaply, what the pool cannot serve within the draw budget (tune.max_draws_per_class)
     candidates, skipped = servable(base, cfg, candidates)
@@ -85,7 +85,7 @@ def format_grid(out: dict[str, Any]) -> str:
         k, name = float(o["error_scale"]), f"val {o['error_label']}"
     else:  # classification: 1 - accuracy, as a fraction
         k, name = 1.0, "val error"
-    extra = [d for d in ("real_fraction", "kd_weight", "mix_alpha", "select_share")
+    extra = [d for d in ("real_fraction", "kd_weight", "mix_alpha", "select_share", "latent_scale")
              if out["recorded"] and d in out["recorded"][0]]
     lines = [f"{'rho':>6} {'M/class':>8} " + "".join(f"{d:>14} " for d in extra) + f"{name + ' (seeds)':>24} {'bound':>7}"]
     for r in out["recorded"]:

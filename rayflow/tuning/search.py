@@ -21,13 +21,14 @@ from typing import Any
 
 from rayflow.ablation import CGAN_KD
 from rayflow.config import PipelineConfig
+from rayflow.tuning.pools import bound_prior, servable
 
 log = logging.getLogger("rayflow")
 
 TRIAL_CPUS = 0.01  # a Tune trial's own resources (Ray refuses a zero-resource trial)
 KNOBS = {"rho": "filter.rho", "m": "synth.m_per_class", "real_fraction": "fake.real_fraction",
          "kd_weight": "fake.kd_weight", "mix_alpha": "student.mix.alpha",
-         "select_share": "student.select_fakes.share"}
+         "select_share": "student.select_fakes.share", "latent_scale": "synth.latent_scale"}
 CHOICE_FIELDS = ("finalists", "rescore_seeds")  # tune fields that act after the trials (choice.py)
 
 
@@ -37,7 +38,7 @@ def space_of(cfg: PipelineConfig):
     t = cfg.tune
     return SearchSpace(rho=tuple(t.rho), m=tuple(t.m_per_class), real_fraction=t.real_fraction,
                        kd_weight=t.kd_weight, mix_alpha=t.mix_alpha,
-                       select_share=t.select_share)
+                       select_share=t.select_share, latent_scale=t.latent_scale)
 
 
 def with_params(cfg: PipelineConfig, params: dict, validation: bool) -> PipelineConfig:
@@ -87,62 +88,6 @@ def run_trial(params: dict, *, base: dict, metric: str = "val_acc") -> dict:
             "artifact": art.uri, "reused": bool(art.reused), "wall_s": float(m.get("wall_s", 0.0))}
 
 
-def bound_prior(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> dict[tuple, float]:
-    """The bound's total per candidate, from the pool of `runner` (the validation-mode run; no
-    student trained), at the candidate's real share per batch (the fakes' weight in the bound)."""
-    from rayflow.bound import bound_terms
-    from rayflow.tuning.scores import bound_inputs
-
-    b = bound_inputs(runner)
-    space = space_of(cfg)
-    return {space.key(c): float(bound_terms(b.fake, b.real, b.burnin, c["rho"], c["m"], b.n_real, b.space,
-                                            real_fraction=c.get("real_fraction", cfg.fake.real_fraction))["total"])
-            for c in candidates}
-
-
-def servable(runner: Any, cfg: PipelineConfig, candidates: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(kept, left out) candidates, decided before any trial from the pool as it stands.
-
-    A view that needs more draws than the pool holds extends it, segment after segment, inside the
-    trial: a small rho at a large M took one live demo trial to 64,000 draws per class (7 minutes)
-    before its student started, and a global cutoff of a continuous label can leave a stratum with no
-    eligible draw at all, so its view extends up to `synth.max_draws_per_class` and then fails. Over
-    the pool's committed segments, a candidate is left out when its emptiest class (stratum) has no
-    eligible draw at its rho (after cDR-RS and the cutoff, as the view selects them), or when
-    M x (draws / eligible) there exceeds the budget `tune.max_draws_per_class` (default: the pool's
-    cap). Eligible counts are taken at their Poisson lower bound k - 2 sqrt(k), but at least k / 4 (a
-    small pool's handful of eligible draws would otherwise rule out every candidate): estimated from a
-    rare class's few eligible first draws, a point estimate passed a 63,000-draw budget on the demo,
-    and that view then needed 127,000 draws per class."""
-    from rayflow.stages.synth import SHARDS, pool_node
-    from rayflow.synth.manifest import Manifest
-    from rayflow.synth.view import View, eligible_per_class, pool_index
-
-    sub = cfg.dre.enabled
-    segments = [runner.artifact(pool_node(sub))]
-    while (nxt := runner.store.lookup("pool", runner.key_of(pool_node(sub, len(segments))))) is not None:
-        segments.append(nxt)
-    man = Manifest.load(segments[0].file(SHARDS))
-    index = pool_index([s.file(SHARDS) for s in segments])
-    draws = len(index["sample_id"]) / man.space.num_strata
-    least = {rho: min(eligible_per_class(index, man.burnin, View(sub, rho, False, 1), man.space))
-             for rho in sorted({float(c["rho"]) for c in candidates})}
-    cap = min(cfg.tune.max_draws_per_class or cfg.synth.max_draws_per_class, cfg.synth.max_draws_per_class)
-    unit = "label stratum" if man.space.continuous else "class"
-    ok, out = [], []
-    for c in candidates:
-        k = least[float(c["rho"])]
-        k_lo = max(k - 2.0 * math.sqrt(k), k / 4.0)  # floor: see the docstring
-        if k_lo > 0 and c["m"] * draws / k_lo <= cap:
-            ok.append(c)
-        else:
-            out.append(c)
-            log.warning("[tune] rho %.2f M %d left out: its emptiest %s keeps %d of the pool's %d draws per %s "
-                        "(a view would need about %s draws per %s; budget %d)", c["rho"], c["m"], unit, k, draws, unit,
-                        f"{c['m'] * draws / k_lo:.0f}" if k_lo > 0 else "unboundedly many", unit, cap)
-    return ok, out
-
-
 def with_cleaner_visible(cfg: PipelineConfig) -> PipelineConfig:
     """`cfg`, with the embedded Ray's dashboard on when ASHA may stop Ray Tune trials.
 
@@ -166,6 +111,7 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
     """The search; `final`: retrain the chosen and hand-set settings and test them (`distill --search`
     trains only the chosen one, itself)."""
     from rayflow.search import make_searcher
+    from rayflow.search.space import knob_text
     from rayflow.stages.graph import Node
     from rayflow.stages.runner import Runner
     from rayflow.tuning.objective import objective_of
@@ -216,8 +162,8 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
     tracker = open_tracker(runner.tracking, name)
     for i, r in enumerate(results):
         if obj.metric in r:
-            log.info("[tune] trial %d: rho %.3f M %d -> %s ± %.3g", i, r["rho"], r["m"], obj.describe(r[obj.metric]),
-                     obj.shown(r["se"]))
+            log.info("[tune] trial %d: %s -> %s ± %.3g", i, knob_text({d: r[d] for d in space.dims}),
+                     obj.describe(r[obj.metric]), obj.shown(r["se"]))
         if obj.regression and obj.unit and obj.metric in r:
             r[f"{obj.metric}_{obj.unit}"] = obj.shown(r[obj.metric])  # in the labels' unit, as test_mae_<unit>
         log_scalars(tracker, r, i, prefix="trial/")
