@@ -15,9 +15,11 @@ from pathlib import Path
 
 from rayflow import ablation, kd_table, levers
 from rayflow.config import PipelineConfig, to_yaml
+from rayflow.labels import space_of
 from rayflow.report import format_results, headroom, render_report, row, summarize
 from rayflow.stages.graph import Node, node_key
 from rayflow.student.card import card_of_run
+from rayflow.synth import quality as fake_quality
 
 log = logging.getLogger("rayflow")
 
@@ -188,16 +190,19 @@ class Pipeline:
         results.update(summarize(rows, metric))
         if cfg.kd_table:
             results["kd_table"] = kd_table.table(cfg, rows, metric, cgan_kd.label)
-        # each ablation row's fake set: its variant's, or a lever row's own view (its latent scale's pool)
-        fakes = {v.label: (v, sets[ablation.fake_set_name(v)][1]) for v in variants}
+        # each ablation row's fake set (variant, view, the runner that built it): its variant's, or a lever
+        # row's own view (its latent scale's pool)
+        fakes = {v.label: (v, sets[ablation.fake_set_name(v)][1], runner) for v in variants}
         rows_of_levers = {lr.label for lr in levers.rows(cfg)}
-        fakes.update({label: (cgan_kd, r.artifact(cgan_kd.fake_set())) for _, label, r, _ in plan
+        fakes.update({label: (cgan_kd, r.artifact(cgan_kd.fake_set()), r) for _, label, r, _ in plan
                       if label in rows_of_levers})
         for r in results["ablation"]:
             if r["variant"] in fakes:
                 v, m = fakes[r["variant"]][0], fakes[r["variant"]][1].metrics
                 r["fake_label_consistency"] = m["label_consistency_orig" if v.orig_labels else "label_consistency_final"]
                 r["m"] = m["samples"]
+        fake_quality.annotate(results["ablation"], fakes, teacher.path, self.splits.heldout,
+                              space_of(self.splits.num_classes))  # the GAN stage's strata
         if cfg.lever_rows:
             results["levers"] = [{"row": lr.label, "lever": lr.lever, "setting": lr.setting()} for lr in levers.rows(cfg)]
         results["diagnostic"] = headroom(rows, metric)

@@ -82,10 +82,11 @@ def paired_strata(fake_strata: np.ndarray, real_strata: np.ndarray, seed: int = 
 
 
 def manifold_quality(teacher: torch.nn.Module, fake_u8: torch.Tensor, fake_labels: torch.Tensor,
-                     real_u8: np.ndarray, real_labels: np.ndarray, space) -> dict:
+                     real_u8: np.ndarray, real_labels: np.ndarray, space, real_feats: np.ndarray | None = None) -> dict:
     """Per-stratum precision / recall / density / coverage (k = 5) of the fakes against held-out
     reals in teacher-feature space, their means over strata, and the number of samples per side
-    in each stratum (`manifold_n_per_class`)."""
+    in each stratum (`manifold_n_per_class`). `real_feats`: the teacher features of every
+    `real_u8` row, when a caller measures several fake sets against the same reals (embedded once)."""
     from rayflow.gan.manifold import prdc_per_stratum
     from rayflow.labels import as_space
 
@@ -93,7 +94,8 @@ def manifold_quality(teacher: torch.nn.Module, fake_u8: torch.Tensor, fake_label
     f_strata, r_strata = space.strata_of(fake_labels.numpy()), space.strata_of(real_labels)
     fi, ri = paired_strata(f_strata, r_strata)
     if len(fi):
-        f_feats, r_feats = _embed(teacher, fake_u8[fi])[1], _embed(teacher, torch.as_tensor(real_u8[ri]))[1]
+        f_feats = _embed(teacher, fake_u8[fi])[1]
+        r_feats = real_feats[ri] if real_feats is not None else _embed(teacher, torch.as_tensor(real_u8[ri]))[1]
     else:  # no held-out real shares a stratum with the fakes: every value None
         f_feats = r_feats = np.zeros((0, 1))
     out = prdc_per_stratum(r_feats, r_strata[ri], f_feats, f_strata[fi], space.num_strata)

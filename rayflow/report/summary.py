@@ -97,16 +97,27 @@ def row(name: str, art, seed: int | None = None) -> dict:
     return out
 
 
+def fake_prc(ablation: list[dict]) -> dict[str, str]:
+    """Per ablation row with them, its fake set's precision / recall / coverage (rayflow/synth/quality.py)
+    as `0.81/0.42/0.63`: a column of the console table, not lines (`rayflow run` stays short)."""
+    keys = ("fake_precision", "fake_recall", "fake_coverage")
+    return {a["variant"]: "/".join(f"{a[k]:.2f}" for k in keys) for a in ablation if all(k in a for k in keys)}
+
+
 def format_results(results: dict) -> str:
     """The console table of a run's rows."""
     metric = results.get("metric", "test_acc")
     n = digits(metric)
     chosen = any("selected_step" in r for r in results["rows"])  # train.select=best_val: the step kept
-    lines = [f"{'model':<40} {'seed':>4} {metric:>9} " + ("step(val) " if chosen else "") + f"{'wall s':>7} cached"]
+    prc = fake_prc(results.get("ablation") or [])
+    lines = [f"{'model':<40} {'seed':>4} {metric:>9} " + ("step(val) " if chosen else "") + f"{'wall s':>7} cached"
+             + (f" {'fakes P/R/C':>14}" if prc else "")]
     for r in results["rows"]:
         step = f"{r.get('selected_step', r.get('step', '')):>9} " if chosen else ""
+        cached = "yes" if r.get("reused") else "no"
         lines.append(f"{r['model']:<40} {r.get('seed', ''):>4} {r.get(metric, float('nan')):>9.{n}f} {step}"
-                     f"{r.get('wall_s', 0):>7.1f} {'yes' if r.get('reused') else 'no'}")
+                     f"{r.get('wall_s', 0):>7.1f} " + (f"{cached:<6} {prc.get(r['model'], ''):>14}".rstrip()
+                                                       if prc else cached))
     if results.get("kd_table"):
         from rayflow.kd_table import format_table
 
