@@ -10,6 +10,8 @@ import functools
 import logging
 import os
 import socket
+import sys
+import threading
 import warnings
 
 from rayflow.config import RuntimeConfig
@@ -279,8 +281,29 @@ def quiet_ray_process() -> None:
         _drop_message(*_NO_CPU_WARNING)
         _drop_message(*_TRAIN_REQUEST_WARNING)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
+        if not getattr(threading.excepthook, "rayflow", False):
+            threading.excepthook = _one_line_for_ray_monitors(threading.excepthook)
     except Exception:  # noqa: BLE001 - a failing setup hook would fail every worker start
         pass
+
+
+# Ray's own watcher threads whose crash ends only the watching (the run goes on): Train's placement-group
+# cleaner polls the state API and dies with a traceback when a poll times out on a busy machine
+_RAY_MONITOR_THREADS = ("PlacementGroupCleanerMonitor",)
+
+
+def _one_line_for_ray_monitors(hook):
+    """`threading.excepthook` that reports a crash of one of Ray's watcher threads in one line (a
+    traceback of Ray's in a run's output reads as the run failing), every other thread as before."""
+    def excepthook(args):
+        name = getattr(args.thread, "name", "")
+        if name in _RAY_MONITOR_THREADS and not issubclass(args.exc_type, SystemExit):  # its normal end
+            print(f"(ray) {name} stopped: {args.exc_type.__name__}: {args.exc_value}", file=sys.stderr, flush=True)
+            return
+        hook(args)
+
+    excepthook.rayflow = True
+    return excepthook
 
 
 class _DropMessage(logging.Filter):

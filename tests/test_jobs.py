@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBMITTED = re.compile(r"Job '([\w-]+)' submitted successfully")
 # the pipeline's artifacts the search's final retrain and comparison reuse
 REUSED = ("teacher", "gan", "dre_features", "dre", "pool", "nokd", "blkd", "fm", "oracle")
+# the tiny config's ratio net reads the teacher's features; these jobs train its own feature net (the one
+# end-to-end run of the dre_features stage on Ray)
+OWN_FEATURES = ("--set", "dre.feature_net.name=resnet8")
 # Ray's warnings that come with a traceback and are harmless: Train's controller gives its autoscaling
 # coordinator actor a fixed 5 s to answer, which an overloaded 2-core machine can miss ("safe to ignore");
 # a trial that ASHA stops takes its Train workers down with it, and Ray's worker-group teardown then logs
@@ -86,7 +89,7 @@ def committed(out: Path, stage: str) -> set[str]:
 @pytest.fixture(scope="module")
 def pipeline_job(module_head, tmp_path_factory) -> tuple[Path, Job]:
     out = tmp_path_factory.mktemp("jobs") / "job"
-    return out, submit(module_head, "run", "--config", "tiny", "--set", f"output_dir={out}", timeout=420)
+    return out, submit(module_head, "run", "--config", "tiny", "--set", f"output_dir={out}", *OWN_FEATURES, timeout=420)
 
 
 def test_the_tiny_pipeline_as_a_job(pipeline_job):
@@ -114,7 +117,8 @@ def test_the_tiny_pipeline_as_a_job(pipeline_job):
 def test_a_tune_search_as_a_job_reuses_the_pipelines_artifacts(module_head, pipeline_job):
     out, _ = pipeline_job
     before = {stage: committed(out, stage) for stage in REUSED}
-    job = submit(module_head, "tune", "--config", "tiny", "--set", f"output_dir={out}", "--set", "tune.trials=2",
+    job = submit(module_head, "tune", "--config", "tiny", "--set", f"output_dir={out}", *OWN_FEATURES,
+                 "--set", "tune.trials=2",
                  "--set", "tune.searcher=random", "--set", "tune.m_per_class=[10,40]", timeout=480)
     done = json.loads((out / "tune-random.json").read_text())
     assert len(done["trials"]) == 2 and all(t["val_acc"] > 30 for t in done["trials"])

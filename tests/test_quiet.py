@@ -127,3 +127,33 @@ def test_worker_hook_drops_only_the_known_ray_messages():
         known = logging.LogRecord(name, logging.WARNING, __file__, 1, prefix + " x. it's safe to ignore", None, None)
         other = logging.LogRecord(name, logging.WARNING, __file__, 1, "something else went wrong", None, None)
         assert not lg.filter(known) and lg.filter(other)
+
+
+def test_a_crash_of_rays_watcher_thread_is_one_line(capfd):
+    """Train's placement-group cleaner thread dies with a traceback when a state-API poll times out on a
+    busy machine (the run goes on); a quiet run's workers report it in one line. Its normal end (SystemExit)
+    and every other thread go to the previous hook (Python's own is silent on SystemExit)."""
+    import threading
+
+    from rayflow.runtime import _one_line_for_ray_monitors
+
+    seen = []
+    hook = _one_line_for_ray_monitors(seen.append)
+
+    def crash(exc):
+        raise exc
+
+    prev = threading.excepthook
+    threading.excepthook = hook
+    try:
+        for name, exc in (("PlacementGroupCleanerMonitor", TimeoutError("state API timed out")),
+                          ("PlacementGroupCleanerMonitor", SystemExit(0)), ("mine", TimeoutError("x"))):
+            t = threading.Thread(target=crash, args=(exc,), name=name)
+            t.start()
+            t.join()
+    finally:
+        threading.excepthook = prev
+    err = capfd.readouterr().err
+    assert err.strip() == "(ray) PlacementGroupCleanerMonitor stopped: TimeoutError: state API timed out"
+    assert [(a.thread.name, a.exc_type) for a in seen] == [("PlacementGroupCleanerMonitor", SystemExit),
+                                                           ("mine", TimeoutError)]
