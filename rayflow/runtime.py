@@ -10,11 +10,11 @@ import functools
 import logging
 import os
 import socket
-import sys
-import threading
 import warnings
 
 from rayflow.config import RuntimeConfig
+from rayflow.ray_quiet import (_NO_CPU_WARNING, _PROGRESS_LOGGER, _TRAIN_REQUEST_WARNING,  # noqa: F401
+                               _drop_message, _one_line_for_ray_monitors, quiet_ray_process)
 
 log = logging.getLogger("rayflow")
 
@@ -241,16 +241,6 @@ def _free_port() -> int:
 # run the fake-set reads that feed Train workers, one line "Dataset ... execution finished" each)
 # and its actors. Read by ray.data when it is imported, so no process pays for importing it early.
 _QUIET_WORKER_ENV = {"RAY_DATA_LOG_LEVEL": "WARNING", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-_PROGRESS_LOGGER = "ray.data._internal.progress"  # its one line: "Progress bars disabled. To enable..."
-# Ray Data's "will hang" guess reads `ray.available_resources()`, which lags the cluster: it fired
-# right after ray.init on an idle 2-CPU cluster, and between back-to-back reads (the fake sets of a
-# batched run). A pipeline that really cannot get CPUs fails on execution_no_progress_timeout_s,
-# and an actor-pool layout that cannot fit is refused up front (executors/ray_data.min_actors).
-_NO_CPU_WARNING = ("ray.data.dataset", "Warning: The Ray cluster currently does not have any available CPUs")
-# Ray Train's controller gives its autoscaling request a hard 5 s; on a busy 2-core box it times out and
-# logs a traceback that Ray itself calls "safe to ignore" (the request is resent every few seconds)
-_TRAIN_REQUEST_WARNING = ("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client",
-                          "Failed to send resource request for")
 QUIET_ENV = "RAYFLOW_QUIET_RAY"  # "0" in the workers of a `rayflow -v` run: Ray's chatter stays
 
 
@@ -268,58 +258,7 @@ def _quiet_workers(env: dict, quiet: bool) -> None:
     # a job submitted with its own setup hook keeps it (Ray refuses two)
     if quiet and hook_var and hook_var not in os.environ and \
             "worker_process_setup_hook" not in os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", ""):
-        env["worker_process_setup_hook"] = "rayflow.runtime.quiet_ray_process"
-
-
-def quiet_ray_process() -> None:
-    """Setup hook of every Ray worker process of a quiet run: Ray Data's "progress bars disabled"
-    notice (once per process that executes a dataset: Train's split coordinators do), its stale "will
-    hang" guess, and Ray's deprecation warnings (Train's own DataConfig calls the deprecated
-    `ExecutionOptions.exclude_resources`) off. Cheap: imports nothing, runs before any task."""
-    try:
-        logging.getLogger(_PROGRESS_LOGGER).setLevel(logging.ERROR)
-        _drop_message(*_NO_CPU_WARNING)
-        _drop_message(*_TRAIN_REQUEST_WARNING)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
-        if not getattr(threading.excepthook, "rayflow", False):
-            threading.excepthook = _one_line_for_ray_monitors(threading.excepthook)
-    except Exception:  # noqa: BLE001 - a failing setup hook would fail every worker start
-        pass
-
-
-# Ray's own watcher threads whose crash ends only the watching (the run goes on): Train's placement-group
-# cleaner polls the state API and dies with a traceback when a poll times out on a busy machine
-_RAY_MONITOR_THREADS = ("PlacementGroupCleanerMonitor",)
-
-
-def _one_line_for_ray_monitors(hook):
-    """`threading.excepthook` that reports a crash of one of Ray's watcher threads in one line (a
-    traceback of Ray's in a run's output reads as the run failing), every other thread as before."""
-    def excepthook(args):
-        name = getattr(args.thread, "name", "")
-        if name in _RAY_MONITOR_THREADS and not issubclass(args.exc_type, SystemExit):  # its normal end
-            print(f"(ray) {name} stopped: {args.exc_type.__name__}: {args.exc_value}", file=sys.stderr, flush=True)
-            return
-        hook(args)
-
-    excepthook.rayflow = True
-    return excepthook
-
-
-class _DropMessage(logging.Filter):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
-
-
-def _drop_message(logger: str, prefix: str) -> None:
-    """Drops one known message of `logger` (once per process, however often called)."""
-    lg = logging.getLogger(logger)
-    if not any(isinstance(f, _DropMessage) and f.prefix == prefix for f in lg.filters):
-        lg.addFilter(_DropMessage(prefix))
+        env["worker_process_setup_hook"] = "rayflow.ray_quiet.quiet_ray_process"
 
 
 def quiet_ray_data() -> None:

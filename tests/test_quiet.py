@@ -146,7 +146,7 @@ def test_a_crash_of_rays_watcher_thread_is_one_line(capfd):
     prev = threading.excepthook
     threading.excepthook = hook
     try:
-        for name, exc in (("PlacementGroupCleanerMonitor", TimeoutError("state API timed out")),
+        for name, exc in (("PlacementGroupCleanerMonitor", TimeoutError("state API timed out\nmore words")),
                           ("PlacementGroupCleanerMonitor", SystemExit(0)), ("mine", TimeoutError("x"))):
             t = threading.Thread(target=crash, args=(exc,), name=name)
             t.start()
