@@ -67,7 +67,10 @@ class GANConfig(_Strict):
         """`label_input` and `y2h_steps` are dumped only when not the default: every GAN key and
         training-run name written before they existed stays valid."""
         out = handler(self)
-        return {k: v for k, v in out.items() if k not in LABEL_INPUT_DEFAULTS or v != LABEL_INPUT_DEFAULTS[k]}
+        drop = {k for k, v in LABEL_INPUT_DEFAULTS.items() if out.get(k) == v}
+        if out.get("label_input", "joint") == "joint":
+            drop.add("y2h_steps")  # read only by the y2h stage: no GAN re-keyed (and retrained) for it
+        return {k: v for k, v in out.items() if k not in drop}
 
     @model_validator(mode="after")
     def _y2h_needs_the_mlp(self) -> "GANConfig":

@@ -52,7 +52,9 @@ def alone(cfg: PipelineConfig, lever: str) -> PipelineConfig:
                else type(DEFAULTS[name])() for name in DEFAULTS}
     latent = dict(LATENT_DEFAULTS)
     if lever == "latent_scale":
-        latent.update(cfg.synth.latent_kwargs() or {"latent_scale": DEFAULT_LATENT_SCALE})
+        latent.update(cfg.synth.latent_kwargs())  # a configured truncation is kept
+        if cfg.synth.latent_scale == LATENT_DEFAULTS["latent_scale"]:
+            latent["latent_scale"] = DEFAULT_LATENT_SCALE
     return cfg.model_copy(update={"student": s.model_copy(update=student),
                                   "synth": cfg.synth.model_copy(update=latent)})
 

@@ -98,3 +98,13 @@ def test_rows_a_task_cannot_train_are_refused_before_any_compute():
     assert load_config(reg, ["lever_rows=[mix, latent_scale]"]).lever_rows == ["mix", "latent_scale"]
     with pytest.raises(ConfigError, match="more than once"):
         load_config(TINY, ["lever_rows=[mix, mix]"])
+
+
+def test_the_latent_row_draws_at_its_scale_when_only_a_truncation_is_configured():
+    """A configured truncation is kept; the scale is the row's default, not the run's 1 (the row would
+    otherwise be the run's own cGAN-KD student under another name)."""
+    cfg = load_config("rayflow/configs/tiny.yaml", ["synth.truncation=2", "lever_rows=[latent_scale]"])
+    (row,) = levers.rows(cfg)
+    assert row.cfg.synth.latent_scale == levers.DEFAULT_LATENT_SCALE and row.cfg.synth.truncation == 2
+    assert "latent scale 1.5, truncation 2" in row.label
+    assert node_key(row.cfg, CGAN_KD.student(0)) != node_key(cfg, CGAN_KD.student(0))

@@ -94,7 +94,11 @@ def _reap(before: set[str], wait_s: float = 5.0) -> None:
     reference to it does: seen once in the test suite, a 0.5-CPU pool actor outliving its pipeline by
     minutes, and the next Ray Train run, which needed every CPU, never got its worker. Every row has
     been consumed here, so nothing needs the actors any more: a garbage collection, a short wait for
-    the normal release, then a kill of what is left."""
+    the normal release, then a kill of what is left. Only in a driver, which runs its pipelines one
+    after another: Tune trials are processes of the driver's job, and one trial's pipeline may be
+    running while another's ends (its actors are then not this pipeline's)."""
+    if ray._private.worker.global_worker.mode != ray.SCRIPT_MODE:
+        return
     gc.collect()
     deadline = time.monotonic() + wait_s
     while (left := _pool_actors() - before) and time.monotonic() < deadline:

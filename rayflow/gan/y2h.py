@@ -84,8 +84,10 @@ def fit_label_input(images, labels, embed_dim: int, *, steps: int, seed: int = 0
     Metrics: the CNN's train MAE and how well h2y(y2h(y)) gives y back on a grid of [0, 1] (both in
     normalised label units), what tells a badly fitted embedding from a bad GAN."""
     cnn = train_label_cnn(images, labels, embed_dim, steps=steps, seed=seed, batch_size=batch_size)
-    y2h = fit_y2h(LabelMLP(embed_dim), cnn.h2y, torch.as_tensor(np.asarray(labels), dtype=torch.float32), steps=steps,
-                  seed=seed)
+    with torch.random.fork_rng(devices=[]):  # its initial weights from `seed`, not from the driver's RNG state
+        torch.manual_seed(seed)
+        mlp = LabelMLP(embed_dim)
+    y2h = fit_y2h(mlp, cnn.h2y, torch.as_tensor(np.asarray(labels), dtype=torch.float32), steps=steps, seed=seed)
     grid = torch.linspace(0.0, 1.0, 101)
     with torch.no_grad():
         back = float((cnn.h2y(y2h(grid)).flatten() - grid).abs().mean())

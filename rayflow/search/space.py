@@ -223,7 +223,9 @@ class SearchSpace:
         if name == "m":
             return sorted({int(np.rint(v)) for v in np.geomspace(lo, hi, n)})
         if name in LOG_DIMS:
-            return sorted({float(v) for v in np.geomspace(lo, hi, n)})
+            # 10 significant digits: geomspace(0.5, 2, 3)[-1] is 1.9999999999999998, whose pool would not
+            # be the one `--set synth.latent_scale=2` builds
+            return sorted({float(f"{v:.10g}") for v in np.geomspace(lo, hi, n)})
         return sorted({float(v) for v in np.linspace(lo, hi, n)})
 
     def grid(
