@@ -62,7 +62,7 @@ def ray_map_batches(items: list[dict], steps: Callable[[str, int | None], list[S
     chain = steps(device, pool.threads_per_actor or max(1, int(pool.cpus_per_actor)))
     start = min_actors(pool, len(chain))
     restarts = _actor_restarts()
-    before = _pool_actors()
+    before = _pool_actors() if _in_driver() else None
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     for i, step in enumerate(chain):
         with warnings.catch_warnings():  # Ray 2.60 deprecates extra remote args, but names no max_restarts
@@ -72,7 +72,14 @@ def ray_map_batches(items: list[dict], steps: Callable[[str, int | None], list[S
                                 num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor, **restarts)
     yield from ds.iter_rows()
     del ds
-    _reap(before)
+    if before is not None:
+        _reap(before)
+
+
+def _in_driver() -> bool:
+    """Reaping is for a driver, which runs its pipelines one after another: Tune trials are processes
+    of the driver's job, and one trial's pipeline may be running while another's ends."""
+    return ray._private.worker.global_worker.mode == ray.SCRIPT_MODE
 
 
 def _pool_actors() -> set[str]:
@@ -94,10 +101,8 @@ def _reap(before: set[str], wait_s: float = 5.0) -> None:
     reference to it does: seen once in the test suite, a 0.5-CPU pool actor outliving its pipeline by
     minutes, and the next Ray Train run, which needed every CPU, never got its worker. Every row has
     been consumed here, so nothing needs the actors any more: a garbage collection, a short wait for
-    the normal release, then a kill of what is left. Only in a driver, which runs its pipelines one
-    after another: Tune trials are processes of the driver's job, and one trial's pipeline may be
-    running while another's ends (its actors are then not this pipeline's)."""
-    if ray._private.worker.global_worker.mode != ray.SCRIPT_MODE:
+    the normal release, then a kill of what is left. Only in a driver (`_in_driver`)."""
+    if not _in_driver():
         return
     gc.collect()
     deadline = time.monotonic() + wait_s
