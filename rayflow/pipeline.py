@@ -164,6 +164,23 @@ class Pipeline:
             plan += [(seed, lr.label, r, cgan_kd.student(seed)) for seed in cfg.seeds]
         return plan
 
+    def _buildable(self, plan: list, cgan_kd: ablation.Variant, notes: list[str]) -> list:
+        """`plan` less the lever rows whose own fake set cannot be built (e.g. a latent scale whose
+        pool the ratio net rejects almost entirely): a note each, and the run goes on without them."""
+        from rayflow.synth.manifest import SynthError
+
+        dropped: dict[str, str] = {}
+        for _, label, r, _ in plan:
+            if r is self.runner or label in dropped:
+                continue
+            try:
+                r.artifact(cgan_kd.fake_set())
+            except SynthError as e:
+                dropped[label] = f"{label}: left out, its fake set could not be built ({e})"
+                notes.append(dropped[label])
+                log.warning(notes[-1])
+        return [p for p in plan if p[1] not in dropped]
+
     def run(self) -> dict:
         """teacher -> NOKD/BLKD/FM/oracle -> cGAN -> DRE -> fake sets -> cGAN-KD students -> report."""
         from rayflow.report.fakes import grids
@@ -180,8 +197,8 @@ class Pipeline:
             runner.artifact(Node.of("dre"))
         notes: list[str] = []
         variants, sets = self._fake_sets(notes)
-        plan = self.students(variants)
         cgan_kd = next(v for v in variants if v.kd)
+        plan = self._buildable(self.students(variants), cgan_kd, notes)
         arts = runner.batch([(r, n) for _, _, r, n in plan])
         rows = self.in_unit(rows + [row(label, a, seed) for (seed, label, _, _), a in zip(plan, arts)])
         results = {"name": cfg.name, "metric": metric, "rows": rows, "notes": notes, **self.labels(),
@@ -204,7 +221,9 @@ class Pipeline:
         fake_quality.annotate(results["ablation"], fakes, teacher.path, self.splits.heldout,
                               space_of(self.splits.num_classes))  # the GAN stage's strata
         if cfg.lever_rows:
-            results["levers"] = [{"row": lr.label, "lever": lr.lever, "setting": lr.setting()} for lr in levers.rows(cfg)]
+            planned = {label for _, label, _, _ in plan}
+            results["levers"] = [{"row": lr.label, "lever": lr.lever, "setting": lr.setting(),
+                                  "left_out": lr.label not in planned} for lr in levers.rows(cfg)]
         results["diagnostic"] = headroom(rows, metric)
         scratch = Path(runner.store.location) if runner.store.is_local else Path(tempfile.mkdtemp(prefix="rayflow-"))
         scratch.mkdir(parents=True, exist_ok=True)

@@ -108,3 +108,25 @@ def test_the_latent_row_draws_at_its_scale_when_only_a_truncation_is_configured(
     assert row.cfg.synth.latent_scale == levers.DEFAULT_LATENT_SCALE and row.cfg.synth.truncation == 2
     assert "latent scale 1.5, truncation 2" in row.label
     assert node_key(row.cfg, CGAN_KD.student(0)) != node_key(cfg, CGAN_KD.student(0))
+
+
+def test_a_lever_row_whose_fake_set_cannot_be_built_is_left_out_with_a_note(local):
+    """A latent scale whose pool the ratio net rejects almost entirely ends that row, not the run."""
+    from rayflow.synth.manifest import SynthError
+
+    class Unbuildable:
+        def artifact(self, node):
+            raise SynthError("the ratio net rejected 99.9 % of the pool")
+
+    cfg = load_config(TINY, [*local, ALL])
+    p = Pipeline(cfg)
+    plan = p.students(ablation.plan(cfg))
+    latent = "cGAN-KD with latent scale 1.5"
+    plan = [(s, label, Unbuildable() if label == latent else r, n) for s, label, r, n in plan]
+    built = {id(r): r for _, label, r, _ in plan if label != latent and r is not p.runner}
+    for r in built.values():  # the other rows' fake sets are the run's view: nothing is trained here
+        r.artifact = lambda node: None
+    notes: list[str] = []
+    kept = p._buildable(plan, CGAN_KD, notes)
+    assert [e for e in plan if e[1] != latent] == kept and len(kept) == len(plan) - len(cfg.seeds)
+    assert notes == [f"{latent}: left out, its fake set could not be built (the ratio net rejected 99.9 % of the pool)"]
