@@ -101,7 +101,7 @@ def main() -> int:
         ("peak PSS MB", 11, lambda r: f"{r['peak_pss'] / MB:.0f}"),
         ("driver RSS MB", 13, lambda r: f"{r['driver_rss'] / MB:.0f}")])
     print(f"(peak PSS: the whole process tree, driver and every Ray process; pictures fitted to {args.size} px)")
-    record("folder_memory", rows, size=args.size, cpus=args.cpus)
+    record("folder", rows, size=args.size, cpus=args.cpus)
     return 0
 
 
