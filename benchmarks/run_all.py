@@ -19,7 +19,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -207,16 +206,18 @@ def main() -> int:
         ap.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHES)}")
     t0 = time.perf_counter()
     runs: dict[str, list[dict]] = {n: [] for n in names}
-    with tempfile.TemporaryDirectory(prefix="rayflow-bench-") as tmp:
-        for i in range(args.repeats):
-            for n in names:
-                path = Path(tmp) / f"{n}-{i}.json"
-                print(f"== {n}, run {i + 1} of {args.repeats} ({(time.perf_counter() - t0) / 60:.1f} min so far)",
-                      flush=True)
-                env = dict(os.environ, RAYFLOW_BENCH_JSON=str(path))
-                extra = QUICK[n] if args.quick else []
-                subprocess.run([sys.executable, str(HERE / BENCHES[n][0]), *BENCHES[n][1:], *extra], env=env, check=True)
-                runs[n].append(json.loads(path.read_text()))
+    # each run's figures are kept beside the table (`runs/`): a long session stopped part-way still has them
+    tmp = Path(args.out) / "runs"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for i in range(args.repeats):
+        for n in names:
+            path = tmp / f"{n}-{i}.json"
+            print(f"== {n}, run {i + 1} of {args.repeats} ({(time.perf_counter() - t0) / 60:.1f} min so far)",
+                  flush=True)
+            env = dict(os.environ, RAYFLOW_BENCH_JSON=str(path))
+            extra = QUICK[n] if args.quick else []
+            subprocess.run([sys.executable, str(HERE / BENCHES[n][0]), *BENCHES[n][1:], *extra], env=env, check=True)
+            runs[n].append(json.loads(path.read_text()))
     out = Path(args.out)
     machine = machine_info(args.repeats, (time.perf_counter() - t0) / 60)
     if args.only and (out / "latest.json").is_file():  # re-ran some: the others' runs stay in the table
