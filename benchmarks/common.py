@@ -29,13 +29,16 @@ def record(bench: str, rows: list[dict], **info) -> None:
         Path(path).write_text(json.dumps({"bench": bench, "rows": rows, **info}, default=float))
 
 
-def tree_memory(root_pid: int) -> tuple[int, int, int, int]:
-    """(sum RSS, sum PSS, RSS of root_pid, PSS of root_pid + the stage's actors) in bytes over
-    root_pid and all its descendants. PSS splits shared pages (torch's libraries) between
-    processes: the honest "RAM used" of a tree; RSS counts them once per process."""
+def tree_memory(root_pid: int) -> tuple[int, int, int, int, int]:
+    """(sum RSS, sum PSS, RSS of root_pid, PSS of root_pid + the stage's actors, sum PSS of anonymous
+    and shared memory) in bytes over root_pid and all its descendants. PSS splits shared pages
+    (torch's libraries) between processes: the honest "RAM used" of a tree; RSS counts them once per
+    process. The last figure leaves out file-backed pages (libraries, a memory-mapped cache's pages):
+    clean page cache the kernel takes back under pressure; what stays is the memory a run holds
+    (its arrays, Ray's object store in /dev/shm)."""
     from rayflow.watchdog import _cmdline, descendants, processes
 
-    rss = pss = root = stage = 0
+    rss = pss = root = stage = held = 0
     for p in {root_pid} | descendants({root_pid}, processes()):
         mine = p == root_pid or any(s in _cmdline(p) for s in STAGE_ACTORS)
         try:
@@ -49,17 +52,19 @@ def tree_memory(root_pid: int) -> tuple[int, int, int, int]:
                         kb = int(line.split()[1]) * 1024
                         pss += kb
                         stage += kb if mine else 0
+                    elif line.startswith(("Pss_Anon:", "Pss_Shmem:")):
+                        held += int(line.split()[1]) * 1024
         except OSError:
             pass
-    return rss, pss, root, stage
+    return rss, pss, root, stage, held
 
 
 def run_child(cmd: list[str], label: str, echo=("Error", "Traceback")) -> dict:
     """Runs `cmd`, sampling its tree's memory every 0.25 s; returns the JSON of its `RESULT ` line
-    plus the peaks of tree_memory's figures in bytes (peak_rss, peak_pss, driver_rss, stage_pss).
+    plus the peaks of tree_memory's figures in bytes (peak_rss, peak_pss, driver_rss, stage_pss, peak_held).
     Lines containing `echo` are shown."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0, 0, 0, 0]
+    peak = [0, 0, 0, 0, 0]
     stop = threading.Event()
 
     def sample():
@@ -81,7 +86,8 @@ def run_child(cmd: list[str], label: str, echo=("Error", "Traceback")) -> dict:
     th.join()
     if proc.returncode != 0 or result is None:
         raise SystemExit(f"{label} failed (exit {proc.returncode}):\n" + "".join(tail))
-    return dict(result, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2], stage_pss=peak[3])
+    return dict(result, peak_rss=peak[0], peak_pss=peak[1], driver_rss=peak[2], stage_pss=peak[3],
+                peak_held=peak[4])
 
 
 MB = 2 ** 20

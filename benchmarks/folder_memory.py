@@ -96,11 +96,14 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    growth_table(rows, "n", "peak_pss", [
+    growth_table(rows, "n", "peak_held", [
         ("wall s", 7, lambda r: f"{r['wall_s']:.1f}"), ("pictures/s", 10, lambda r: f"{r['n'] / r['wall_s']:.0f}"),
         ("peak PSS MB", 11, lambda r: f"{r['peak_pss'] / MB:.0f}"),
+        ("held MB", 8, lambda r: f"{r['peak_held'] / MB:.0f}"),
         ("driver RSS MB", 13, lambda r: f"{r['driver_rss'] / MB:.0f}")])
-    print(f"(peak PSS: the whole process tree, driver and every Ray process; pictures fitted to {args.size} px)")
+    print("(the whole process tree, driver and every Ray process; peak PSS counts the pages of the memory-mapped "
+          "cache a process touched, clean page cache the kernel reclaims under pressure; held: anonymous + shared "
+          f"memory, what the run keeps, and the growth judged; pictures fitted to {args.size} px)")
     record("folder", rows, size=args.size, cpus=args.cpus)
     return 0
 

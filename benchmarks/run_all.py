@@ -118,9 +118,17 @@ def headlines(run: dict) -> list[dict]:
         out = []
         for ex in ("ray", "local"):
             if any(r["executor"] == ex for r in rows):
-                mem = [_row(rows, executor=ex, n=n)["peak_pss"] / MB for n in (ns[0], ns[-1])]
-                out.append(_h(f"image folder to a student's first batch, {ex}: peak memory, N = {ns[0]:,} → "
+                # held (anonymous + shared) memory, judged; peak PSS beside it (it also counts the cache's
+                # mapped pages: page cache, reclaimed under pressure). Runs before peak_held: PSS only.
+                key = "peak_held" if all("peak_held" in r for r in rows) else "peak_pss"
+                mem = [_row(rows, executor=ex, n=n)[key] / MB for n in (ns[0], ns[-1])]
+                pss = [_row(rows, executor=ex, n=n)["peak_pss"] / MB for n in (ns[0], ns[-1])]
+                what = "held memory (anon + shm)" if key == "peak_held" else "peak memory (PSS)"
+                out.append(_h(f"image folder to a student's first batch, {ex}: {what}, N = {ns[0]:,} → "
                               f"{ns[-1]:,}", mem, None, "MB", mem[1] / mem[0], ("<=", 1.2)))
+                if key == "peak_held":
+                    out.append(_h(f"the same, {ex}: peak PSS incl. the cache's mapped pages", pss, None, "MB",
+                                  pss[1] / pss[0]))
         return out
     if b == "predict":
         loop = _row(rows, path="in-process loop (executor: local)")

@@ -71,3 +71,17 @@ def test_predict_headline_pairs_ray_with_the_loop_of_its_own_run():
     (h,) = run_all.median_headlines([run(1000, 950), run(500, 400), run(800, 760)])
     assert h["what"].startswith("rayflow predict through Ray Data, N = 100,000")
     assert h["ratio"] == pytest.approx(0.95) and h["met"] is True and h["spread"] == [0.8, 0.95]
+
+
+def test_folder_memory_is_judged_on_held_memory_with_pss_beside_it():
+    """A memory-mapped cache's pages count in PSS once touched (page cache, reclaimed under pressure):
+    the growth target is judged on anonymous + shared memory, PSS reported beside it."""
+    mb = 2**20
+    rows = [dict(executor="local", n=10_000, peak_pss=250 * mb, peak_held=200 * mb),
+            dict(executor="local", n=100_000, peak_pss=670 * mb, peak_held=230 * mb)]
+    held, pss = run_all.headlines({"bench": "folder", "rows": rows})
+    assert "held memory" in held["what"] and held["ratio"] == pytest.approx(1.15) and held["target"] == 1.2
+    assert "peak PSS" in pss["what"] and pss["ratio"] == pytest.approx(2.68) and pss["target"] is None
+    old = [{k: v for k, v in r.items() if k != "peak_held"} for r in rows]  # runs recorded before peak_held
+    (only,) = run_all.headlines({"bench": "folder", "rows": old})
+    assert "PSS" in only["what"] and only["ratio"] == pytest.approx(2.68) and only["target"] == 1.2
