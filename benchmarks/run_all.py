@@ -116,11 +116,11 @@ def headlines(run: dict) -> list[dict]:
     if b == "folder":
         ns = sorted({r["n"] for r in rows})
         out = []
+        # held (anonymous + shared) memory, judged; peak PSS beside it (it also counts the cache's mapped
+        # pages: page cache, reclaimed under pressure). Runs recorded before peak_held: PSS only.
+        key = "peak_held" if all("peak_held" in r for r in rows) else "peak_pss"
         for ex in ("ray", "local"):
             if any(r["executor"] == ex for r in rows):
-                # held (anonymous + shared) memory, judged; peak PSS beside it (it also counts the cache's
-                # mapped pages: page cache, reclaimed under pressure). Runs before peak_held: PSS only.
-                key = "peak_held" if all("peak_held" in r for r in rows) else "peak_pss"
                 mem = [_row(rows, executor=ex, n=n)[key] / MB for n in (ns[0], ns[-1])]
                 pss = [_row(rows, executor=ex, n=n)["peak_pss"] / MB for n in (ns[0], ns[-1])]
                 what = "held memory (anon + shm)" if key == "peak_held" else "peak memory (PSS)"
@@ -214,19 +214,20 @@ def main() -> int:
         ap.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(BENCHES)}")
     t0 = time.perf_counter()
     runs: dict[str, list[dict]] = {n: [] for n in names}
-    # each run's figures are kept beside the table (`runs/`): a long session stopped part-way still has them
-    tmp = Path(args.out) / "runs"
-    tmp.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    # each run's figures are kept beside the table (`runs/`, not versioned: latest.json holds them once the
+    # table is written): a long session stopped part-way still has the runs it finished
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
     for i in range(args.repeats):
         for n in names:
-            path = tmp / f"{n}-{i}.json"
+            path = runs_dir / f"{n}-{i}.json"
             print(f"== {n}, run {i + 1} of {args.repeats} ({(time.perf_counter() - t0) / 60:.1f} min so far)",
                   flush=True)
             env = dict(os.environ, RAYFLOW_BENCH_JSON=str(path))
             extra = QUICK[n] if args.quick else []
             subprocess.run([sys.executable, str(HERE / BENCHES[n][0]), *BENCHES[n][1:], *extra], env=env, check=True)
             runs[n].append(json.loads(path.read_text()))
-    out = Path(args.out)
     machine = machine_info(args.repeats, (time.perf_counter() - t0) / 60)
     if args.only and (out / "latest.json").is_file():  # re-ran some: the others' runs stay in the table
         prev = json.loads((out / "latest.json").read_text())
