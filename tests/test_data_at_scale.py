@@ -64,6 +64,28 @@ def test_folder_is_a_memmap_with_the_in_memory_readers_bytes(tmp_path):
     assert names == ["digit0", "digit1", "digit2"] and s.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
 
 
+def test_listing_is_compact_and_keys_the_cache_as_before(tmp_path):
+    """The listing keeps one bytes array of relative paths (shipped to every decode actor), and the cache
+    key is still the sha256 of the whole {version, prep, location, size, files} document: caches built
+    before stay valid."""
+    import hashlib
+    import json
+
+    from rayflow.config_data import USER_PREP
+    from rayflow.data.folder import CACHE_VERSION
+
+    root = digit_folder(tmp_path / "pics")
+    listing = list_folder(str(root), None)
+    assert listing.paths.rels.dtype.kind == "S" and listing.paths.rels.nbytes < 18 * 32
+    assert list(listing.paths) == [str(p) for c in range(3) for p in sorted((root / f"digit{c}").iterdir())]
+    assert listing.names[7] == f"{listing.location}/digit1/001.png"
+    stamps = [[f"{p.parent.name}/{p.name}", p.stat().st_size, p.stat().st_mtime_ns] for p in map(Path, listing.paths)]
+    for size in (SIZE, None):
+        doc = {"version": CACHE_VERSION, "prep": USER_PREP, "location": listing.location, "size": size,
+               "files": stamps}
+        assert cache_key(listing, size) == hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:20]
+
+
 def test_cache_is_reused_and_a_half_built_one_rebuilt(tmp_path, decodes):
     root = digit_folder(tmp_path / "pics")
     first, _ = load_folder(str(root), None, SIZE)
@@ -183,3 +205,32 @@ def test_ray_data_decodes_an_s3_folder_like_the_local_executor(tmp_path, s3_loca
     on_ray, _ = load_folder(upload(root, s3_location), None, SIZE, get_executor(RuntimeConfig(executor="ray")))
     assert len(decodes) == 15  # the local read's: the S3 copy was decoded by Ray actors
     assert isinstance(on_ray.images, np.memmap) and np.array_equal(local.images, on_ray.images)
+
+
+def test_batches_from_a_mapped_cache_leave_its_pages_unmapped(tmp_path):
+    """Random training batches from a memory-mapped cache: the process maps one batch at a time, not the
+    file (with large page-cache folios one row maps up to 2 MB: 20 batches of 64 rows mapped all 300 MB)."""
+    import torch
+
+    from rayflow.data.transforms import to_float
+    from rayflow.train.sources import ArraySource
+
+    n, shape = 20_000, (3, 32, 32)  # 61 MB
+    w = mapped.RowWriter(tmp_path / "x.npy", (n, *shape))
+    rng = np.random.default_rng(0)
+    for s in range(0, n, 5000):
+        w.write(s, rng.integers(0, 256, (5000, *shape), dtype=np.uint8))
+    w.close()
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+
+    def file_mb():
+        return int(next(v for k, v in (line.split(":") for line in open("/proc/self/smaps_rollup").read()
+                                       .splitlines()[1:]) if k == "Pss_File").split()[0]) / 1024
+
+    before = file_mb()
+    src = ArraySource(x, np.zeros(n, np.int64), 64, seed=1)
+    for _ in range(20):
+        b = src.next_batch()
+    assert file_mb() - before < 8, (before, file_mb())  # 61 MB of rows behind the mapping, one batch mapped
+    idx = np.sort(np.random.default_rng((1, 0)).permutation(n)[19 * 64:20 * 64])
+    assert torch.equal(b["x"], to_float(torch.from_numpy(np.asarray(x[idx]))))  # the rows asked for

@@ -17,6 +17,7 @@ import torch
 from rayflow.checkpoint import load_state, save_state
 from rayflow.config import GANConfig
 from rayflow.data.imageset import ImageSet
+from rayflow.data.mapped import rows
 from rayflow.gan.grid import save_grid_png
 from rayflow.gan.vicinal import VicinalSampler
 from rayflow.gan.y2h import load_y2h
@@ -57,7 +58,7 @@ def gan_body(cfg: GANConfig, train: ImageSet, *, rank: int, world: int, device: 
     def sample_real(n: int):
         # the global torch RNG, which train_gan reseeds every step: a resumed run draws the same
         idx = torch.randint(0, len(train), (n,)).numpy()
-        return torch.tensor(train.images[idx]), torch.tensor(train.labels[idx])
+        return torch.from_numpy(rows(train.images, idx)), torch.tensor(train.labels[idx])
 
     if space.continuous:  # CcGAN: reals drawn from the vicinity of each target label
         sample_real = VicinalSampler.from_config(train.images, train.labels, cfg)

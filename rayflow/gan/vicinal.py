@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rayflow.data.mapped import rows
+
 SOFT_CUTOFF = 1e-3  # the paper's nonzero_soft_weight_threshold
 
 
@@ -123,7 +125,7 @@ class VicinalSampler:
 
     def _take(self, idx: Tensor):
         if isinstance(self.images, np.ndarray):
-            return torch.from_numpy(self.images[idx.numpy()])
+            return torch.from_numpy(rows(self.images, idx.numpy()))
         return torch.as_tensor(self.images)[idx]
 
     def __call__(self, n: int) -> tuple[Tensor, Tensor]:

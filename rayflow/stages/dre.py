@@ -19,6 +19,7 @@ import torch
 
 from rayflow.config import DREConfig, PipelineConfig
 from rayflow.data.imageset import ImageSet
+from rayflow.data.mapped import rows
 from rayflow.stages.graph import Node, StageDef, View, register
 
 log = logging.getLogger("rayflow")
@@ -49,7 +50,7 @@ def fit_ratio_net(cfg: DREConfig, feature_dir: str | PathLike, gan_dir: str | Pa
 
     def real(n: int):
         idx = rng.integers(0, len(train), n)
-        return embed(fnet, torch.tensor(train.images[idx])), torch.tensor(train.labels[idx])
+        return embed(fnet, torch.from_numpy(rows(train.images, idx))), torch.tensor(train.labels[idx])
 
     def fake(labels: torch.Tensor):
         calls["n"] += 1

@@ -22,6 +22,7 @@ import torch.nn as nn
 from rayflow.config import TrainConfig
 from rayflow.config_mix import MixConfig
 from rayflow.data.imageset import ImageSet
+from rayflow.data.mapped import rows
 from rayflow.data.transforms import to_float
 from rayflow.labels import as_space
 from rayflow.progress import Progress
@@ -79,7 +80,7 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 500,
     m = unwrap(model)
     was = m.training
     m.eval()
-    outs = [m(to_float(torch.tensor(images[i:i + batch_size])).to(device)).float().cpu()
+    outs = [m(to_float(torch.from_numpy(rows(images, slice(i, i + batch_size)))).to(device)).float().cpu()
             for i in range(0, len(images), batch_size)]
     m.train(was)
     return torch.cat(outs) if outs else torch.empty(0)

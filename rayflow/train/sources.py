@@ -12,6 +12,7 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
+from rayflow.data.mapped import rows
 from rayflow.data.transforms import augment, to_float
 from rayflow.seeding import step_seed
 
@@ -67,7 +68,7 @@ class ArraySource:
 
     def next_batch(self) -> Batch:
         idx = np.sort(self._next_indices())
-        x = to_float(torch.from_numpy(self.images[idx]))
+        x = to_float(torch.from_numpy(rows(self.images, idx)))
         if self.ops:
             x = augment(x, self.ops, self.g.manual_seed(step_seed(self.seed, self.rank, self.n)))
         self.n += 1
