@@ -97,6 +97,8 @@ class Runner:
         todo: list[tuple[int, Runner, Node, View, dict, str, dict]] = []
         out: list[Artifact | None] = []
         reused: dict[str, list[Artifact]] = {}
+        first: dict[tuple[str, str], int] = {}  # (stage, key) -> its first position among the nodes to train
+        twins: list[tuple[int, Runner, Node, int]] = []
         self._inputs_together(pairs)
         for i, (r, node) in enumerate(pairs):
             if node in r._built:
@@ -109,7 +111,10 @@ class Runner:
             if found is not None:
                 reused.setdefault(node.stage, []).append(found)
                 r._built[node] = found
+            elif (node.stage, key) in first:  # the same student asked for twice (e.g. chosen = hand-set)
+                twins.append((i, r, node, first[node.stage, key]))
             elif REGISTRY[node.stage].kind == "train" and not teacher_import.applies(r.cfg, node):
+                first[node.stage, key] = i
                 todo.append((i, r, node, view(r.cfg, node), inputs, key, doc))
             else:
                 r._built[node] = r._build_task(node, inputs, key, doc)
@@ -131,6 +136,8 @@ class Runner:
                     chunk = left[k:k + per]
                     for (i, r, node, *_), art in zip(chunk, self._train([t[1:] for t in chunk])):
                         r._built[node] = out[i] = art
+        for i, r, node, j in twins:
+            r._built[node] = out[i] = out[j]
         return out  # type: ignore[return-value]
 
     def _inputs_together(self, pairs: list[tuple[Runner, Node]]) -> None:

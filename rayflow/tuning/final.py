@@ -22,21 +22,26 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
     per seed, beside NOKD and BLKD: test accuracy in %, or for a continuous label the test MAE in the
     labels' unit (`metric` names it; `measure` is how the CLI says it)."""
     from rayflow.pipeline import FM_ROW, Pipeline
-    from rayflow.stages.runner import Runner
+    from rayflow.report import row
     from rayflow.tuning.objective import objective_of
 
     if obj is None:
-        obj = objective_of(cfg, Runner(cfg).splits.num_classes)
+        obj = objective_of(cfg, Pipeline(cfg).runner.splits.num_classes)
 
     hand = hand_set(cfg, chosen)
     out: dict[str, Any] = {"hand_set": hand, "chosen": chosen}
     if obj.regression:
         out.update(metric=obj.shown_key, measure=obj.shown_name)
-    for label, params in (("chosen", chosen), ("hand-set", hand)):
-        runner = Runner(with_params(cfg, params, validation=False))
-        arts = runner.artifacts([CGAN_KD.student(s) for s in cfg.seeds])
-        out[label] = [obj.shown(a.metrics[obj.test_metric]) for a in arts]
-    rows = Pipeline(cfg).baselines()
+    # the two settings' students and the baselines in one executor run (one Ray Train run, not three)
+    base = Pipeline(cfg)
+    settings = [(label, base.runner.with_config(with_params(cfg, params, validation=False)))
+                for label, params in (("chosen", chosen), ("hand-set", hand))]
+    pairs = [(r, CGAN_KD.student(s)) for _, r in settings for s in cfg.seeds]
+    bplan = base.baseline_plan()
+    arts = base.runner.batch(pairs + [(r, n) for _, _, r, n in bplan])
+    for k, (label, _) in enumerate(settings):
+        out[label] = [obj.shown(a.metrics[obj.test_metric]) for a in arts[k * len(cfg.seeds):(k + 1) * len(cfg.seeds)]]
+    rows = [row(label, a, seed) for (seed, label, _, _), a in zip(bplan, arts[len(pairs):])]
     for name in ("NOKD student", "BLKD student", FM_ROW, "perfect generator (oracle)"):
         out[name] = [obj.shown(r[obj.test_metric]) for r in rows if r["model"] == name and obj.test_metric in r]
     return out
