@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_your_teacher import check_student
+from test_your_teacher import FAST, check_student
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP = "# not run by tests:"
 EXAMPLE = "/tmp/rayflow-example"  # README's example folder: each test run gets its own instead
 # the tiny settings: what `distill` / `run` / `tune` get appended (the quickstart's figures are not the point)
-TINY = ("--executor local --set gan.steps=100 --set gan.checkpoint_every=50 --set student.train.steps=150 "
-        "--set synth.m_per_class=40")
+TINY = "--executor local " + " ".join(f"--set {s}" for s in FAST)  # tests/test_your_teacher.py's
 
 
 def commands() -> list[str]:
