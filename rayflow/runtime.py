@@ -76,6 +76,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
     _quiet_workers(env, rt.quiet)
     if address == "local":
         log.info("starting embedded Ray (num_cpus=%s)", rt.num_cpus or os.cpu_count())
+        os.environ.update(one_machine_train_env(os.environ))  # before ray.init: its processes inherit it
         from rayflow import watchdog
 
         if _WATCHDOG.get("proc") is None or _WATCHDOG["proc"].poll() is not None:
@@ -103,6 +104,15 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
 
 
 _WATCHDOG: dict = {}
+# Train V2's settings for an embedded instance (one machine): no preemption watcher (one actor process
+# more per fit, watching for node drains one machine never has) and the controller polling its workers
+# every 0.25 s, not 2 s (a short fit's end was noticed up to 2 s late). Measured on 2 cores, an empty
+# fit took 11-13 s instead of 13-16 s. A cluster keeps Ray's defaults; a user's own setting wins.
+ONE_MACHINE_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
+
+
+def one_machine_train_env(environ) -> dict:
+    return {k: v for k, v in ONE_MACHINE_TRAIN_ENV.items() if k not in environ}
 
 
 def _add_py_modules(env: dict, paths: list[str]) -> None:

@@ -62,3 +62,18 @@ def test_kuberay_manifests_that_open_the_dashboard_turn_token_auth_on():
             host = cluster.get("headGroupSpec", {}).get("rayStartParams", {}).get("dashboard-host")
             if host == "0.0.0.0":
                 assert cluster.get("authOptions", {}).get("mode") == "token", f.name
+
+
+def test_an_embedded_ray_runs_train_without_the_preemption_watcher_and_polls_fast():
+    """One machine has no node drains to watch: an embedded instance turns Train's preemption watcher off
+    and polls its workers every 0.25 s (a user's own setting wins; a cluster keeps Ray's defaults). The
+    names are Ray's own: renamed there, this setting would silently do nothing."""
+    from ray.train.v2._internal import constants
+
+    from rayflow.runtime import ONE_MACHINE_TRAIN_ENV, one_machine_train_env
+
+    assert one_machine_train_env({}) == ONE_MACHINE_TRAIN_ENV
+    assert one_machine_train_env({"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"}) == {
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    assert {constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR, constants.HEALTH_CHECK_INTERVAL_S_ENV_VAR} == \
+        set(ONE_MACHINE_TRAIN_ENV) <= constants.ENV_VARS_TO_PROPAGATE  # reach the controller from the driver
