@@ -42,6 +42,9 @@ class TuneConfig(_Strict):
         "draw budget per class of one candidate's view: a (rho, M) the pool would need more generator draws "
         "per class for (estimated from the pool before any trial) is left out of the search, and said so; "
         "None: synth.max_draws_per_class"))
+    fm_alpha: tuple[float, float] = Field((0.2, 2.0), description=(
+        "range of the function-matching baseline's mixing alpha (function_matching.alpha, log scale): `rayflow "
+        "tune` gives FM as many validation trials as cGAN-KD's search, its hand-set alpha among them"))
     finalists: int = Field(3, ge=0, description=(
         "the best settings re-scored on more student seeds before the choice (0: off); the prior's "
         "(hand-set, bound's best) trialled settings join them"))
@@ -78,6 +81,13 @@ class TuneConfig(_Strict):
     def _scale(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
         if v is not None and not (0 < v[0] <= v[1]):
             raise ValueError(f"must be a range of positive latent scales, got {list(v)}")
+        return v
+
+    @field_validator("fm_alpha")
+    @classmethod
+    def _fm_alpha(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError(f"must be a range of positive mixing alphas, got {list(v)}")
         return v
 
     @field_validator("m_per_class")

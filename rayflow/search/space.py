@@ -35,7 +35,7 @@ DIMS: tuple[str, ...] = ("rho", "m", "real_fraction", "kd_weight", "mix_alpha", 
 LOG_DIMS = frozenset({"m", "latent_scale"})
 # each dimension as tables and the CLI name it
 KNOB_NAMES = {"rho": "rho", "m": "M", "real_fraction": "real share", "kd_weight": "KD weight", "mix_alpha": "mix alpha",
-              "select_share": "fake share", "latent_scale": "latent scale"}
+              "select_share": "fake share", "latent_scale": "latent scale", "fm_alpha": "FM alpha"}
 
 
 def knob_text(params: Mapping[str, Any]) -> str:

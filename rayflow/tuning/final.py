@@ -7,6 +7,7 @@ from typing import Any
 
 from rayflow.ablation import CGAN_KD
 from rayflow.config import PipelineConfig
+from rayflow.stages.graph import Node
 from rayflow.tuning.search import KNOBS, with_params
 
 
@@ -17,10 +18,11 @@ def hand_set(cfg: PipelineConfig, dims) -> dict:
     return {d: getattr_path(cfg, KNOBS[d]) for d in dims}
 
 
-def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
+def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None, fm: dict | None = None) -> dict:
     """The chosen and the hand-set settings, each retrained on all labelled images and tested once
-    per seed, beside NOKD and BLKD: test accuracy in %, or for a continuous label the test MAE in the
-    labels' unit (`metric` names it; `measure` is how the CLI says it)."""
+    per seed, beside NOKD and BLKD (and, with `fm`, the FM baseline at its own search's choice): test
+    accuracy in %, or for a continuous label the test MAE in the labels' unit (`metric` names it;
+    `measure` is how the CLI says it)."""
     from rayflow.pipeline import FM_ROW, Pipeline
     from rayflow.report import row
     from rayflow.tuning.objective import objective_of
@@ -37,6 +39,10 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None) -> dict:
     settings = [(label, base.runner.with_config(with_params(cfg, params, validation=False)))
                 for label, params in (("chosen", chosen), ("hand-set", hand))]
     pairs = [(r, CGAN_KD.student(s)) for _, r in settings for s in cfg.seeds]
+    if fm is not None:  # FM at its search's choice (fm_search.py)
+        out["fm_chosen"] = fm
+        settings.append(("FM, chosen", base.runner.with_config(with_params(cfg, fm, validation=False))))
+        pairs += [(settings[-1][1], Node.of("fm", seed=s)) for s in cfg.seeds]
     bplan = base.baseline_plan()
     arts = base.runner.batch(pairs + [(r, n) for _, _, r, n in bplan])
     for k, (label, _) in enumerate(settings):

@@ -28,7 +28,8 @@ log = logging.getLogger("rayflow")
 TRIAL_CPUS = 0.01  # a Tune trial's own resources (Ray refuses a zero-resource trial)
 KNOBS = {"rho": "filter.rho", "m": "synth.m_per_class", "real_fraction": "fake.real_fraction",
          "kd_weight": "fake.kd_weight", "mix_alpha": "student.mix.alpha",
-         "select_share": "student.select_fakes.share", "latent_scale": "synth.latent_scale"}
+         "select_share": "student.select_fakes.share", "latent_scale": "synth.latent_scale",
+         "fm_alpha": "function_matching.alpha"}  # fm_alpha: the FM baseline's own search (fm_search.py)
 CHOICE_FIELDS = ("finalists", "rescore_seeds")  # tune fields that act after the trials (choice.py)
 
 
@@ -188,8 +189,11 @@ def tune(cfg: PipelineConfig, final: bool = True) -> dict:
         out.update(decide(settings(done, obj, space.dims, s0), obj, preferred(hand_set(cfg, space.dims), prior, space),
                           space.dims, finalists=t.finalists, seeds=[s0 + 1 + i for i in range(t.rescore_seeds)],
                           score=student_scores(runner, cfg), n_val=n_val))
-        if final:
-            out["final"] = final_test(cfg, out["chosen"], obj)
+        if final:  # the FM baseline gets as many validation trials, then both are tested once
+            from rayflow.tuning.fm_search import fm_search
+
+            out["fm"] = fm_search(cfg, runner, obj, n_val)
+            out["final"] = final_test(cfg, out["chosen"], obj, out["fm"].get("chosen"))
     out["wall_s"] = time.perf_counter() - t0
     runner.store.write_text(f"tune-{t.searcher}.json", json.dumps(out, indent=2, default=float))
     from rayflow.tuning.record import write_search_report
@@ -205,7 +209,9 @@ def search_name(cfg: PipelineConfig, runner: Any) -> str:
     the old candidates (seen: a resumed random search proposed a candidate the new budget leaves out)."""
     t = cfg.tune
     # the choice's settings act after the trials: the same trials, the same search (and name)
-    sec = t.model_dump(mode="json", exclude=set(CHOICE_FIELDS))
+    from rayflow.tuning.fm_search import FM_FIELDS
+
+    sec = t.model_dump(mode="json", exclude=set(CHOICE_FIELDS) | set(FM_FIELDS))
     digest = hashlib.sha256(json.dumps(sec, sort_keys=True).encode()).hexdigest()[:8]
     return f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}-{digest}"
 
