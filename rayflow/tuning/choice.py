@@ -141,15 +141,16 @@ def preferred(hand: dict, prior: dict[tuple, float] | None, space: Any) -> list[
     return out
 
 
-def student_scores(runner: Any, cfg: Any) -> ScoreFn:
-    """Scores (setting, seed) pairs with real students: a trial's node (the cGAN-KD student on the
-    validation split) at another seed, trained together through the executor and committed like
-    any trial's student."""
+def student_scores(runner: Any, cfg: Any, node_of: Callable[[int], Any] | None = None) -> ScoreFn:
+    """Scores (setting, seed) pairs with real students: a trial's node (`node_of(seed)`; the cGAN-KD
+    student by default) on the validation split, trained together through the executor and
+    committed like any trial's student."""
     def score(pairs: list[tuple[dict, int]]) -> list[dict]:
         from rayflow.ablation import CGAN_KD
         from rayflow.tuning.search import with_params
 
-        jobs = [(runner.with_config(with_params(cfg, p, validation=True)), CGAN_KD.student(s)) for p, s in pairs]
+        node = node_of or CGAN_KD.student
+        jobs = [(runner.with_config(with_params(cfg, p, validation=True)), node(s)) for p, s in pairs]
         return [{**a.metrics, "artifact": str(a.uri)} for a in runner.batch(jobs)]
     return score
 

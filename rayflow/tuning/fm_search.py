@@ -45,29 +45,19 @@ def fm_candidates(cfg: PipelineConfig) -> list[dict]:
     return out
 
 
-def fm_scores(runner: Any, cfg: PipelineConfig):
-    """Scores (setting, seed) pairs with FM students on the validation split, trained together."""
-    def score(pairs: list[tuple[dict, int]]) -> list[dict]:
-        from rayflow.stages.graph import Node
-        from rayflow.tuning.search import with_params
-
-        jobs = [(runner.with_config(with_params(cfg, p, validation=True)), Node.of("fm", seed=s)) for p, s in pairs]
-        return [{**a.metrics, "artifact": str(a.uri)} for a in runner.batch(jobs)]
-    return score
-
-
 def fm_search(cfg: PipelineConfig, runner: Any, obj: Any, n_val: int) -> dict:
     """The trials and the choice, as tune-*.json records them under "fm". `runner`: the search's
     validation-split runner (its teacher)."""
     from rayflow.search.space import knob_text
-    from rayflow.tuning.choice import attach_se, decide, settings
+    from rayflow.stages.graph import Node
+    from rayflow.tuning.choice import attach_se, decide, settings, student_scores
     from rayflow.tuning.final import hand_set
 
     t, dims, s0 = cfg.tune, fm_dims(cfg), cfg.seeds[0]
     cands = fm_candidates(cfg)
     log.info("[tune] function matching: %d trials over %s on the same validation split", len(cands),
              ", ".join(dims))
-    score = fm_scores(runner, cfg)
+    score = student_scores(runner, cfg, lambda seed: Node.of("fm", seed=seed))  # FM students, trained together
     trials = []
     for c, m in zip(cands, score([(c, s0) for c in cands])):
         r = {**c, obj.metric: float(m[obj.metric]), "artifact": m["artifact"]}
