@@ -76,23 +76,10 @@ class TuneConfig(_Strict):
                              f"[, fake share][, latent scale]), got {list(v)}")
         return v
 
-    @field_validator("latent_scale")
+    @field_validator("latent_scale", "fm_alpha", "m_per_class")
     @classmethod
-    def _scale(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+    def _positive_range(cls, v: tuple | None, info) -> tuple | None:
+        what = {"latent_scale": "latent scales", "fm_alpha": "mixing alphas", "m_per_class": "sample counts"}
         if v is not None and not (0 < v[0] <= v[1]):
-            raise ValueError(f"must be a range of positive latent scales, got {list(v)}")
-        return v
-
-    @field_validator("fm_alpha")
-    @classmethod
-    def _fm_alpha(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not (0 < v[0] <= v[1]):
-            raise ValueError(f"must be a range of positive mixing alphas, got {list(v)}")
-        return v
-
-    @field_validator("m_per_class")
-    @classmethod
-    def _m(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not (0 < v[0] <= v[1]):
-            raise ValueError(f"must be a range of positive sample counts, got {list(v)}")
+            raise ValueError(f"must be a range of positive {what[info.field_name]}, got {list(v)}")
         return v
