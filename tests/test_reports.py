@@ -185,6 +185,20 @@ def test_search_page_has_every_tunes_figures_and_trials(tmp_path):
     assert "<th>rho</th><th>M</th><th>bound</th><th>val accuracy %</th><th>status</th>" in one
     assert one.count("<tr>") == 5 and "<td>chosen</td>" in one and "<td>stopped early (ASHA)</td>" in one
     assert "<tr><td>2</td><td>0.8</td><td>20</td><td>0.300</td><td>85.00</td><td>chosen</td></tr>" in one
+    assert "own search" not in one  # a search recorded before the FM baseline had one
+    # with the FM baseline's own search: its trials, its choice and its test beside cGAN-KD's
+    t = _tune("random", None, bounds=True)
+    t["fm"] = {"dims": ["fm_alpha"], "chosen": {"fm_alpha": 0.5}, "choice_why": "the best on validation",
+               "trials": [{"fm_alpha": 1.0, "val_acc": 81.0, "se": 2.5}, {"fm_alpha": 0.5, "val_acc": 84.0, "se": 2.0}]}
+    t["final"]["FM, chosen"] = [82.5]
+    store.write_text("tune-random.json", json.dumps(t))
+    write_search_report(store)
+    (one,) = _sections((tmp_path / "search.html").read_text())
+    assert "Function matching's own search (2 trials on the same validation split): chosen FM alpha 0.5; " \
+           "test accuracy (retrained on all labelled images) 82.5, cGAN-KD chosen 84.2" in one
+    assert "<th>trial</th><th>FM alpha</th><th>val accuracy % ± SE</th><th>status</th>" in one
+    assert "<tr><td>2</td><td>0.5</td><td>84.00 ± 2</td><td>chosen</td></tr>" in one
+    store.write_text("tune-random.json", json.dumps(_tune("random", None, bounds=True)))
     # and beside a recorded grid and a regression tune whose data had no held-out images (no bound)
     mae = Objective(Continuous(LabelRange(0.0, 90.0, "deg"))).to_dict()
     store.write_text("grid.json", json.dumps(_grid()))

@@ -140,7 +140,31 @@ def _tune(t: dict, h: int) -> list[str]:
         parts.append(best_so_far({f"{t['searcher']} search": curve}, label,
                                  points=(xs, [k * errors[i - 1] for i in xs])))
     parts.append(_trials_table(t, dims, errors, bounds, finished, pick, ses))
-    return parts
+    return parts + _fm(t)
+
+
+def _fm(t: dict) -> list[str]:
+    """The function-matching baseline's own search (tuning/fm_search.py): its trials, its choice, and
+    its choice's test beside cGAN-KD's."""
+    fm = t.get("fm") or {}
+    if not fm.get("trials"):
+        return []
+    k, label, shown = error_display(t)
+    sub = {"trials": fm["trials"], "objective": t.get("objective"), "chosen": fm.get("chosen")}
+    dims, errors, ses = fm.get("dims") or ["fm_alpha"], _errors(sub), _ses(sub)
+    pick, regression = _chosen(sub, dims, errors), (t.get("objective") or {}).get("metric") == "val_mae"
+    score = (f"val {label}" if regression else "val accuracy %") + " ± SE"
+    rows = [{"trial": i + 1, **{d: _values(r.get(d)) for d in dims},
+             "score": "" if e is None else _pm(k * e, k * se) if regression else _pm(r["val_acc"], 100.0 * se, ".2f"),
+             "status": "chosen" if i == pick else "finished" if e is not None else "no score"}
+            for i, (r, e, se) in enumerate(zip(fm["trials"], errors, ses))]
+    f = t.get("final") or {}
+    head = (f"<p>Function matching's own search ({len(rows)} trials on the same validation split): chosen "
+            f"{_knobs(fm.get('chosen'))}; test {html.escape(shown)} (retrained on all labelled images) "
+            f"{_values(f.get('FM, chosen'))}, cGAN-KD chosen {_values(f.get('chosen'))}. "
+            f"{html.escape(fm.get('choice_why', ''))}</p>")
+    return [head, table(rows, [("trial", "trial"), *[(d, KNOB_NAMES[d]) for d in dims], ("score", score),
+                               ("status", "status")])]
 
 
 def _trials_table(t: dict, dims: list[str], errors: list, bounds: list, finished: list, pick: int | None,
