@@ -84,7 +84,7 @@ def after_tune(cfg: PipelineConfig, out: dict) -> DistillResult:
     if fm is not None:  # FM at its own search's choice (tuning/fm_search.py; trained by the final test)
         r = p.runner.with_config(with_params(cfg, fm, validation=False))
         arts = r.artifacts([Node.of("fm", seed=s) for s in cfg.seeds])
-        rows += [row(f"function matching (FM), chosen ({knobs(fm)})", a, s) for s, a in zip(cfg.seeds, arts)]
+        rows += [row(f"FM, chosen ({knobs(fm)})", a, s) for s, a in zip(cfg.seeds, arts)]
     rows = p.in_unit(rows)
     runner, node, art, label = picked
     chosen_by = f"rayflow tune ({cfg.tune.searcher} searcher, on validation data): {knobs(out['chosen'])}"

@@ -62,7 +62,7 @@ def test_killed_local_search_resumes_and_completes(tmp_path):
     assert all(t["n"] > 0 and 30 < t["val_acc"] <= 100 for t in fm["trials"])
     assert fm["chosen"] in [{"fm_alpha": t["fm_alpha"]} for t in fm["trials"]]
     assert len(done["final"]["FM, chosen"]) == 1 and 50 < done["final"]["FM, chosen"][0] <= 100
-    assert "function matching (FM), chosen (FM alpha " in stdout, stdout
+    assert "FM, chosen (FM alpha " in stdout, stdout
     assert len(done["final"]["chosen"]) == 1 and 50 < done["final"]["chosen"][0] <= 100  # retrained, tested once
     # the run's table (the oracle row too), and the chosen setting's student written as `distill` writes it
     assert "perfect generator (oracle)" in stdout and "{'rho'" not in stdout, stdout
