@@ -7,8 +7,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
-os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+from rayflow.runtime import one_machine_train_env  # noqa: E402
+
+# the embedded instance's Train settings also for the drivers the tests connect to their own clusters
+# (jobs, 3-node): every cluster here is this one machine
+os.environ.update(one_machine_train_env(os.environ))
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -27,20 +27,19 @@ def final_test(cfg: PipelineConfig, chosen: dict, obj: Any = None, fm: dict | No
     from rayflow.report import row
     from rayflow.tuning.objective import objective_of
 
+    base = Pipeline(cfg)
     if obj is None:
-        obj = objective_of(cfg, Pipeline(cfg).runner.splits.num_classes)
+        obj = objective_of(cfg, base.runner.splits.num_classes)
 
     hand = hand_set(cfg, chosen)
     out: dict[str, Any] = {"hand_set": hand, "chosen": chosen}
     if obj.regression:
         out.update(metric=obj.shown_key, measure=obj.shown_name)
     # the two settings' students and the baselines in one executor run (one Ray Train run, not three)
-    base = Pipeline(cfg)
     settings = [(label, base.runner.with_config(with_params(cfg, params, validation=False)))
                 for label, params in (("chosen", chosen), ("hand-set", hand))]
     pairs = [(r, CGAN_KD.student(s)) for _, r in settings for s in cfg.seeds]
-    if fm is not None:  # FM at its search's choice (fm_search.py)
-        out["fm_chosen"] = fm
+    if fm is not None:  # FM at its search's choice (fm_search.py; tune-*.json has it under "fm")
         settings.append(("FM, chosen", base.runner.with_config(with_params(cfg, fm, validation=False))))
         pairs += [(settings[-1][1], Node.of("fm", seed=s)) for s in cfg.seeds]
     bplan = base.baseline_plan()

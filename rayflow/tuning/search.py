@@ -21,6 +21,7 @@ from typing import Any
 
 from rayflow.ablation import CGAN_KD
 from rayflow.config import PipelineConfig
+from rayflow.tuning.fm_search import FM_FIELDS
 from rayflow.tuning.pools import bound_prior, servable
 
 log = logging.getLogger("rayflow")
@@ -209,8 +210,6 @@ def search_name(cfg: PipelineConfig, runner: Any) -> str:
     the old candidates (seen: a resumed random search proposed a candidate the new budget leaves out)."""
     t = cfg.tune
     # the choice's settings act after the trials: the same trials, the same search (and name)
-    from rayflow.tuning.fm_search import FM_FIELDS
-
     sec = t.model_dump(mode="json", exclude=set(CHOICE_FIELDS) | set(FM_FIELDS))
     digest = hashlib.sha256(json.dumps(sec, sort_keys=True).encode()).hexdigest()[:8]
     return f"tune-{t.searcher}-{t.seed}-{runner.key_of(CGAN_KD.student(cfg.seeds[0]))}-{digest}"
