@@ -15,31 +15,10 @@ import warnings
 from rayflow.config import RuntimeConfig
 from rayflow.ray_quiet import (_NO_CPU_WARNING, _PROGRESS_LOGGER, _TRAIN_REQUEST_WARNING,  # noqa: F401
                                _drop_message, _one_line_for_ray_monitors, quiet_ray_process)
+from rayflow.ray_env import (_RAY_ENV_DEFAULTS, ONE_MACHINE_TRAIN_ENV, one_machine_train_env,  # noqa: F401
+                             set_ray_env_defaults)
 
 log = logging.getLogger("rayflow")
-
-# Ray Train V2 polls every 2 s by default, which adds ~3 s to every fit() on a laptop.
-_RAY_ENV_DEFAULTS = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_AIR_NEW_OUTPUT": "0",
-    # Train V2 re-routes worker print() through logging, and each progress line reached the driver twice
-    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-    "RAY_DEDUP_LOGS": "1",
-    # Tune's own SIGINT handler ends Tuner.fit() quietly and the caller would carry on as if done;
-    # rayflow.interrupt turns Ctrl-C into one line and exit code 130 instead
-    "TUNE_DISABLE_SIGINT_HANDLER": "1",
-}
-# Not OMP_WAIT_POLICY=PASSIVE: measured 20 % fewer cGAN steps/s in a 2-thread Train worker than
-# libgomp's default (spin briefly, then sleep); stages run one at a time, so spinning costs little.
-
-
-def set_ray_env_defaults() -> dict[str, str]:
-    """Sets the defaults the user has not set; returns those it set (for the workers' runtime_env)."""
-    added = {k: v for k, v in _RAY_ENV_DEFAULTS.items() if k not in os.environ}
-    os.environ.update(added)
-    return added
-
 
 def embedded(rt: RuntimeConfig) -> bool:
     """Whether `init_ray` starts Ray in this process (no runtime.address, no RAY_ADDRESS)."""
@@ -76,7 +55,12 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
     _quiet_workers(env, rt.quiet)
     if address == "local":
         log.info("starting embedded Ray (num_cpus=%s)", rt.num_cpus or os.cpu_count())
-        os.environ.update(one_machine_train_env(os.environ))  # before ray.init: its processes inherit it
+        # before ray.init (its processes inherit them); they override rayflow's cluster defaults (a
+        # user's own setting still wins)
+        one = one_machine_train_env(os.environ, ours=added)
+        os.environ.update(one)
+        if one:
+            env["env_vars"] = {**env.get("env_vars", {}), **one}
         from rayflow import watchdog
 
         if _WATCHDOG.get("proc") is None or _WATCHDOG["proc"].poll() is not None:
@@ -104,15 +88,6 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
 
 
 _WATCHDOG: dict = {}
-# Train V2's settings for an embedded instance (one machine): no preemption watcher (one actor process
-# more per fit, watching for node drains one machine never has) and the controller polling its workers
-# every 0.25 s, not 2 s (a short fit's end was noticed up to 2 s late). Measured on 2 cores, an empty
-# fit took 11-13 s instead of 13-16 s. A cluster keeps Ray's defaults; a user's own setting wins.
-ONE_MACHINE_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
-
-
-def one_machine_train_env(environ) -> dict:
-    return {k: v for k, v in ONE_MACHINE_TRAIN_ENV.items() if k not in environ}
 
 
 def _add_py_modules(env: dict, paths: list[str]) -> None:
