@@ -32,11 +32,9 @@ def set_ray_env_defaults() -> dict[str, str]:
 # Train V2's settings for an embedded instance (one machine): no preemption watcher (one actor process
 # more per fit, watching for node drains one machine never has) and the controller polling its workers
 # every 0.25 s, not 2 s (a short fit's end was noticed up to 2 s late). Measured on 2 cores, an empty
-# fit took 11-13 s instead of 13-16 s; RAYFLOW_LEAN_TRAIN (two actor processes fewer per fit,
-# executors/ray_train.py `lean_callbacks`) took it to 9-10 s. A cluster keeps the defaults above; a
-# user's own setting wins everywhere.
-ONE_MACHINE_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
-                         "RAYFLOW_LEAN_TRAIN": "1"}
+# fit took 11-13 s instead of 13-16 s (9-10 s with executors/ray_train.py `lean_callbacks`). A cluster
+# keeps the defaults above; a user's own setting wins everywhere.
+ONE_MACHINE_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"}
 
 
 def one_machine_train_env(environ, ours=()) -> dict:

@@ -20,6 +20,14 @@ from rayflow.ray_env import (_RAY_ENV_DEFAULTS, ONE_MACHINE_TRAIN_ENV, one_machi
 
 log = logging.getLogger("rayflow")
 
+def started_here() -> bool:
+    """Whether this process is connected to the embedded Ray `init_ray` started in it: one machine,
+    which ends with this driver (no cluster outlives it)."""
+    import ray
+
+    return ray.is_initialized() and _WATCHDOG.get("gcs") == ray.get_runtime_context().gcs_address
+
+
 def embedded(rt: RuntimeConfig) -> bool:
     """Whether `init_ray` starts Ray in this process (no runtime.address, no RAY_ADDRESS)."""
     return not (rt.address or os.environ.get("RAY_ADDRESS"))
@@ -67,6 +75,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
             _WATCHDOG["proc"] = watchdog.start()
         with _own_ports_and_address(), _own_auth_token():
             ray.init(address="local", runtime_env=env, **embedded_init_kwargs(rt), **common)
+        _WATCHDOG["gcs"] = ray.get_runtime_context().gcs_address
         install_handlers()  # ray.init replaced the SIGTERM handler with its own sys.exit
     else:
         log.info("connecting to Ray at %s", address)

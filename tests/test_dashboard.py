@@ -74,9 +74,9 @@ def test_an_embedded_ray_runs_train_without_the_preemption_watcher_and_polls_fas
 
     assert one_machine_train_env({}) == ONE_MACHINE_TRAIN_ENV
     assert one_machine_train_env({"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2"}) == {
-        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAYFLOW_LEAN_TRAIN": "1"}
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     # rayflow's own cluster default (0.5 s), set a moment earlier by init_ray, gives way; a user's does not
     ours = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
     assert one_machine_train_env(ours, ours=ours) == ONE_MACHINE_TRAIN_ENV
     assert {constants.ENABLE_PREEMPTION_WATCHER_ENV_VAR, constants.HEALTH_CHECK_INTERVAL_S_ENV_VAR} == \
-        set(ONE_MACHINE_TRAIN_ENV) - {"RAYFLOW_LEAN_TRAIN"} <= constants.ENV_VARS_TO_PROPAGATE  # reach the controller
+        set(ONE_MACHINE_TRAIN_ENV) <= constants.ENV_VARS_TO_PROPAGATE  # reach the controller from the driver

@@ -1,6 +1,6 @@
-"""One machine's Train fits start two actor processes fewer (executors/ray_train.py `lean_callbacks`):
+"""Train fits start no actor process that has nothing to do (executors/ray_train.py `lean_callbacks`):
 the callbacks dropped are Ray's own classes (renamed in Ray, the filter would silently keep them), and a
-fit on the embedded session Ray really starts neither actor."""
+fit on the embedded session Ray really starts neither the shard manager nor the cleaner."""
 
 from __future__ import annotations
 
@@ -12,27 +12,29 @@ from ray.train.v2._internal.callbacks.placement_group_callback import PlacementG
 from rayflow.executors.ray_train import lean_callbacks
 
 
-def _defaults() -> list:
-    return TorchTrainer(lambda cfg: None)._create_default_callbacks()
-
-
-def test_lean_callbacks_drop_the_cleaner_and_an_unused_dataset_manager_only():
-    full = _defaults()
+def test_lean_callbacks_drop_an_unused_dataset_manager_and_the_cleaner_only_when_told():
+    full = TorchTrainer(lambda cfg: None)._create_default_callbacks()
     kinds = {type(c) for c in full}
     assert {DatasetsCallback, PlacementGroupCleanerCallback} <= kinds  # what Ray 2.60 starts per fit
-    lean = lean_callbacks(full, datasets=False)
-    assert {type(c) for c in lean} == kinds - {DatasetsCallback, PlacementGroupCleanerCallback}
-    assert DatasetsCallback in {type(c) for c in lean_callbacks(full, datasets=True)}  # fake sets need it
-    assert len(lean) == len(full) - 2
+
+    def kept(**kw):
+        return {type(c) for c in lean_callbacks(full, **kw)}
+
+    assert kept(datasets=False, cleaner=False) == kinds - {DatasetsCallback, PlacementGroupCleanerCallback}
+    assert kept(datasets=True, cleaner=False) == kinds - {PlacementGroupCleanerCallback}  # fake sets need it
+    assert kept(datasets=False, cleaner=True) == kinds - {DatasetsCallback}  # Tune trials, clusters
+    assert kept(datasets=True, cleaner=True) == kinds
 
 
 @pytest.mark.slow
 def test_an_embedded_fit_starts_no_dataset_manager_or_cleaner(ray_session, tmp_path):
     from ray._private.state import actors
 
-    from rayflow.executors.ray_train import ray_fit
     from rayflow.config import ScalingConfig
+    from rayflow.executors.ray_train import ray_fit
+    from rayflow.runtime import started_here
 
+    assert started_here()  # the session's Ray is an embedded instance rayflow started
     before = set(actors())
     out = ray_fit(lambda ctx, config: config["x"] + 1, {"x": 41}, name="lean", scaling=ScalingConfig(num_workers=1),
                   storage=(str(tmp_path), None))

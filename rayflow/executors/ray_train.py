@@ -4,7 +4,6 @@ students, cGAN), and the worker-side TrainContext. Checkpoints go through Ray's 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,16 +75,15 @@ def scaling_config(scaling: Any) -> ray.train.ScalingConfig:
                                    resources_per_worker={"CPU": scaling.cpus_per_worker})
 
 
-def lean_callbacks(callbacks: list, *, datasets: bool) -> list:
-    """Train V2's default controller callbacks less two that each start an actor process per fit
-    (≈ 3.5 s of a 13 s empty fit on 2 cores) and do nothing on one machine: the Ray Data shard
-    manager when the run has no Datasets, and the detached placement-group cleaner (the worker
-    group's placement group fate-shares with its controller anyway, and an embedded Ray ends with
-    its driver). Ray is pinned (constraints.txt); tests/test_ray_train_lean.py checks the names."""
+def lean_callbacks(callbacks: list, *, datasets: bool, cleaner: bool) -> list:
+    """Train V2's default controller callbacks less those that would start an actor process per fit
+    for nothing (each ≈ 1.7 s of a 13 s empty fit on 2 cores): the Ray Data shard manager when the run
+    has no Datasets, and without `cleaner` the detached placement-group cleaner. Ray is pinned
+    (constraints.txt); tests/test_ray_train_lean.py checks the class names."""
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-    drop = (PlacementGroupCleanerCallback,) if datasets else (PlacementGroupCleanerCallback, DatasetsCallback)
+    drop = (() if datasets else (DatasetsCallback,)) + (() if cleaner else (PlacementGroupCleanerCallback,))
     return [c for c in callbacks if not isinstance(c, drop)]
 
 
@@ -94,6 +92,7 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
             max_failures: int = 1) -> FitResult:
     """`fn(ctx, config)` on a TorchTrainer; fake sets become Ray Datasets split across workers."""
     from rayflow.executors.ray_data import fake_dataset
+    from rayflow.runtime import started_here
 
     path, fs = storage
     # materialized before fit(): the Train workers hold the CPUs, and read tasks scheduled after
@@ -102,7 +101,8 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
     callbacks = []
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
-    if _in_tune_session():  # a Tune trial: its scheduler sees the run's intermediate reports
+    tuned = _in_tune_session()
+    if tuned:  # a Tune trial: its scheduler sees the run's intermediate reports
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
@@ -122,9 +122,12 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
     # a kill does, and the next run resumes from the committed record
     if hasattr(trainer, "_register_sigint_handler"):
         trainer._register_sigint_handler = lambda controller: None
-    if os.environ.get("RAYFLOW_LEAN_TRAIN") == "1":  # one machine (rayflow.runtime.ONE_MACHINE_TRAIN_ENV)
-        default = trainer._create_default_callbacks
-        trainer._create_default_callbacks = lambda: lean_callbacks(default(), datasets=bool(ds))
+    # The cleaner frees a controller's CPUs when the controller dies while Ray lives on: a Tune trial
+    # that ASHA stops (tuning/search.py `with_cleaner_visible`), a driver of a cluster. An embedded
+    # Ray's own driver runs no trial here and takes the instance down with it.
+    default = trainer._create_default_callbacks
+    cleaner = tuned or not started_here()
+    trainer._create_default_callbacks = lambda: lean_callbacks(default(), datasets=bool(ds), cleaner=cleaner)
     result = trainer.fit()
     if result.error:
         raise result.error
