@@ -25,7 +25,7 @@ def started_here() -> bool:
     which ends with this driver (no cluster outlives it)."""
     import ray
 
-    return ray.is_initialized() and _WATCHDOG.get("gcs") == ray.get_runtime_context().gcs_address
+    return ray.is_initialized() and _STARTED.get("gcs") == ray.get_runtime_context().gcs_address
 
 
 def embedded(rt: RuntimeConfig) -> bool:
@@ -75,7 +75,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
             _WATCHDOG["proc"] = watchdog.start()
         with _own_ports_and_address(), _own_auth_token():
             ray.init(address="local", runtime_env=env, **embedded_init_kwargs(rt), **common)
-        _WATCHDOG["gcs"] = ray.get_runtime_context().gcs_address
+        _STARTED["gcs"] = ray.get_runtime_context().gcs_address
         install_handlers()  # ray.init replaced the SIGTERM handler with its own sys.exit
     else:
         log.info("connecting to Ray at %s", address)
@@ -97,6 +97,7 @@ def init_ray(rt: RuntimeConfig | None = None) -> None:
 
 
 _WATCHDOG: dict = {}
+_STARTED: dict = {}  # "gcs": the address of the embedded instance init_ray started in this process
 
 
 def _add_py_modules(env: dict, paths: list[str]) -> None:

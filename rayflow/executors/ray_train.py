@@ -80,7 +80,7 @@ def lean_callbacks(callbacks: list, *, datasets: bool, cleaner: bool) -> list:
     """Train V2's default controller callbacks less those that would start an actor process per fit
     for nothing (each ≈ 1.7 s of a 13 s empty fit on 2 cores): the Ray Data shard manager when the run
     has no Datasets, and without `cleaner` the detached placement-group cleaner. Ray is pinned
-    (constraints.txt); tests/test_ray_train_lean.py checks the class names."""
+    (constraints.txt); tests/test_ray_fit.py checks the class names."""
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
