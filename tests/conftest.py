@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rayflow.runtime import one_machine_train_env  # noqa: E402
+from rayflow.ray_env import one_machine_train_env
 
 # the embedded instance's Train settings also for the drivers the tests connect to their own clusters
 # (jobs, 3-node): every cluster here is this one machine

@@ -107,23 +107,24 @@ def ray_fit(fn: Callable, config: dict, *, name: str, scaling: Any, storage: tup
             datasets: dict[str, FakeSpec] | None = None, keep: int | None = None,
             max_failures: int = 1) -> FitResult:
     """`fn(ctx, config)` on a TorchTrainer; fake sets become Ray Datasets split across workers."""
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
     from rayflow.executors.ray_data import fake_dataset
     from rayflow.runtime import started_here
 
     path, fs = storage
-    # materialized before fit(): the Train workers hold the CPUs, and read tasks scheduled after
-    # that would wait for them forever (seen on 2 cores)
-    with _in_order():
-        ds = {k: fake_dataset(s).materialize() for k, s in (datasets or {}).items()}
     callbacks = []
-    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-
     tuned = _in_tune_session()
     if tuned:  # a Tune trial: its scheduler sees the run's intermediate reports
         from ray.tune.integration.ray_train import TuneReportCallback
 
         callbacks.append(TuneReportCallback())
-    with _in_order():  # Train copies the current DataContext into its workers when the trainer is built
+    # the fake sets in order both when they are read and when Train copies the current DataContext
+    # into its workers (as the trainer is built)
+    with _in_order():
+        # materialized before fit(): the Train workers hold the CPUs, and read tasks scheduled after
+        # that would wait for them forever (seen on 2 cores)
+        ds = {k: fake_dataset(s).materialize() for k, s in (datasets or {}).items()}
         trainer = TorchTrainer(
             _worker,
             train_loop_config={"fn": fn, "config": config, "threads": worker_threads(scaling)},

@@ -149,22 +149,17 @@ def _fm(t: dict) -> list[str]:
     fm = t.get("fm") or {}
     if not fm.get("trials"):
         return []
-    k, label, shown = error_display(t)
+    _, _, shown = error_display(t)
     sub = {"trials": fm["trials"], "objective": t.get("objective"), "chosen": fm.get("chosen")}
-    dims, errors, ses = fm.get("dims") or ["fm_alpha"], _errors(sub), _ses(sub)
-    pick, regression = _chosen(sub, dims, errors), (t.get("objective") or {}).get("metric") == "val_mae"
-    score = (f"val {label}" if regression else "val accuracy %") + " ± SE"
-    rows = [{"trial": i + 1, **{d: _values(r.get(d)) for d in dims},
-             "score": "" if e is None else _pm(k * e, k * se) if regression else _pm(r["val_acc"], 100.0 * se, ".2f"),
-             "status": "chosen" if i == pick else "finished" if e is not None else "no score"}
-            for i, (r, e, se) in enumerate(zip(fm["trials"], errors, ses))]
-    f = t.get("final") or {}
-    head = (f"<p>Function matching's own search ({len(rows)} trials on the same validation split): chosen "
+    dims, errors = fm.get("dims") or ["fm_alpha"], _errors(sub)
+    f, n = t.get("final") or {}, len(fm["trials"])
+    head = (f"<p>Function matching's own search ({n} trials on the same validation split): chosen "
             f"{_knobs(fm.get('chosen'))}; test {html.escape(shown)} (retrained on all labelled images) "
             f"{_values(f.get('FM, chosen'))}, cGAN-KD chosen {_values(f.get('chosen'))}. "
             f"{html.escape(fm.get('choice_why', ''))}</p>")
-    return [head, table(rows, [("trial", "trial"), *[(d, KNOB_NAMES[d]) for d in dims], ("score", score),
-                               ("status", "status")])]
+    # no bound and no ASHA for these trials: a trial without a score did not finish
+    return [head, _trials_table(sub, dims, errors, [None] * n, [e is not None for e in errors],
+                                _chosen(sub, dims, errors), _ses(sub))]
 
 
 def _trials_table(t: dict, dims: list[str], errors: list, bounds: list, finished: list, pick: int | None,
