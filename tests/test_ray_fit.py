@@ -79,3 +79,31 @@ def test_a_fit_reads_a_many_shard_fake_set_in_its_files_order(ray_session, tmp_p
     out = ray_fit(seen, {}, name="order", scaling=ScalingConfig(num_workers=1), storage=(str(tmp_path), None),
                   datasets={"fake": spec})
     assert out.return_value == np.concatenate(ids).tolist()
+
+
+def test_a_read_block_the_view_keeps_no_row_of_goes_on_empty_not_pickled(ray_session, tmp_path):
+    """Ray Data splits a file's read into blocks; when a view's rows all lie in one, the other gave a
+    tensor column of zero images, which Ray cannot build: it warned and pickled the block (seen in a
+    user's first RGB run). Every block with rows holds a tensor column; the empty one holds no column."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from ray.data._internal.tensor_extensions.arrow import get_arrow_extension_tensor_types
+
+    from rayflow.executors import FakeSpec
+    from rayflow.executors.ray_data import fake_dataset
+    from rayflow.synth.io import META_KEY
+
+    n = 64
+    table = pa.table({"sample_id": np.arange(n), "label": np.zeros(n, np.int64), "orig_label": np.zeros(n, np.int64),
+                      "image": pa.FixedSizeListArray.from_arrays(np.zeros(n * 12, np.uint8), 12),
+                      "teacher_logits": pa.FixedSizeListArray.from_arrays(np.zeros(n * 3, np.float32), 3)})
+    path = str(tmp_path / "shard-0.parquet")
+    pq.write_table(table.replace_schema_metadata({META_KEY: '{"image_shape": [3, 2, 2]}'}), path)
+    kept = np.arange(4)  # the file's first rows only
+    spec = FakeSpec(np.array([path] * 4, dtype=object), kept, np.ones(4, np.int64))
+    blocks = [ray_session.get(r) for r in fake_dataset(spec, override_num_blocks=4).materialize().to_arrow_refs()]
+    assert len(blocks) > 1 and sum(b.num_rows for b in blocks) == 4, blocks
+    tensor = get_arrow_extension_tensor_types()
+    assert all(isinstance(b.schema.field("image").type, tensor) for b in blocks if b.num_rows), blocks
+    assert all(b.num_columns == 0 for b in blocks if not b.num_rows), blocks
