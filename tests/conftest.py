@@ -125,10 +125,29 @@ def example(tmp_path_factory) -> Path:
         if not (out / ".built").is_file():
             shutil.rmtree(out, ignore_errors=True)
             p = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "make_example.py"),
-                                str(out), "--steps", "600"], capture_output=True, text=True, timeout=300, cwd=root)
+                                str(out), "--steps", "250"], capture_output=True, text=True, timeout=300, cwd=root)
             assert p.returncode == 0, p.stderr[-3000:]
             (out / ".built").touch()
 
     sizes = {Image.open(f).size for f in (out / "images" / "seven").glob("*.png")}
     assert len(sizes) > 3  # mixed sizes, as a user's folder has them
     return out
+
+
+@pytest.fixture(scope="session")
+def example_on_ray(example, tmp_path_factory) -> tuple[Path, str]:
+    """`rayflow distill` of the example on embedded Ray, once per session (xdist workers share it: a lock,
+    `stdout.txt` written last): its output dir and what it printed. tests/test_your_teacher.py checks its
+    student; tests/test_jobs.py submits the same config as a job over a copy of its teacher, GAN, ratio net
+    and fake pool (the job then trains the students, whose Train workers need the user's package)."""
+    from filelock import FileLock
+    from test_your_teacher import distill
+
+    root = shared_dir(tmp_path_factory) / "user"
+    out = root / "on_ray"
+    with FileLock(str(root / "on_ray.lock")):
+        if not (out / "stdout.txt").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            _, stdout = distill(example, out, "--executor", "ray")
+            (out / "stdout.txt").write_text(stdout)
+    return out, (out / "stdout.txt").read_text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,16 +138,32 @@ def test_a_tune_search_as_a_job_reuses_the_pipelines_artifacts(module_head, pipe
     assert job.logs.count("[gan] training") == 1, job.logs[-3000:]
 
 
-def test_your_teacher_distilled_as_a_job(module_head, example, tmp_path):
-    """The quickstart's config (tests/test_your_teacher.py runs it embedded and locally) through `ray job
-    submit`: teacher.checkpoint names a package outside the job's working_dir and PYTHONPATH; the driver
-    imports it from `modules`, the BLKD and cGAN-KD students' Train workers (the online teacher) from the
-    py_modules rayflow adds to the job's runtime_env, without clashing with the job's working_dir."""
+def test_your_teacher_distilled_as_a_job(module_head, example, example_on_ray, tmp_path):
+    """The quickstart's config (tests/test_your_teacher.py runs it embedded, tests/test_readme.py locally)
+    through `ray job submit`: teacher.checkpoint names a package outside the job's working_dir and
+    PYTHONPATH; the driver imports it from `modules`, the BLKD and cGAN-KD students' Train workers (the
+    online teacher) from the py_modules rayflow adds to the job's runtime_env, without clashing with the
+    job's working_dir. The embedded run's GAN, ratio net and fake pool are copied in first (the same keys:
+    the job reuses them; the teacher is imported again), so the job trains the students only — to the same
+    figures as the embedded run."""
     from test_your_teacher import example_sets
 
+    on_ray, embedded = example_on_ray
     out = tmp_path / "out"
+    for stage in ("gan", "dre", "pool", "view"):
+        shutil.copytree(on_ray / "artifacts" / stage, out / "artifacts" / stage)
     job = submit(module_head, "distill", "--config", str(example / "config.yaml"), *example_sets(out), timeout=420)
     assert "[teacher] importing my_teacher.net:build" in job.logs and f"student: {out / 'student'}" in job.logs, \
         job.logs[-3000:]
+    for stage in ("gan", "dre", "pool"):
+        assert f"[{stage}] reusing cached artifact {out}/artifacts/{stage}/" in job.logs, (stage, job.logs[-3000:])
+    assert "[gan] training" not in job.logs
     assert committed(out, "blkd") and committed(out, "cgankd")
     assert json.loads((out / "student" / "student.json").read_text())["input"]["channels"] == 3
+    assert table(job.logs) == table(embedded), (job.logs[-3000:], embedded)
+
+
+def table(stdout: str) -> dict[str, str]:
+    """model -> test accuracy, as a run's closing table prints them."""
+    return {line[:40].strip(): line[40:].split()[-3] for line in stdout.splitlines()
+            if line.startswith(("teacher", "NOKD student", "BLKD student", "cGAN-KD"))}

@@ -52,6 +52,8 @@ def test_readme_commands_run(tmp_path):
         cmd = cmd.replace(EXAMPLE, str(tmp_path / "example")).replace(".venv/bin/", f"{bin_dir}/")
         if re.search(r"rayflow (distill|run|tune)\b", cmd):
             cmd = f"{cmd.split('#', 1)[0].rstrip()} {TINY}"
+        elif "make_example.py" in cmd:  # a quicker teacher (conftest's `example` has the same)
+            cmd = f"{cmd.split('#', 1)[0].rstrip()} --steps 250"
         p = subprocess.run(["bash", "-c", cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, f"README command failed: {cmd}\n{(p.stdout + p.stderr)[-3000:]}"
         ran += 1

@@ -24,10 +24,11 @@ from test_predict import assert_matches_program, plain_torch_outputs
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-# a smaller run than the example's own settings: the path is the point here, not the figures
-# (60 GAN and 40 ratio-net steps: 18 s less per distill than 100 / 100; its fakes are near chance, which
-# the contract and prediction checks do not depend on)
-FAST = ["gan.steps=60", "gan.checkpoint_every=30", "dre.steps=40", "student.train.steps=150", "synth.m_per_class=40"]
+# a smaller run than the example's own settings: the path is the point here, not the figures (30 GAN and
+# 20 ratio-net steps, 100 student steps, 200 pool draws per class; its fakes are near chance, which the
+# contract and prediction checks do not depend on)
+FAST = ["gan.steps=30", "gan.checkpoint_every=15", "dre.steps=20", "student.train.steps=100", "synth.m_per_class=40",
+        "synth.pool_draws=200"]
 
 
 def rayflow_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -71,7 +72,8 @@ def check_student(student: Path, example: Path, stdout: str, tmp_path: Path, ray
         assert_matches_program(df.assign(predicted=df["predicted"].astype(str)), outputs, names)
 
 
-def test_your_teacher_in_your_student_out_on_embedded_ray(example, tmp_path):
-    """With the local executor the same path runs in tests/test_readme.py (README's quickstart as written)."""
-    student, stdout = distill(example, tmp_path / "out", "--executor", "ray")
-    check_student(student, example, stdout, tmp_path, ray=True)
+def test_your_teacher_in_your_student_out_on_embedded_ray(example, example_on_ray, tmp_path):
+    """The distill runs in the `example_on_ray` fixture (conftest.py), shared with tests/test_jobs.py. With
+    the local executor the same path runs in tests/test_readme.py (README's quickstart as written)."""
+    out, stdout = example_on_ray
+    check_student(out / "student", example, stdout, tmp_path, ray=True)
