@@ -138,7 +138,7 @@ def example(tmp_path_factory) -> Path:
 def example_on_ray(example, tmp_path_factory) -> tuple[Path, str]:
     """`rayflow distill` of the example on embedded Ray, once per session (xdist workers share it: a lock,
     `stdout.txt` written last): its output dir and what it printed. tests/test_your_teacher.py checks its
-    student; tests/test_jobs.py submits the same config as a job over a copy of its teacher, GAN, ratio net
+    student; tests/test_jobs.py submits the same config as a job over a copy of its GAN, ratio net
     and fake pool (the job then trains the students, whose Train workers need the user's package)."""
     from filelock import FileLock
     from test_your_teacher import distill
