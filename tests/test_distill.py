@@ -14,6 +14,7 @@ import yaml
 
 from rayflow.pipeline import FM_ROW
 from test_predict import assert_matches_program, plain_torch_outputs
+from test_your_teacher import run_table
 
 pytestmark = pytest.mark.slow
 
@@ -32,12 +33,8 @@ def distilled(tmp_path_factory):
 
 
 def _table(stdout: str) -> dict[str, float]:
-    rows = {}
-    for line in stdout.splitlines():
-        for name in ("teacher", "NOKD student", "BLKD student", FM_ROW, STUDENT, "fake", "+ ", "perfect generator"):
-            if line.startswith(name):
-                rows[line[:40].strip()] = float(line[40:].split()[-3])
-    return rows
+    return run_table(stdout, ("teacher", "NOKD student", "BLKD student", FM_ROW, STUDENT, "fake", "+ ",
+                              "perfect generator"))
 
 
 def test_distill_writes_one_student_beside_nokd_and_blkd(distilled):

@@ -146,7 +146,7 @@ def test_your_teacher_distilled_as_a_job(module_head, example, example_on_ray, t
     job's working_dir. The embedded run's GAN, ratio net and fake pool are copied in first (the same keys:
     the job reuses them; the teacher is imported again), so the job trains the students only — to the same
     figures as the embedded run."""
-    from test_your_teacher import example_sets
+    from test_your_teacher import example_sets, run_table
 
     on_ray, embedded = example_on_ray
     out = tmp_path / "out"
@@ -160,10 +160,5 @@ def test_your_teacher_distilled_as_a_job(module_head, example, example_on_ray, t
     assert "[gan] training" not in job.logs
     assert committed(out, "blkd") and committed(out, "cgankd")
     assert json.loads((out / "student" / "student.json").read_text())["input"]["channels"] == 3
-    assert table(job.logs) == table(embedded), (job.logs[-3000:], embedded)
+    assert run_table(job.logs) == run_table(embedded), (job.logs[-3000:], embedded)
 
-
-def table(stdout: str) -> dict[str, str]:
-    """model -> test accuracy, as a run's closing table prints them."""
-    return {line[:40].strip(): line[40:].split()[-3] for line in stdout.splitlines()
-            if line.startswith(("teacher", "NOKD student", "BLKD student", "cGAN-KD"))}

@@ -31,6 +31,16 @@ FAST = ["gan.steps=30", "gan.checkpoint_every=15", "dre.steps=20", "student.trai
         "synth.pool_draws=200"]
 
 
+# the closing table's rows of a distill
+ROWS = ("teacher", "NOKD student", "BLKD student", "cGAN-KD: + KD term on soft labels")
+
+
+def run_table(stdout: str, starts: tuple[str, ...] = ROWS) -> dict[str, float]:
+    """model -> test accuracy (%) from the closing table a run prints: its rows whose name starts with one
+    of `starts`, in the table's order."""
+    return {line[:40].strip(): float(line[40:].split()[-3]) for line in stdout.splitlines() if line.startswith(starts)}
+
+
 def rayflow_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
     return subprocess.run([sys.executable, "-m", "rayflow", *args], capture_output=True, text=True, env=env,
@@ -53,8 +63,7 @@ def distill(example: Path, out: Path, *extra: str) -> tuple[Path, str]:
 def check_student(student: Path, example: Path, stdout: str, tmp_path: Path, ray: bool) -> None:
     """The student folder against the run's table, and the exported program (loaded where rayflow cannot
     be imported) against `rayflow.predict` and `rayflow predict` (in-process and, with `ray`, Ray Data)."""
-    rows = {line[:40].strip(): float(line[40:].split()[-3]) for line in stdout.splitlines()
-            if line[:40].strip() in ("teacher", "NOKD student", "BLKD student", "cGAN-KD: + KD term on soft labels")}
+    rows = run_table(stdout)
     assert len(rows) == 4 and rows["teacher"] > 60, stdout  # the user's teacher, imported, not trained
     contract = json.loads((student / "student.json").read_text())
     names = sorted(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])

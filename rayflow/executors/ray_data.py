@@ -140,27 +140,15 @@ def fake_dataset(spec: FakeSpec, **read_kwargs) -> ray.data.Dataset:
 
     import pyarrow.parquet as pq
 
-    from rayflow.synth.io import META_KEY
+    from rayflow.synth.io import META_KEY, select_view_rows
 
     files, fs = parquet_source(list(dict.fromkeys(np.asarray(spec.files).tolist())))
     shape = json.loads(pq.read_schema(files[0], filesystem=fs).metadata[META_KEY])["image_shape"]
     order = np.argsort(spec.sample_ids, kind="stable")
     return ray.data.read_parquet(files, filesystem=fs, **read_kwargs).map_batches(
-        _view_rows, batch_format="pyarrow", batch_size=None,
+        select_view_rows, batch_format="pyarrow", batch_size=None,
         fn_kwargs={"ids": np.asarray(spec.sample_ids)[order], "labels": np.asarray(spec.labels)[order],
                    "image_shape": tuple(shape)})
-
-
-def _view_rows(table, **kw):
-    """`select_view_rows`, where a block that keeps no row goes on as an empty table: Ray Data splits a
-    file's read into blocks, a view's rows can all lie in one of them, and a tensor column of zero images
-    cannot be built (Ray warned "Failed to convert column 'image'" and pickled the block)."""
-    import pyarrow as pa
-
-    from rayflow.synth.io import select_view_rows
-
-    out = select_view_rows(table, **kw)
-    return out if len(out["label"]) else pa.table({})
 
 
 def parquet_source(files: list) -> tuple[list[str], Any]:

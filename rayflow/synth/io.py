@@ -241,12 +241,17 @@ def read_fake_set(out_dir: str | Path, m_per_class: int | None = None) -> FakeSe
 
 
 def select_view_rows(table: pa.Table, *, ids: np.ndarray, labels: np.ndarray,
-                     image_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+                     image_shape: tuple[int, ...]) -> dict[str, np.ndarray] | pa.Table:
     """Ray Data UDF of the executor's ``fake_dataset``: keep the rows whose ``sample_id`` is in the
-    sorted ``ids``, with ``label`` set to the view's label for each, decode the list columns."""
+    sorted ``ids``, with ``label`` set to the view's label for each, decode the list columns. A block
+    that keeps no row goes on as an empty table: Ray Data splits a file's read into blocks, a view's rows
+    can all lie in one of them, and a tensor column of zero images cannot be built (Ray warned "Failed to
+    convert column 'image'" and pickled the block)."""
     cols = _decode(table, image_shape)
     pos = np.clip(np.searchsorted(ids, cols["sample_id"]), 0, max(len(ids) - 1, 0))
     keep = ids[pos] == cols["sample_id"] if len(ids) else np.zeros(len(pos), bool)
+    if not keep.any():
+        return pa.table({})
     out = {k: v[keep] for k, v in cols.items()}
     out["label"] = labels[pos[keep]]
     return out
